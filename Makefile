@@ -1,0 +1,134 @@
+# walua - one GNU Makefile: build, run, test, check.
+#
+#   make            build ./walua
+#   make run        install missing Debian packages, build, serve the demo bot
+#   make test       install, build, run every suite; last line "N passed, N failed"
+#   make check      the same suites with ASan + UBSan
+#   make clean
+
+LUA_PC   ?= lua5.4
+MHD_PC   ?= libmicrohttpd
+CJSON_PC ?= lua5.4-cjson
+CURL_PC  ?= libcurl
+CRYPTO_PC ?= libcrypto
+SQLITE_PC ?= sqlite3
+
+# Debian 12 packages the build and the test suites need.
+DEBS = gcc make pkg-config liblua5.4-dev libmicrohttpd-dev lua-cjson-dev \
+	libcurl4-openssl-dev libssl-dev libsqlite3-dev python3 curl
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    = -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wmissing-declarations -Wwrite-strings \
+	-Wpointer-arith -Wformat=2 -Wundef -Wno-unused-parameter
+ifdef CI
+WARN    += -Werror
+endif
+PKG_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) $(MHD_PC) $(CJSON_PC) \
+	$(CRYPTO_PC) $(SQLITE_PC) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(LUA_PC) $(MHD_PC) $(CJSON_PC) \
+	$(CRYPTO_PC) $(SQLITE_PC) 2>/dev/null) \
+	$(shell pkg-config --libs $(CURL_PC) 2>/dev/null || echo -lcurl)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+WALUA_CFLAGS = $(WARN) -D_GNU_SOURCE -DWALUA_VERSION='"$(VERSION)"' \
+	-Isrc -Iobj $(PKG_CFLAGS)
+FINAL_CFLAGS = $(WALUA_CFLAGS) $(CFLAGS) $(SAN)
+FINAL_LDFLAGS = $(LDFLAGS) $(SAN)
+LIBS = $(PKG_LIBS) -lpthread -lm
+
+ODIR ?= obj
+SRCS := $(wildcard src/*.c)
+LIB_OBJS := $(patsubst src/%.c,$(ODIR)/%.o,$(filter-out src/main.c src/embed.c,$(SRCS))) \
+	$(ODIR)/luafiles.o
+LUA_FILES := $(sort $(wildcard lua/walua/*.lua lua/examples/*.lua scripts/*.lua))
+
+ifeq ($(V),1)
+Q =
+else
+Q = @
+endif
+
+.PHONY: all run test check clean deps asan unit-tests
+all: deps-quiet walua
+
+walua: $(ODIR)/main.o $(LIB_OBJS)
+	@echo LINK $@
+	$(Q)$(CC) -o $@ $^ $(FINAL_LDFLAGS) $(LIBS)
+
+$(ODIR)/%.o: src/%.c | $(ODIR)
+	@echo CC $<
+	$(Q)$(CC) $(FINAL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# The Lua half of the API is compiled into the binary as text (we load text
+# only), so ./walua runs from any folder.
+$(ODIR)/embed: src/embed.c | $(ODIR)
+	$(Q)$(CC) -O1 -o $@ $<
+$(ODIR)/luafiles.c: $(ODIR)/embed $(LUA_FILES)
+	@echo EMBED $(words $(LUA_FILES)) files
+	$(Q)$(ODIR)/embed $(LUA_FILES) > $@.tmp && mv $@.tmp $@
+$(ODIR)/luafiles.o: $(ODIR)/luafiles.c
+	$(Q)$(CC) $(FINAL_CFLAGS) -Wno-missing-prototypes -c -o $@ $<
+
+$(ODIR):
+	@mkdir -p $(ODIR)
+
+# Test programs: one per C module, plus the Lua test runner.
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(ODIR)/tests/%,$(UNIT_SRCS))
+$(ODIR)/tests/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(ODIR)/tests
+	@echo CC $<
+	$(Q)$(CC) $(FINAL_CFLAGS) -o $@ $^ $(FINAL_LDFLAGS) $(LIBS)
+$(ODIR)/tests/lua_runner: tests/lua_runner.c $(LIB_OBJS)
+	@mkdir -p $(ODIR)/tests
+	@echo CC $<
+	$(Q)$(CC) $(FINAL_CFLAGS) -o $@ $^ $(FINAL_LDFLAGS) $(LIBS)
+
+unit-tests: walua $(UNIT_BINS) $(ODIR)/tests/lua_runner
+
+# Install what a fresh Debian 12 lacks (we run as root in CI; otherwise sudo).
+deps:
+	@missing=""; for p in $(DEBS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" \
+			|| missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+deps-quiet:
+	@command -v dpkg-query >/dev/null 2>&1 && $(MAKE) --no-print-directory deps || true
+
+run: deps
+	$(MAKE) --no-print-directory walua
+	./walua serve
+
+test: deps
+	$(MAKE) --no-print-directory unit-tests
+	python3 tests/run.py
+
+asan:
+	$(MAKE) --no-print-directory ODIR=obj/asan \
+		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		CFLAGS="-O1 -g" unit-tests
+	cp obj/asan/../../walua walua 2>/dev/null || true
+
+check: deps
+	$(MAKE) --no-print-directory ODIR=obj/asan \
+		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		CFLAGS="-O1 -g" WALUA_BIN=obj/asan/walua unit-tests-asan
+	WALUA_BIN=obj/asan/walua WALUA_TESTBIN=obj/asan/tests \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 python3 tests/run.py
+
+unit-tests-asan: $(ODIR)/walua $(UNIT_BINS) $(ODIR)/tests/lua_runner
+$(ODIR)/walua: $(ODIR)/main.o $(LIB_OBJS)
+	@echo LINK $@
+	$(Q)$(CC) -o $@ $^ $(FINAL_LDFLAGS) $(LIBS)
+
+clean:
+	rm -rf obj walua
+
+-include $(wildcard $(ODIR)/*.d)

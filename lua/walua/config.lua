@@ -1,0 +1,275 @@
+-- walua/config.lua - check a configuration table and fill in its defaults.
+--
+-- Run by the C core (src/config.c) in a private state, never in a handler's
+-- sandbox.  check(t, file, dir) returns the normalized table (every key
+-- present, relative paths made absolute against dir) or raises
+-- "FILE: KEY.PATH: problem".  Unknown keys are errors at any depth: a typo
+-- must not be silently ignored.
+
+local M = {}
+
+-- Spec constructors.  A spec is a table { kind = ..., default = ... }.
+local function str(default, opts)
+	opts = opts or {}
+	opts.kind, opts.default = "string", default
+	return opts
+end
+local function int(default, min, max)
+	return { kind = "integer", default = default, min = min, max = max }
+end
+local function enum(values, default)
+	return { kind = "enum", values = values, default = default }
+end
+local function path(default)
+	return { kind = "path", default = default }
+end
+local function list(of, default)
+	return { kind = "list", of = of, default = default or {} }
+end
+local function record(fields, required)
+	return { kind = "record", fields = fields, required = required or {} }
+end
+local function optional(spec)
+	spec.optional = true
+	return spec
+end
+
+local auth = record({
+	type = enum({ "bearer", "oauth2", "kapso", "meta" }),
+	token = optional(str()),
+	secret = optional(str()),
+	app_secret = optional(str()),
+	verify_token = optional(str()),
+}, { "type" })
+
+local schema = record({
+	listen = str("127.0.0.1:8080"),
+	database = path("walua.db"),
+	handlers = list(path()),
+	workers = int(2, 1, 64),
+	durability = enum({ "full", "normal", "off" }, "normal"),
+	endpoints = list(record({
+		path = str(),
+		provider = enum({ "insider", "kapso", "meta" }),
+		auth = auth,
+	}, { "path", "provider", "auth" })),
+	oauth2 = record({
+		path = str("/oauth/token"),
+		token_ttl = int(3600, 60, 86400 * 30),
+		clients = list(record({
+			id = str(),
+			secret = str(),
+			refresh_token = optional(str()),
+			scopes = list(str()),
+		}, { "id", "secret" })),
+	}),
+	insider = record({
+		auth_key = optional(str()),
+		client_id = optional(str()),
+		client_secret = optional(str()),
+		scopes = list(str(), { "wa-webhook-read", "wa-webhook-manage",
+		    "wa-webhook-update", "wa-webhook-delete" }),
+		api_url = str("https://whatsapp.useinsider.com"),
+		gateway_url = str("https://gw.useinsider.com"),
+	}),
+	kapso = record({
+		api_key = optional(str()),
+		api_url = str("https://app.kapso.ai/api/v1"),
+	}),
+	limits = record({
+		max_body = int(4194304, 1024, 1024 * 1024 * 1024),
+		handler_timeout_ms = int(5000, 10, 3600 * 1000),
+		handler_memory_mb = int(64, 4, 65536),
+		max_queue = int(100000, 1),
+		retries = int(5, 0, 1000),
+		retry_backoff_ms = list(int(nil, 0),
+		    { 1000, 5000, 30000, 120000, 600000 }),
+		dedup_days = int(8, 1, 3650),
+		shutdown_timeout_ms = int(10000, 0, 3600 * 1000),
+	}),
+	-- Listener settings: read at start only (a change needs a restart).
+	http = record({
+		threads = int(2, 1, 64),
+		max_connections = int(1024, 1, 65536),
+		per_ip_connections = int(256, 0, 65536),	-- 0: no limit
+		timeout_s = int(30, 1, 3600),
+	}),
+	log_level = enum({ "debug", "info", "warn", "error" }, "info"),
+	log_file = optional(path()),
+})
+
+local function fail(where, msg)
+	error({ msg = where .. ": " .. msg }, 0)
+end
+
+local function absolute(p, dir)
+	if p:sub(1, 1) == "/" or dir == nil then return p end
+	return dir .. "/" .. p
+end
+
+local function is_list(t)
+	local n = 0
+	for _ in pairs(t) do n = n + 1 end
+	return n == #t
+end
+
+local check
+
+local function copy(v)
+	if type(v) ~= "table" then return v end
+	local t = {}
+	for k, x in pairs(v) do t[k] = copy(x) end
+	return t
+end
+
+function check(spec, v, where, dir)
+	if v == nil then
+		if spec.kind == "record" then
+			v = {}
+		elseif spec.default ~= nil then
+			v = copy(spec.default)
+			if spec.kind == "path" then v = absolute(v, dir) end
+			return v
+		elseif spec.optional then
+			return nil
+		else
+			fail(where, "missing")
+		end
+	end
+	local k = spec.kind
+	if k == "string" or k == "path" then
+		if type(v) ~= "string" then
+			fail(where, "expected a string, got " .. type(v))
+		end
+		if v == "" then fail(where, "must not be empty") end
+		return k == "path" and absolute(v, dir) or v
+	elseif k == "integer" then
+		if math.type(v) ~= "integer" then
+			if type(v) == "number" and v == math.floor(v) then
+				v = math.tointeger(v)
+			else
+				fail(where, "expected an integer, got " ..
+				    (math.type(v) or type(v)))
+			end
+		end
+		if spec.min and v < spec.min then
+			fail(where, "must be at least " .. spec.min)
+		end
+		if spec.max and v > spec.max then
+			fail(where, "must be at most " .. spec.max)
+		end
+		return v
+	elseif k == "enum" then
+		for _, x in ipairs(spec.values) do
+			if v == x then return v end
+		end
+		fail(where, "must be one of " .. table.concat(spec.values, ", ") ..
+		    ", got " .. tostring(v))
+	elseif k == "list" then
+		if type(v) ~= "table" or not is_list(v) then
+			fail(where, "expected a list")
+		end
+		local out = {}
+		for i, x in ipairs(v) do
+			out[i] = check(spec.of, x, where .. "[" .. i .. "]", dir)
+		end
+		return out
+	elseif k == "record" then
+		if type(v) ~= "table" then
+			fail(where, "expected a table, got " .. type(v))
+		end
+		for key in pairs(v) do
+			if spec.fields[key] == nil then
+				fail(where == "" and tostring(key) or
+				    where .. "." .. tostring(key), "unknown key")
+			end
+		end
+		for _, key in ipairs(spec.required) do
+			if v[key] == nil then
+				fail(where .. "." .. key, "missing")
+			end
+		end
+		local out = {}
+		for key, s in pairs(spec.fields) do
+			local w = where == "" and key or where .. "." .. key
+			out[key] = check(s, v[key], w, dir)
+		end
+		return out
+	end
+	error("config.lua: bad spec kind " .. tostring(k))
+end
+
+-- Which auth keys each auth type needs; any other key is a mistake.
+local auth_keys = {
+	bearer = { token = true },
+	oauth2 = {},
+	kapso = { secret = true },
+	meta = { app_secret = true, verify_token = true },
+}
+
+-- Auth types this build can check.  A type outside it is refused at load
+-- rather than served unauthenticated.
+M.supported_auth = { bearer = true }
+
+local reserved = { ["/healthz"] = true, ["/metrics"] = true }
+
+local function check_endpoints(c)
+	local seen = {}
+	for i, ep in ipairs(c.endpoints) do
+		local w = "endpoints[" .. i .. "]"
+		if ep.path:sub(1, 1) ~= "/" then
+			fail(w .. ".path", "must start with '/'")
+		end
+		if seen[ep.path] or reserved[ep.path] or ep.path == c.oauth2.path then
+			fail(w .. ".path", "'" .. ep.path .. "' is already in use")
+		end
+		seen[ep.path] = true
+		local a = ep.auth
+		if not M.supported_auth[a.type] then
+			fail(w .. ".auth.type", "'" .. a.type ..
+			    "' is not supported by this version of walua")
+		end
+		for need in pairs(auth_keys[a.type]) do
+			if a[need] == nil then
+				fail(w .. ".auth." .. need, "missing (needed by auth type '" ..
+				    a.type .. "')")
+			end
+		end
+		for key in pairs(a) do
+			if key ~= "type" and not auth_keys[a.type][key] then
+				fail(w .. ".auth." .. key, "not used by auth type '" ..
+				    a.type .. "'")
+			end
+		end
+		if (a.type == "kapso" or a.type == "meta") and
+		    ep.provider ~= a.type then
+			fail(w .. ".auth.type", "auth type '" .. a.type ..
+			    "' needs provider '" .. a.type .. "'")
+		end
+	end
+	if c.oauth2.path:sub(1, 1) ~= "/" then
+		fail("oauth2.path", "must start with '/'")
+	end
+	local host, port = c.listen:match("^(.*):(%d+)$")
+	if not host or tonumber(port) > 65535 or host == "" then
+		fail("listen", "expected HOST:PORT, got '" .. c.listen .. "'")
+	end
+end
+
+-- Check and normalize t, the table a config file returned.  file names the
+-- file in messages; dir is the folder relative paths are taken from.
+function M.check(t, file, dir)
+	local ok, res = pcall(function()
+		if type(t) ~= "table" then
+			fail("config", "the file must return a table, got " .. type(t))
+		end
+		local c = check(schema, t, "", dir)
+		check_endpoints(c)
+		return c
+	end)
+	if ok then return res end
+	if type(res) == "table" then error(file .. ": " .. res.msg, 0) end
+	error(res, 0)
+end
+
+return M

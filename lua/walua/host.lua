@@ -1,0 +1,272 @@
+-- walua/host.lua - the sandbox handlers run in, and the call of a handler.
+--
+-- Run once per worker state by src/lhost.c, with the full standard
+-- libraries still in place and C helpers as its argument; it keeps what
+-- it needs in locals, builds the read-only globals handlers see, and
+-- returns { load = ..., handle = ... }.  After it returns, the state's own
+-- globals are never used by handler code: every script runs with its own
+-- environment whose __index is the sandbox's globals.
+--
+-- What handlers get (SPEC §6): base functions without dofile, loadfile,
+-- load of bytecode, collectgarbage's control options; string (no dump),
+-- table, math, utf8, coroutine, os.time/clock/date/difftime; print (to the
+-- log); require for walua.*, cjson and modules beside the handler.
+
+local C = ...		-- log(level, msg, fields), readsrc(path), decode(json)
+
+local G = _G
+local load, pcall, error, type, setmetatable, rawset, rawget, tostring =
+    G.load, G.pcall, G.error, G.type, G.setmetatable, G.rawset, G.rawget,
+    G.tostring
+local select, ipairs, pairs, next = G.select, G.ipairs, G.pairs, G.next
+local concat, format, match, gsub = table.concat, string.format,
+    string.match, string.gsub
+
+-- A read-only view of t: reads pass through, writes raise, and the
+-- metatable is hidden (lighttpd's "lua table is read-only").
+local function readonly(t, name)
+	return setmetatable({}, {
+		__index = t,
+		__newindex = function(_, k)
+			error(format("%s is read-only (assigning '%s')", name,
+			    tostring(k)), 2)
+		end,
+		__pairs = function() return next, t, nil end,
+		__metatable = false,
+	})
+end
+
+local function copy(t, keys)
+	local out = {}
+	for _, k in ipairs(keys) do out[k] = t[k] end
+	return out
+end
+
+local strlib = {}
+for k, v in pairs(string) do
+	if k ~= "dump" then strlib[k] = v end
+end
+-- Scripts share the string metatable; hide it so none can change it.
+getmetatable("").__metatable = false
+
+local safe = {
+	assert = assert, error = error, ipairs = ipairs, next = next,
+	pairs = pairs, pcall = pcall, rawequal = rawequal, rawget = rawget,
+	rawlen = rawlen, rawset = rawset, select = select,
+	setmetatable = setmetatable, getmetatable = getmetatable,
+	tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
+	_VERSION = _VERSION,
+	string = readonly(strlib, "string"),
+	table = readonly(table, "table"),
+	math = readonly(math, "math"),
+	utf8 = readonly(utf8, "utf8"),
+	coroutine = readonly(coroutine, "coroutine"),
+	os = readonly(copy(os, { "time", "clock", "date", "difftime" }), "os"),
+}
+
+-- collectgarbage: reading the count and asking for a collection are fine;
+-- stopping or retuning the collector is not.
+local gc = collectgarbage
+safe.collectgarbage = function(opt, ...)
+	opt = opt or "collect"
+	if opt == "count" or opt == "collect" or opt == "step" or
+	    opt == "isrunning" then
+		return gc(opt, ...)
+	end
+	error("collectgarbage('" .. tostring(opt) .. "') is not allowed", 2)
+end
+
+safe.print = function(...)
+	local n = select("#", ...)
+	local parts = {}
+	for i = 1, n do parts[i] = tostring((select(i, ...))) end
+	C.log("info", concat(parts, "\t"))
+end
+
+-- The modules of the sandbox, loaded once per state.
+local loaded = {}
+local preload = {}		-- name -> function returning the module
+local private = { ["walua.host"] = true, ["walua.config"] = true }
+
+preload["walua.log"] = function()
+	local log = {}
+	for _, level in ipairs({ "debug", "info", "warn", "error" }) do
+		log[level] = function(msg, fields)
+			if type(msg) ~= "string" then
+				error("log." .. level .. ": msg must be a string", 2)
+			end
+			if fields ~= nil and type(fields) ~= "table" then
+				error("log." .. level .. ": fields must be a table", 2)
+			end
+			C.log(level, msg, fields)
+		end
+	end
+	return readonly(log, "walua.log")
+end
+local cj = C.cjson	-- private lua-cjson: depth limits fixed by the C core
+preload["cjson"] = function()
+	return readonly({ encode = cj.encode, decode = cj.decode,
+	    null = cj.null, _NAME = "cjson", _VERSION = cj._VERSION }, "cjson")
+end
+
+-- walua.json: decode is safe (nil, err); array(t) makes an empty table
+-- encode as [] (lua-cjson 2.1 encodes every empty table as {}): marked
+-- empty tables are swapped for a sentinel string that is then replaced.
+preload["walua.json"] = function()
+	local ARRAY = { __name = "walua.json.array" }
+	local SENTINEL = "\1walua:empty-array\1"
+	local QUOTED = '"\\u0001walua:empty%-array\\u0001"'
+	local used = false
+	local function prep(v, depth)
+		if type(v) ~= "table" or depth > 64 then return v end
+		if getmetatable(v) == ARRAY and next(v) == nil then
+			return SENTINEL
+		end
+		local out = {}
+		for k, x in pairs(v) do out[k] = prep(x, depth + 1) end
+		return out
+	end
+	local json = { null = cj.null }
+	function json.encode(v)
+		if not used then return cj.encode(v) end
+		return (gsub(cj.encode(prep(v, 0)), QUOTED, "[]"))
+	end
+	function json.decode(s)
+		if type(s) ~= "string" then
+			error("json.decode: expected a string, got " .. type(s), 2)
+		end
+		local ok, v = pcall(cj.decode, s)
+		if ok then return v end
+		return nil, (gsub(tostring(v), "^.-:%d+: ", ""))
+	end
+	function json.array(t)
+		t = t or {}
+		if type(t) ~= "table" then
+			error("json.array: expected a table, got " .. type(t), 2)
+		end
+		used = true
+		return setmetatable(t, ARRAY)
+	end
+	return readonly(json, "walua.json")
+end
+
+local make_env
+
+-- Compile src (text only) as chunk name "@path" in a fresh environment
+-- and run it; returns its result.  Raises on error.
+local function run_chunk(path, src, dir)
+	local env, seal = make_env(dir)
+	local fn, err = load(src, "@" .. path, "t", env)
+	if not fn then error(err, 0) end
+	local res = fn()
+	seal()
+	return res
+end
+
+local function require_from(dir)
+	return function(name)
+		if type(name) ~= "string" then
+			error("require: module name must be a string", 2)
+		end
+		local key = name
+		local m = loaded[key]
+		if m ~= nil then return m end
+		if preload[name] then
+			m = preload[name]()
+		elseif match(name, "^walua%.[%w_]+$") and not private[name] then
+			local path = "lua/" .. gsub(name, "%.", "/") .. ".lua"
+			local src = C.readsrc(path)
+			if not src then
+				error("module '" .. name .. "' not found", 2)
+			end
+			m = run_chunk(path, src, "lua/walua")
+		elseif match(name, "^[%w_]+$") or match(name, "^[%w_]+%.[%w_.]+$") then
+			local path = dir .. "/" .. gsub(name, "%.", "/") .. ".lua"
+			key = path
+			m = loaded[key]
+			if m ~= nil then return m end
+			local src = C.readsrc(path)
+			if not src then
+				error("module '" .. name .. "' not found (looked for '" ..
+				    path .. "')", 2)
+			end
+			m = run_chunk(path, src, dir)
+		else
+			error("module '" .. name .. "' not found", 2)
+		end
+		if m == nil then m = true end
+		loaded[key] = m
+		return m
+	end
+end
+
+-- A script's environment: globals may be defined while the chunk loads;
+-- afterwards an assignment to an undeclared global raises, so state
+-- cannot leak between events through globals.
+function make_env(dir)
+	local sealed = false
+	local env = {}
+	env._G = env
+	env.require = require_from(dir)
+	env.load = function(chunk, name, mode, e)
+		if mode ~= nil and mode ~= "t" then
+			error("load: only text chunks are allowed", 2)
+		end
+		if type(chunk) == "string" and chunk:byte(1) == 27 then
+			return nil, "load: binary chunks are not allowed"
+		end
+		return load(chunk, name, "t", e or env)
+	end
+	setmetatable(env, {
+		__index = safe,
+		__newindex = function(t, k, v)
+			if sealed then
+				error("assignment to undeclared global '" ..
+				    tostring(k) .. "' (use a local)", 2)
+			end
+			rawset(t, k, v)
+		end,
+		__metatable = false,
+	})
+	return env, function() sealed = true end
+end
+
+local H = {}
+local handlers = {}
+
+-- A fresh sandbox environment for chunks from dir (the test runner runs
+-- its files in one, so they see exactly what handlers see).
+function H.new_env(dir)
+	return (make_env(dir or "."))
+end
+
+-- Load the handler script at path (its text is src).  Returns true, or
+-- raises with the reason (file:line included by the compiler).
+function H.load(path, src)
+	local dir = match(path, "^(.*)/[^/]*$") or "."
+	local h = run_chunk(path, src, dir)
+	local t = type(h)
+	if t ~= "function" and t ~= "table" then
+		error(path .. ": a handler script must return a function or a " ..
+		    "table of on_* functions, got " .. t, 0)
+	end
+	handlers[#handlers + 1] = h
+	return true
+end
+
+-- Call every handler for the event (a JSON text); raise on failure.
+function H.handle(json, id, attempt)
+	local ev = C.decode(json)
+	ev.id, ev.attempt = id, attempt
+	for i = 1, #handlers do
+		local h = handlers[i]
+		if type(h) == "function" then
+			h(ev)
+		else
+			local fn = h["on_" .. ev.kind] or h.on_event
+			if fn ~= nil then fn(ev) end
+		end
+	end
+end
+
+return H

@@ -1,0 +1,344 @@
+-- walua/normalize.lua - turn a provider's webhook body into walua events.
+--
+-- decode(provider, body, ctx) -> list of events | nil, err
+--
+-- Runs in the C core's decoder states on the HTTP threads (trusted code, no
+-- handler ever runs there) and in tests.  The body is decoded with cjson at
+-- the depth limit the C core fixed; every entry, change, message and status
+-- becomes its own event, in body order.  The fields are those of SPEC §5;
+-- `id` is given by the C core.  Ids stay strings, codes and timestamps
+-- become integers, and ev.raw is the provider object the event came from.
+
+local cjson = require "cjson"
+
+local M = {}
+
+local null = cjson.null
+local tointeger, mtype = math.tointeger, math.type
+local find, format = string.find, string.format
+
+-- A JSON value as a string id: numbers without a fraction, as integers.
+local function idstr(v)
+	if type(v) == "string" then return v ~= "" and v or nil end
+	if type(v) == "number" then
+		local i = tointeger(v)
+		return i and format("%d", i) or tostring(v)
+	end
+	return nil
+end
+
+local function str(v)
+	if type(v) == "string" then return v end
+	return nil
+end
+
+local function tab(v)
+	if type(v) == "table" then return v end
+	return nil
+end
+
+local function int(v)
+	if type(v) == "number" then return tointeger(v) end
+	if type(v) == "string" then
+		local n = tonumber(v)
+		return n and tointeger(n) or nil
+	end
+	return nil
+end
+
+-- Days from 1970-01-01 to y-m-d (proleptic Gregorian), without os.time,
+-- which would apply the local time zone.
+local function days_from_civil(y, m, d)
+	y = m <= 2 and y - 1 or y
+	local era = (y >= 0 and y or y - 399) // 400
+	local yoe = y - era * 400
+	local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
+	local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+	return era * 146097 + doe - 719468
+end
+
+-- Unix seconds from a number, a numeric string or an ISO 8601 time
+-- ("2025-10-28T14:25:01Z", "+03:00" offsets, fractions ignored).
+local function timestamp(v)
+	local n = int(v)
+	if n then return n end
+	if type(v) ~= "string" then return nil end
+	local y, mo, d, h, mi, s, rest = v:match(
+	    "^(%d%d%d%d)-(%d%d)-(%d%d)[T ](%d%d):(%d%d):(%d%d)(.*)$")
+	if not y then return nil end
+	local t = days_from_civil(tointeger(y), tointeger(mo), tointeger(d)) *
+	    86400 + h * 3600 + mi * 60 + tointeger(s)
+	rest = rest:gsub("^%.%d+", "")
+	local sign, oh, om = rest:match("^([+-])(%d%d):?(%d%d)$")
+	if sign then
+		local off = tointeger(oh) * 3600 + tointeger(om) * 60
+		t = sign == "+" and t - off or t + off
+	elseif rest ~= "Z" and rest ~= "" then
+		return nil
+	end
+	return tointeger(t)
+end
+M.timestamp = timestamp
+
+-- One normalized error: only the fields present.
+local function error_item(e)
+	if type(e) ~= "table" then return nil end
+	local data = tab(e.error_data)
+	return {
+		code = int(e.code),
+		title = str(e.title),
+		message = str(e.message),
+		details = str(e.details) or (data and str(data.details)),
+		href = str(e.href),
+	}
+end
+
+local function error_list(list)
+	if type(list) ~= "table" then return nil end
+	local out = {}
+	for _, e in ipairs(list) do
+		out[#out + 1] = error_item(e)
+	end
+	return #out > 0 and out or nil
+end
+
+local function conversation(pnid, wa_id)
+	if pnid and wa_id then return pnid .. ":" .. wa_id end
+	return wa_id
+end
+
+local function base(ctx, kind, raw)
+	return { provider = ctx.provider, endpoint = ctx.endpoint,
+	    kind = kind, key = ctx.key, raw = raw }
+end
+
+local media_types = { image = true, video = true, audio = true,
+    document = true, sticker = true }
+local media_fields = { "id", "mime_type", "sha256", "filename", "caption",
+    "url", "animated", "voice" }
+
+local function media(m)
+	local out = {}
+	for _, f in ipairs(media_fields) do
+		local v = m[f]
+		if v ~= nil and v ~= null then
+			out[f] = (f == "id") and idstr(v) or v
+		end
+	end
+	return out
+end
+
+-- The profile name of the contact who sent from, if the value says.
+local function contact_name(contacts, from)
+	if type(contacts) ~= "table" then return nil end
+	local only = #contacts == 1 and contacts[1] or nil
+	for _, c in ipairs(contacts) do
+		if type(c) == "table" and idstr(c.wa_id) == from then
+			only = c
+			break
+		end
+	end
+	local p = only and tab(only.profile)
+	return p and str(p.name)
+end
+
+local function message_event(ctx, meta, m, contacts)
+	local ev = base(ctx, "message", m)
+	ev.phone_number_id, ev.display_phone_number = meta.pnid, meta.display
+	ev.type = str(m.type) or "unknown"
+	ev.from = idstr(m.from)
+	ev.message_id = idstr(m.id)
+	ev.timestamp = timestamp(m.timestamp)
+	ev.name = contact_name(contacts, ev.from)
+	ev.conversation = conversation(meta.pnid, ev.from)
+	local t = ev.type
+	local body = tab(m[t])
+	if t == "text" then
+		ev.text = body and str(body.body)
+	elseif t == "button" and body then
+		ev.text, ev.reply_id = str(body.text), idstr(body.payload)
+	elseif t == "interactive" and body then
+		local r = tab(body.button_reply) or tab(body.list_reply)
+		if r then ev.text, ev.reply_id = str(r.title), idstr(r.id) end
+	elseif media_types[t] and body then
+		ev.media = media(body)
+		ev.text = str(body.caption)
+	elseif t == "location" then
+		ev.location = body
+	elseif t == "reaction" then
+		ev.reaction = body
+	end
+	local c = tab(m.context)
+	if c then ev.context = { from = idstr(c.from), id = idstr(c.id) } end
+	ev.errors = error_list(m.errors)
+	return ev
+end
+
+local function status_event(ctx, meta, s)
+	local ev = base(ctx, "status", s)
+	ev.phone_number_id, ev.display_phone_number = meta.pnid, meta.display
+	ev.status = str(s.status)
+	ev.message_id = idstr(s.id)
+	ev.recipient = idstr(s.recipient_id)
+	ev.timestamp = timestamp(s.timestamp)
+	ev.errors = error_list(s.errors)
+	ev.pricing = tab(s.pricing)
+	ev.conversation = conversation(meta.pnid, ev.recipient)
+	return ev
+end
+
+local function error_event(ctx, raw, errors)
+	local ev = base(ctx, "error", raw)
+	ev.errors = errors
+	ev.code = errors and errors[1] and errors[1].code
+	return ev
+end
+
+local function metadata(value)
+	local m = tab(value.metadata) or {}
+	return { pnid = idstr(m.phone_number_id) or
+	    idstr(m.display_phone_number_id),
+	    display = idstr(m.display_phone_number) }
+end
+
+local function unknown_event(ctx, raw, meta)
+	local ev = base(ctx, "unknown", raw)
+	if meta then
+		ev.phone_number_id, ev.display_phone_number = meta.pnid, meta.display
+	end
+	return ev
+end
+
+-- Meta's envelope: entry[] -> changes[] -> value.
+local function envelope(ctx, body, out)
+	for _, entry in ipairs(tab(body.entry) or {}) do
+		for _, change in ipairs(type(entry) == "table" and
+		    tab(entry.changes) or {}) do
+			local value = type(change) == "table" and tab(change.value)
+			if not value or change.field ~= "messages" then
+				out[#out + 1] = unknown_event(ctx, change,
+				    value and metadata(value))
+			else
+				local meta = metadata(value)
+				local n = #out
+				for _, m in ipairs(tab(value.messages) or {}) do
+					if type(m) == "table" then
+						out[#out + 1] = message_event(ctx,
+						    meta, m, value.contacts)
+					end
+				end
+				for _, s in ipairs(tab(value.statuses) or {}) do
+					if type(s) == "table" then
+						out[#out + 1] = status_event(ctx,
+						    meta, s)
+					end
+				end
+				local errs = error_list(value.errors)
+				if errs then
+					local ev = error_event(ctx, value, errs)
+					ev.phone_number_id = meta.pnid
+					ev.display_phone_number = meta.display
+					out[#out + 1] = ev
+				end
+				if #out == n then
+					out[#out + 1] = unknown_event(ctx,
+					    change, meta)
+				end
+			end
+		end
+	end
+end
+
+-- (a) Meta's send response forwarded by Insider, plus key.
+local function accepted(ctx, body, out)
+	local contacts = tab(body.contacts) or {}
+	for i, m in ipairs(body.messages) do
+		local c = tab(contacts[i]) or tab(contacts[1]) or {}
+		local ev = base(ctx, "accepted", body)
+		ev.message_id = type(m) == "table" and idstr(m.id) or nil
+		ev.recipient = idstr(c.wa_id)
+		ev.input = idstr(c.input)
+		ev.conversation = ev.recipient
+		out[#out + 1] = ev
+	end
+end
+
+-- (i) the template-sent event.
+local function template(ctx, body, out)
+	local t = tab(body.template) or {}
+	local ev = base(ctx, "template", body)
+	ev.template = { name = str(t.name), language = t.language,
+	    content = str(t.content) or str(body.content),
+	    components = tab(t.components) }
+	ev.recipient = idstr(body.to)
+	ev.conversation = ev.recipient
+	ev.timestamp = timestamp(body.timestamp) or timestamp(t.timestamp)
+	out[#out + 1] = ev
+end
+
+local function is_accepted(body)
+	local msgs, contacts = tab(body.messages), tab(body.contacts)
+	return body.messaging_product ~= nil and body.entry == nil and
+	    msgs and type(msgs[1]) == "table" and msgs[1].id ~= nil and
+	    contacts and type(contacts[1]) == "table" and
+	    contacts[1].input ~= nil
+end
+
+-- Classify a decoded Insider or Meta body (PROTOCOL §1.2, in this order).
+local function classify(ctx, body, out)
+	if body.object == "whatsapp_business_account" then
+		envelope(ctx, body, out)
+	elseif tab(body.error) then
+		out[#out + 1] = error_event(ctx, body,
+		    error_list({ body.error }))
+	elseif tab(body.errors) and error_list(body.errors) then
+		out[#out + 1] = error_event(ctx, body, error_list(body.errors))
+	elseif tab(body.template) or (body.type == "template" and
+	    body.recipient_type ~= nil) then
+		template(ctx, body, out)
+	elseif is_accepted(body) then
+		accepted(ctx, body, out)
+	end
+	if #out == 0 then
+		out[#out + 1] = unknown_event(ctx, body)
+	end
+end
+
+-- Decode body (a JSON text) from provider into a list of events.  ctx may
+-- give endpoint.  Returns nil, reason for a body that is not a JSON object.
+function M.decode(provider, body, ctx)
+	local ok, t = pcall(cjson.decode, body)
+	if not ok then
+		local msg = tostring(t):gsub("^.-:%d+: ", "")
+		return nil, "body is not valid JSON: " .. msg
+	end
+	if type(t) ~= "table" or (next(t) ~= nil and #t > 0) or
+	    (next(t) == nil and find(body, "^%s*%[")) then
+		return nil, "body is not a JSON object"
+	end
+	local c = { provider = provider, endpoint = ctx and ctx.endpoint }
+	c.key = idstr(t.key)
+	local out = {}
+	classify(c, t, out)
+	return out
+end
+
+-- For the C core: decode and encode each event for the inbox.  Returns
+-- the count n then n triples (kind, conversation|false, json), or nil, err.
+function M.for_inbox(provider, body, endpoint)
+	local events, err = M.decode(provider, body, { endpoint = endpoint })
+	if not events then return nil, err end
+	local out, n = {}, 0
+	for _, ev in ipairs(events) do
+		out[n + 1] = ev.kind
+		out[n + 2] = ev.conversation or false
+		out[n + 3] = cjson.encode(ev)
+		n = n + 3
+	end
+	return #events, out
+end
+
+-- unused in production; kept so tests can see which number types survive
+M._mtype = mtype
+
+return M

@@ -1,0 +1,72 @@
+/* config.h - the configuration: load, check, share between threads. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stddef.h>
+
+enum { PROVIDER_INSIDER, PROVIDER_KAPSO, PROVIDER_META };
+enum { AUTH_BEARER, AUTH_OAUTH2, AUTH_KAPSO, AUTH_META };
+enum { DURABILITY_OFF, DURABILITY_NORMAL, DURABILITY_FULL };
+
+struct endpoint {
+	char		*path;
+	int		 provider;		/* PROVIDER_* */
+	const char	*provider_name;		/* static */
+	int		 auth;			/* AUTH_* */
+	char		*token;			/* bearer; secret */
+	char		*secret;		/* kapso; secret */
+	char		*app_secret;		/* meta; secret */
+	char		*verify_token;		/* meta; secret */
+};
+
+struct limits {
+	size_t		 max_body;
+	int		 handler_timeout_ms;
+	int		 handler_memory_mb;
+	long		 max_queue;
+	int		 retries;
+	int		*backoff_ms;		/* nbackoff entries, last repeats */
+	int		 nbackoff;
+	int		 dedup_days;
+	int		 shutdown_timeout_ms;
+};
+
+struct config {
+	char		*file;			/* NULL: the built-in demo */
+	char		*listen;		/* "host:port" as written */
+	char		*listen_host;
+	int		 listen_port;
+	char		*database;
+	char		**handlers;		/* paths (embedded paths for the demo) */
+	int		 nhandlers;
+	int		 workers;
+	int		 durability;
+	struct endpoint	*endpoints;
+	int		 nendpoints;
+	char		*oauth2_path;
+	struct limits	 limits;
+	int		 http_threads;
+	int		 http_max_connections;
+	int		 http_per_ip;
+	int		 http_timeout_s;
+	int		 log_level;
+	char		*log_file;
+	char		*json;			/* the checked config, for workers */
+	size_t		 jsonlen;
+	int		 refs;			/* under the current-config lock */
+};
+
+struct config	*config_load(const char *file, char *err, size_t errlen);
+struct config	*config_from_json(const char *json, size_t len, char *err,
+		    size_t errlen);
+void		 config_free(struct config *);
+const char	*config_default_file(void);
+
+void		 config_set_current(struct config *);
+struct config	*config_get(void);
+void		 config_put(struct config *);
+
+const struct endpoint *config_endpoint(const struct config *, const char *path);
+int		 config_backoff_ms(const struct config *, int attempt);
+
+#endif

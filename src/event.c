@@ -1,0 +1,226 @@
+/*
+ * event.c - decode a webhook body into events, on the HTTP threads.
+ *
+ * Each HTTP thread lazily gets its own decoder: a private Lua state with
+ * lua-cjson (depth limit fixed here, no script can change it) and
+ * lua/walua/normalize.lua.  No handler code ever runs in these states; they
+ * exist so the HTTP side can classify and normalize bodies with the same
+ * cjson the handlers see, and hand each event on as one JSON object.
+ */
+#include "event.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <lua-cjson.h>
+#include <openssl/rand.h>
+
+#include "luasrc.h"
+
+#define EVENT_MAX_DEPTH	64
+
+struct decoder {
+	lua_State	*L;
+	int		 fn;		/* ref: normalize.for_inbox */
+	struct decoder	*next;
+};
+
+static _Thread_local struct decoder *tls_decoder;
+static struct decoder	*all_decoders;
+static pthread_mutex_t	 decoders_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Build a decoder state, protected (OOM here is an error, not an abort). */
+static int
+decoder_init(lua_State *L)
+{
+	struct decoder	*d = lua_touserdata(L, 1);
+
+	luaL_openlibs(L);
+	luaL_requiref(L, "cjson", luaopen_cjson, 1);
+	lua_getfield(L, -1, "decode_max_depth");
+	lua_pushinteger(L, EVENT_MAX_DEPTH);
+	lua_call(L, 1, 0);
+	lua_getfield(L, -1, "encode_max_depth");
+	lua_pushinteger(L, EVENT_MAX_DEPTH + 8);
+	lua_call(L, 1, 0);
+	lua_pop(L, 1);
+	if (luasrc_load(L, "walua.normalize") != LUA_OK)
+		return lua_error(L);
+	lua_call(L, 0, 1);
+	lua_getfield(L, -1, "for_inbox");
+	d->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pop(L, 1);
+	return 0;
+}
+
+static struct decoder *
+decoder_get(char *err, size_t errlen)
+{
+	struct decoder	*d;
+
+	if (tls_decoder != NULL)
+		return tls_decoder;
+	if ((d = calloc(1, sizeof(*d))) == NULL ||
+	    (d->L = luaL_newstate()) == NULL) {
+		free(d);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	lua_pushcfunction(d->L, decoder_init);
+	lua_pushlightuserdata(d->L, d);
+	if (lua_pcall(d->L, 1, 0, 0) != LUA_OK) {
+		snprintf(err, errlen, "decoder: %s", lua_tostring(d->L, -1));
+		lua_close(d->L);
+		free(d);
+		return NULL;
+	}
+	pthread_mutex_lock(&decoders_mu);
+	d->next = all_decoders;
+	all_decoders = d;
+	pthread_mutex_unlock(&decoders_mu);
+	tls_decoder = d;
+	return d;
+}
+
+static uint32_t		 id_prefix;
+static pthread_once_t	 id_once = PTHREAD_ONCE_INIT;
+
+static void
+id_seed(void)
+{
+	uint32_t v;
+
+	if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
+		v = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+	id_prefix = v;
+}
+
+/*
+ * A new event id: 12 hex digits of milliseconds since the epoch (so ids
+ * sort by arrival), 8 of a per-process random prefix, 6 of a counter.
+ */
+void
+event_new_id(char out[EVENT_ID_LEN + 1])
+{
+	static atomic_uint	 counter;
+	struct timespec		 ts;
+	unsigned long long	 ms;
+
+	pthread_once(&id_once, id_seed);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ms = (unsigned long long)ts.tv_sec * 1000 + (unsigned long long)
+	    (ts.tv_nsec / 1000000);
+	snprintf(out, EVENT_ID_LEN + 1, "%012llx%08x%06x",
+	    ms & 0xffffffffffffULL, id_prefix,
+	    atomic_fetch_add(&counter, 1) & 0xffffff);
+}
+
+/*
+ * Decode body, a POST to endpoint from provider, into out (caller frees
+ * with event_batch_free).  Returns 0; -1 when the body is bad input (not
+ * JSON, too deep, not an object: err says why, for a 400); -2 when walua
+ * itself failed (out of memory: err says so, for a 503).
+ */
+int
+event_decode(const char *provider, const char *endpoint, const char *body,
+    size_t len, struct event_batch *out, char *err, size_t errlen)
+{
+	struct decoder	*d;
+	lua_State	*L;
+	int		 top, n, i, rc = -2;
+
+	memset(out, 0, sizeof(*out));
+	if ((d = decoder_get(err, errlen)) == NULL)
+		return -2;
+	L = d->L;
+	top = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, d->fn);
+	lua_pushstring(L, provider);
+	lua_pushlstring(L, body, len);
+	lua_pushstring(L, endpoint);
+	if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
+		snprintf(err, errlen, "decoder: %s", lua_tostring(L, -1));
+		goto done;
+	}
+	if (lua_isnil(L, -2)) {
+		snprintf(err, errlen, "%s", lua_tostring(L, -1));
+		rc = -1;
+		goto done;
+	}
+	n = (int)lua_tointeger(L, -2);
+	if ((out->ev = calloc((size_t)n + 1, sizeof(*out->ev))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto done;
+	}
+	for (i = 0; i < n; i++) {
+		struct event	*e = &out->ev[i];
+		const char	*s;
+		size_t		 sl;
+
+		out->n = i + 1;
+		event_new_id(e->id);
+		lua_rawgeti(L, -1, 3 * i + 1);
+		e->kind = strdup(lua_tostring(L, -1));
+		lua_rawgeti(L, -2, 3 * i + 2);
+		if (lua_type(L, -1) == LUA_TSTRING &&
+		    (e->conversation = strdup(lua_tostring(L, -1))) == NULL)
+			goto oom;
+		lua_rawgeti(L, -3, 3 * i + 3);
+		s = lua_tolstring(L, -1, &sl);
+		if ((e->json = malloc(sl + 1)) == NULL || e->kind == NULL)
+			goto oom;
+		memcpy(e->json, s, sl + 1);
+		e->jsonlen = sl;
+		lua_pop(L, 3);
+	}
+	rc = 0;
+	goto done;
+oom:
+	snprintf(err, errlen, "out of memory");
+	event_batch_free(out);
+done:
+	lua_settop(L, top);
+	/* keep the decoder small between bodies of very different sizes */
+	lua_gc(L, LUA_GCSTEP, 0);
+	return rc;
+}
+
+void
+event_batch_free(struct event_batch *b)
+{
+	int	i;
+
+	for (i = 0; b->ev != NULL && i < b->n; i++) {
+		free(b->ev[i].kind);
+		free(b->ev[i].conversation);
+		free(b->ev[i].json);
+	}
+	free(b->ev);
+	b->ev = NULL;
+	b->n = 0;
+}
+
+/* Close every decoder; only after the HTTP threads have stopped. */
+void
+event_shutdown(void)
+{
+	struct decoder	*d, *next;
+
+	pthread_mutex_lock(&decoders_mu);
+	for (d = all_decoders; d != NULL; d = next) {
+		next = d->next;
+		lua_close(d->L);
+		free(d);
+	}
+	all_decoders = NULL;
+	pthread_mutex_unlock(&decoders_mu);
+	tls_decoder = NULL;
+}

@@ -1,0 +1,29 @@
+/* event.h - decode a webhook body into walua events (HTTP threads). */
+#ifndef EVENT_H
+#define EVENT_H
+
+#include <stddef.h>
+
+#define EVENT_ID_LEN	26
+
+struct event {
+	char		 id[EVENT_ID_LEN + 1];
+	char		*kind;			/* owned */
+	char		*conversation;		/* owned; NULL: no ordering */
+	char		*json;			/* owned: the event for Lua */
+	size_t		 jsonlen;
+};
+
+struct event_batch {
+	struct event	*ev;
+	int		 n;
+};
+
+int	event_decode(const char *provider, const char *endpoint,
+	    const char *body, size_t len, struct event_batch *out,
+	    char *err, size_t errlen);
+void	event_batch_free(struct event_batch *);
+void	event_new_id(char out[EVENT_ID_LEN + 1]);
+void	event_shutdown(void);
+
+#endif

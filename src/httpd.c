@@ -1,0 +1,490 @@
+/*
+ * httpd.c - the HTTP side: libmicrohttpd in its own thread pool, routing,
+ * body limits, framing checks, authentication, and the acknowledgement.
+ *
+ * A POST to an endpoint is read into a capped buffer, authenticated,
+ * decoded into events (event.c) and queued; only then is it answered 200.
+ * No user Lua ever runs on these threads.  Each request holds a reference
+ * to the configuration that was current when it started, so a reload
+ * never changes the rules under a request in flight.
+ *
+ * libmicrohttpd 0.9.75 lets ambiguous framing through (two Content-Length
+ * headers, or Content-Length with Transfer-Encoding); such requests are
+ * refused with 400 before their body is read.
+ */
+#include "httpd.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "auth.h"
+#include "buf.h"
+#include "config.h"
+#include "event.h"
+#include "log.h"
+#include "metrics.h"
+#include "pool.h"
+#include "queue.h"
+
+enum { R_ENDPOINT, R_HEALTH, R_METRICS, R_NOTFOUND };
+
+struct req {
+	struct config		*cfg;		/* one reference */
+	const struct endpoint	*ep;		/* in cfg */
+	int			 route;
+	struct buf		 body;
+	size_t			 received;	/* including what was dropped */
+	int			 too_large;
+};
+
+static struct MHD_Daemon *daemon_;
+
+/* The endpoint label of metrics: a configured path or a fixed word. */
+static const char *
+label_of(const struct req *r)
+{
+	switch (r->route) {
+	case R_ENDPOINT:	return r->ep->path;
+	case R_HEALTH:		return "/healthz";
+	case R_METRICS:		return "/metrics";
+	default:		return "unmatched";
+	}
+}
+
+static void
+remote_addr(struct MHD_Connection *c, char *out, size_t len)
+{
+	const union MHD_ConnectionInfo	*ci;
+	const struct sockaddr		*sa;
+
+	snprintf(out, len, "?");
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci == NULL || (sa = ci->client_addr) == NULL)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)
+		    sa)->sin_addr, out, (socklen_t)len);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)
+		    (const void *)sa)->sin6_addr, out, (socklen_t)len);
+}
+
+/*
+ * Queue a response: status, body (copied), and optional header pairs
+ * ended by NULL.
+ */
+static enum MHD_Result
+respond(struct MHD_Connection *c, struct req *r, unsigned int status,
+    const char *type, const char *body, size_t len, ...)
+{
+	struct MHD_Response	*resp;
+	enum MHD_Result		 ret;
+	const char		*k, *v;
+	char			 labels[512];
+	va_list			 ap;
+
+	resp = MHD_create_response_from_buffer(len, (void *)(uintptr_t)body,
+	    MHD_RESPMEM_MUST_COPY);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	va_start(ap, len);
+	while ((k = va_arg(ap, const char *)) != NULL) {
+		v = va_arg(ap, const char *);
+		MHD_add_response_header(resp, k, v);
+	}
+	va_end(ap);
+	ret = MHD_queue_response(c, status, resp);
+	MHD_destroy_response(resp);
+	snprintf(labels, sizeof(labels), "endpoint=\"%s\",code=\"%u\"",
+	    label_of(r), status);
+	metrics_inc("walua_http_requests_total", labels, 1);
+	return ret;
+}
+
+/* A JSON error answer {"ok":false,"error":msg}, logged for the operator. */
+static enum MHD_Result
+refuse(struct MHD_Connection *c, struct req *r, unsigned int status,
+    const char *msg, const char *hk, const char *hv)
+{
+	struct buf	 b = { 0 };
+	char		 st[8], remote[64];
+	enum MHD_Result	 ret;
+
+	buf_puts(&b, "{\"ok\":false,\"error\":");
+	buf_json_string(&b, msg, strlen(msg));
+	buf_puts(&b, "}");
+	snprintf(st, sizeof(st), "%u", status);
+	remote_addr(c, remote, sizeof(remote));
+	log_kv(status >= 500 ? LOG_ERROR : LOG_WARN, "request refused",
+	    "endpoint", label_of(r), "status", st, "reason", msg, "remote",
+	    remote, NULL);
+	if (b.data == NULL)
+		return MHD_NO;
+	ret = respond(c, r, status, "application/json", b.data, b.len, hk, hv,
+	    NULL);
+	buf_free(&b);
+	return ret;
+}
+
+struct framing {
+	int	 content_length;
+	int	 transfer_encoding;
+};
+
+static enum MHD_Result
+count_headers(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	struct framing *f = cls;
+
+	(void)kind;
+	(void)value;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+		f->content_length++;
+	else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+		f->transfer_encoding++;
+	return MHD_YES;
+}
+
+/* The save-time probe: an empty body, or `{}` with white space around. */
+static int
+is_probe(const struct buf *b)
+{
+	size_t	i;
+	int	stage = 0;		/* 0: before {, 1: after {, 2: after } */
+
+	for (i = 0; i < b->len; i++) {
+		char ch = b->data[i];
+
+		if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
+			continue;
+		if (ch == '{' && stage == 0)
+			stage = 1;
+		else if (ch == '}' && stage == 1)
+			stage = 2;
+		else
+			return 0;
+	}
+	return stage == 0 || stage == 2;
+}
+
+static enum MHD_Result
+answer_events(struct MHD_Connection *c, struct req *r, int n)
+{
+	char	body[96];
+	int	len;
+
+	len = snprintf(body, sizeof(body),
+	    "{\"ok\":true,\"events\":%d,\"duplicates\":0}", n);
+	return respond(c, r, MHD_HTTP_OK, "application/json", body,
+	    (size_t)len, NULL);
+}
+
+/* A POST to an endpoint, body complete: authenticate, decode, queue. */
+static enum MHD_Result
+deliver(struct MHD_Connection *c, struct req *r)
+{
+	const struct endpoint	*ep = r->ep;
+	struct event_batch	 batch;
+	const char		*reason = NULL;
+	char			 err[512], labels[512];
+	int			 rc, i;
+
+	if (r->too_large)
+		return refuse(c, r, MHD_HTTP_CONTENT_TOO_LARGE,
+		    "body larger than limits.max_body", NULL, NULL);
+	if (is_probe(&r->body))
+		return respond(c, r, MHD_HTTP_OK, "application/json",
+		    "{\"ok\":true,\"events\":0}", 22, NULL);
+	if (ep->auth == AUTH_BEARER && !auth_bearer(MHD_lookup_connection_value(
+	    c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), ep->token,
+	    &reason)) {
+		snprintf(labels, sizeof(labels),
+		    "endpoint=\"%s\",reason=\"%s\"", ep->path, reason);
+		metrics_inc("walua_auth_failures_total", labels, 1);
+		snprintf(err, sizeof(err), "unauthorized: %s", strcmp(reason,
+		    "missing") == 0 ? "no Authorization header" :
+		    strcmp(reason, "scheme") == 0 ? "expected a Bearer token" :
+		    "wrong bearer token");
+		return refuse(c, r, MHD_HTTP_UNAUTHORIZED, err,
+		    MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"walua\"");
+	}
+	rc = event_decode(ep->provider_name, ep->path, r->body.data ?
+	    r->body.data : "", r->body.len, &batch, err, sizeof(err));
+	if (rc == -1)
+		return refuse(c, r, MHD_HTTP_BAD_REQUEST, err, NULL, NULL);
+	if (rc != 0)
+		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, err,
+		    MHD_HTTP_HEADER_RETRY_AFTER, "5");
+	for (i = 0; i < batch.n; i++) {
+		snprintf(labels, sizeof(labels),
+		    "provider=\"%s\",kind=\"%s\"", ep->provider_name,
+		    batch.ev[i].kind);
+		metrics_inc("walua_events_acked_total", labels, 1);
+	}
+	rc = batch.n;
+	if (queue_push(&batch, r->cfg->limits.max_queue) == -1) {
+		event_batch_free(&batch);
+		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE,
+		    "inbox full: retry later", MHD_HTTP_HEADER_RETRY_AFTER, "5");
+	}
+	return answer_events(c, r, rc);
+}
+
+static enum MHD_Result
+health(struct MHD_Connection *c, struct req *r)
+{
+	struct queue_stats	st;
+	char			body[256];
+	int			len;
+
+	queue_stats(&st);
+	len = snprintf(body, sizeof(body), "{\"ok\":true,\"generation\":%d,"
+	    "\"workers\":%d,\"pending\":%ld,\"inflight\":%ld,\"dead\":%ld}",
+	    pool_generation(), pool_workers(), st.waiting + st.retrying,
+	    st.inflight, st.dead);
+	return respond(c, r, MHD_HTTP_OK, "application/json", body,
+	    (size_t)len, NULL);
+}
+
+static enum MHD_Result
+metrics_page(struct MHD_Connection *c, struct req *r)
+{
+	struct buf	b = { 0 };
+	enum MHD_Result	ret;
+
+	/* count this scrape before rendering, so it sees itself */
+	if (metrics_render(&b) == -1 || b.data == NULL) {
+		buf_free(&b);
+		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE,
+		    "out of memory", NULL, NULL);
+	}
+	ret = respond(c, r, MHD_HTTP_OK, "text/plain; version=0.0.4", b.data,
+	    b.len, NULL);
+	buf_free(&b);
+	return ret;
+}
+
+/* First call: route, check method and framing; 0 to go on reading. */
+static int
+first_call(struct MHD_Connection *c, struct req *r, const char *url,
+    const char *method, enum MHD_Result *ret)
+{
+	struct framing	 f = { 0, 0 };
+	const char	*cl;
+	unsigned long long n;
+	char		*end;
+	int		 is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+	int		 is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+			    strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+
+	if ((r->ep = config_endpoint(r->cfg, url)) != NULL)
+		r->route = R_ENDPOINT;
+	else if (strcmp(url, "/healthz") == 0)
+		r->route = R_HEALTH;
+	else if (strcmp(url, "/metrics") == 0)
+		r->route = R_METRICS;
+	else {
+		r->route = R_NOTFOUND;
+		*ret = refuse(c, r, MHD_HTTP_NOT_FOUND, "no such path", NULL,
+		    NULL);
+		return 1;
+	}
+	if (r->route != R_ENDPOINT && !is_get) {
+		*ret = refuse(c, r, MHD_HTTP_METHOD_NOT_ALLOWED,
+		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+		return 1;
+	}
+	if (r->route == R_ENDPOINT && !is_post && !is_get) {
+		*ret = refuse(c, r, MHD_HTTP_METHOD_NOT_ALLOWED,
+		    "method not allowed", MHD_HTTP_HEADER_ALLOW,
+		    "POST, GET, HEAD");
+		return 1;
+	}
+	MHD_get_connection_values(c, MHD_HEADER_KIND, count_headers, &f);
+	if (f.content_length > 1 || (f.content_length && f.transfer_encoding) ||
+	    f.transfer_encoding > 1) {
+		*ret = refuse(c, r, MHD_HTTP_BAD_REQUEST, "ambiguous framing: "
+		    "repeated Content-Length or Transfer-Encoding, or both",
+		    NULL, NULL);
+		return 1;
+	}
+	cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl != NULL) {
+		errno = 0;
+		n = strtoull(cl, &end, 10);
+		if (errno != 0 || end == cl || *end != '\0') {
+			*ret = refuse(c, r, MHD_HTTP_BAD_REQUEST,
+			    "bad Content-Length", NULL, NULL);
+			return 1;
+		}
+		if (n > r->cfg->limits.max_body) {
+			*ret = refuse(c, r, MHD_HTTP_CONTENT_TOO_LARGE,
+			    "body larger than limits.max_body", NULL, NULL);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *c, const char *url,
+    const char *method, const char *version, const char *upload,
+    size_t *upload_size, void **con_cls)
+{
+	struct req	*r = *con_cls;
+	enum MHD_Result	 ret = MHD_YES;
+	size_t		 max;
+
+	(void)cls;
+	(void)version;
+	if (r == NULL) {
+		if ((r = calloc(1, sizeof(*r))) == NULL)
+			return MHD_NO;
+		*con_cls = r;
+		if ((r->cfg = config_get()) == NULL)
+			return MHD_NO;
+		if (first_call(c, r, url, method, &ret))
+			return ret;
+		return MHD_YES;
+	}
+	if (*upload_size > 0) {
+		max = r->cfg->limits.max_body;
+		r->received += *upload_size;
+		if (!r->too_large && r->body.len + *upload_size <= max) {
+			if (buf_append(&r->body, upload, *upload_size) == -1)
+				return MHD_NO;
+		} else {
+			/* keep reading (to answer 413), but not forever */
+			r->too_large = 1;
+			buf_free(&r->body);
+			if (r->received > 2 * max + 65536)
+				return MHD_NO;
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	switch (r->route) {
+	case R_HEALTH:
+		return health(c, r);
+	case R_METRICS:
+		return metrics_page(c, r);
+	case R_ENDPOINT:
+		if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+			/* Insider's save-time probe: its form is undocumented */
+			return respond(c, r, MHD_HTTP_OK, "application/json",
+			    "{\"ok\":true,\"events\":0}", 22, NULL);
+		return deliver(c, r);
+	}
+	return MHD_NO;
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+    enum MHD_RequestTerminationCode code)
+{
+	struct req *r = *con_cls;
+
+	(void)cls;
+	(void)c;
+	(void)code;
+	if (r == NULL)
+		return;
+	config_put(r->cfg);
+	buf_free(&r->body);
+	free(r);
+	*con_cls = NULL;
+}
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char	msg[1024];
+	size_t	n;
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	log_kv(LOG_WARN, "http", "detail", msg, NULL);
+}
+
+/* Start serving cfg->listen.  Returns 0, or -1 with the reason in err. */
+int
+httpd_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct addrinfo	 hints, *ai = NULL;
+	char		 port[16];
+	int		 rc;
+	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
+			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%d", cfg->listen_port);
+	if ((rc = getaddrinfo(cfg->listen_host[0] ? cfg->listen_host : NULL,
+	    port, &hints, &ai)) != 0) {
+		snprintf(err, errlen, "listen '%s': %s", cfg->listen,
+		    gai_strerror(rc));
+		return -1;
+	}
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	daemon_ = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL,
+	    NULL, on_request, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->http_threads,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->http_max_connections,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->http_per_ip,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
+	    MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (daemon_ == NULL) {
+		snprintf(err, errlen, "cannot listen on '%s' (address in use, "
+		    "or not a local address?)", cfg->listen);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Stop accepting, let requests in progress finish (bounded), then stop
+ * the HTTP threads.  Called from the supervisor on SIGTERM.
+ */
+void
+httpd_stop(void)
+{
+	const union MHD_DaemonInfo	*di;
+	int				 i;
+
+	if (daemon_ == NULL)
+		return;
+	MHD_quiesce_daemon(daemon_);
+	for (i = 0; i < 200; i++) {		/* up to 2 s */
+		di = MHD_get_daemon_info(daemon_,
+		    MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+		if (di == NULL || di->num_connections == 0)
+			break;
+		struct timespec ts = { 0, 10000000 };
+		nanosleep(&ts, NULL);
+	}
+	MHD_stop_daemon(daemon_);
+	daemon_ = NULL;
+}

@@ -1,0 +1,29 @@
+/* ipc.h - length-prefixed frames between the supervisor and its workers. */
+#ifndef IPC_H
+#define IPC_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+#define IPC_MAX_FRAME	(64u << 20)
+
+/* Frame types. */
+#define IPC_LOAD	'L'	/* supervisor -> worker: config + handler sources */
+#define IPC_READY	'R'	/* worker -> supervisor: loaded, or the errors */
+#define IPC_EVENT	'E'	/* supervisor -> worker: one event */
+#define IPC_DONE	'D'	/* worker -> supervisor: its outcome */
+
+struct ipc_reader {
+	struct buf	 in;
+	size_t		 consumed;	/* bytes of in already returned */
+};
+
+int	ipc_send(int fd, char type, const void *a, size_t alen,
+	    const void *b, size_t blen);
+int	ipc_recv(int fd, char *type, struct buf *payload);
+int	ipc_fill(struct ipc_reader *, int fd);
+int	ipc_next(struct ipc_reader *, char *type, const char **p, size_t *len);
+void	ipc_reader_free(struct ipc_reader *);
+
+#endif

@@ -1,0 +1,18 @@
+/* lb.h - the C side of the Lua API handlers see (one file per module). */
+#ifndef LB_H
+#define LB_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+/* lb_log.c: C.log(level, msg [, fields]) -> one JSON log line carrying the
+ * current event's id and conversation.  [-0, +0, m] */
+int	lb_log_write(lua_State *L);
+
+/* lb_json.c */
+int	luaopen_walua_json(lua_State *L);	/* walua.json: safe API */
+int	lb_json_open_cjson(lua_State *L);	/* the handlers' `cjson` */
+int	lb_json_decode_raise(lua_State *L);	/* decode for the host; raises */
+void	lb_json_integerize(lua_State *L, int idx, int depth);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * lb_json.c - JSON for handlers: a private lua-cjson instance per state
+ * whose depth limits are fixed here (no script can reach its settings),
+ * and the integer rule every decode in walua follows: a JSON number with
+ * no fraction that fits exactly becomes a Lua integer, so ids, codes and
+ * timestamps compare and print as users expect (lua-cjson 2.1 gives
+ * floats).
+ *
+ * walua.json itself (encode, decode, null, array) is assembled in
+ * lua/walua/host.lua from what this file exports.
+ */
+#include "lb.h"
+
+#include <math.h>
+
+#include <lua-cjson.h>
+
+#define JSON_MAX_DEPTH	64
+
+static char cjson_key;		/* registry: the private cjson module */
+
+/*
+ * Convert integral floats in the table at idx (recursively) to integers.
+ * Depth is bounded by the decoder's own limit.  [-0, +0, m]
+ */
+void
+lb_json_integerize(lua_State *L, int idx, int depth)
+{
+	lua_Number	n;
+
+	if (depth > JSON_MAX_DEPTH + 1 || !lua_istable(L, idx))
+		return;
+	idx = lua_absindex(L, idx);
+	luaL_checkstack(L, 3, "json too deep");
+	lua_pushnil(L);
+	while (lua_next(L, idx) != 0) {
+		if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+			n = lua_tonumber(L, -1);
+			if (n == floor(n) && fabs(n) <= 9007199254740992.0) {
+				lua_pushvalue(L, -2);
+				lua_pushinteger(L, (lua_Integer)n);
+				lua_rawset(L, idx);
+			}
+		} else if (lua_istable(L, -1))
+			lb_json_integerize(L, -1, depth + 1);
+		lua_pop(L, 1);
+	}
+}
+
+/* Push the state's private cjson module, creating it once.  [-0, +1, m] */
+static void
+push_cjson(lua_State *L)
+{
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cjson_key) == LUA_TTABLE)
+		return;
+	lua_pop(L, 1);
+	luaopen_cjson(L);				/* (sp += 1) */
+	lua_getfield(L, -1, "decode_max_depth");
+	lua_pushinteger(L, JSON_MAX_DEPTH);
+	lua_call(L, 1, 0);
+	lua_getfield(L, -1, "encode_max_depth");
+	lua_pushinteger(L, JSON_MAX_DEPTH);
+	lua_call(L, 1, 0);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &cjson_key);
+}
+
+/* decode(text) -> value, integers where exact; raises on bad JSON. */
+int
+lb_json_decode_raise(lua_State *L)
+{
+	luaL_checkstring(L, 1);
+	push_cjson(L);
+	lua_getfield(L, -1, "decode");
+	lua_pushvalue(L, 1);
+	lua_call(L, 1, 1);
+	lb_json_integerize(L, -1, 0);
+	return 1;
+}
+
+/* integerize(t) -> t */
+static int
+lb_json_integerize_l(lua_State *L)
+{
+	lb_json_integerize(L, 1, 0);
+	lua_settop(L, 1);
+	return 1;
+}
+
+/*
+ * The pieces walua/host.lua builds walua.json and cjson from:
+ * { encode, decode (raising), null, integerize }.  [-0, +1, m]
+ */
+int
+lb_json_open_cjson(lua_State *L)
+{
+	lua_newtable(L);
+	push_cjson(L);
+	lua_getfield(L, -1, "encode");
+	lua_setfield(L, -3, "encode");
+	lua_getfield(L, -1, "null");
+	lua_setfield(L, -3, "null");
+	lua_getfield(L, -1, "_VERSION");
+	lua_setfield(L, -3, "_VERSION");
+	lua_pop(L, 1);
+	lua_pushcfunction(L, lb_json_decode_raise);
+	lua_setfield(L, -2, "decode");
+	lua_pushcfunction(L, lb_json_integerize_l);
+	lua_setfield(L, -2, "integerize");
+	return 1;
+}

@@ -1,0 +1,300 @@
+/*
+ * lhost.c - one sandboxed Lua state for handler scripts (in a worker
+ * process; one state per process, so never shared between threads).
+ *
+ * The state's allocator counts its bytes and refuses to grow past the cap
+ * (HAProxy's hlua_alloc, per Lua's allocator contract); a count hook
+ * checks a monotonic deadline and, once past it, re-arms itself to raise
+ * on every line and count tick so a script's pcall cannot swallow the
+ * timeout (Redis).  What no hook can interrupt (a long string.find, an
+ * xpcall message handler, a __gc loop) is left to the supervisor, which
+ * kills the whole worker process.
+ *
+ * The sandbox itself is built by lua/walua/host.lua, run protected at
+ * creation with the C helpers below; every call into Lua goes through
+ * lhost_call.
+ */
+#include "lhost.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "lb.h"
+#include "log.h"
+#include "luasrc.h"
+
+/*
+ * Instructions between deadline checks.  Measured on the dev machine: a
+ * tight Lua loop runs ~10^8 instructions/s, so 10000 is a check every
+ * ~0.1 ms, and the clock_gettime it costs is lost in the noise.
+ */
+#define LHOST_HOOK_COUNT	10000
+
+int64_t
+lhost_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+struct lhost *
+lhost_of(lua_State *L)
+{
+	return *(struct lhost **)lua_getextraspace(L);
+}
+
+static void *
+lhost_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct lhost	*h = ud;
+	void		*p;
+
+	if (ptr == NULL)
+		osize = 0;	/* osize then encodes the object's type */
+	if (nsize == 0) {
+		free(ptr);
+		h->mem_used -= osize;
+		return NULL;
+	}
+	if (nsize > osize && h->mem_limit != 0 &&
+	    h->mem_used + (nsize - osize) > h->mem_limit)
+		return NULL;
+	if ((p = realloc(ptr, nsize)) == NULL)
+		return NULL;
+	h->mem_used = h->mem_used - osize + nsize;
+	return p;
+}
+
+static void
+lhost_hook(lua_State *L, lua_Debug *ar)
+{
+	struct lhost	*h = lhost_of(L);
+
+	(void)ar;
+	if (h->deadline_ns == 0)
+		return;
+	if (!h->tripped) {
+		if (lhost_now_ns() < h->deadline_ns)
+			return;
+		h->tripped = 1;
+		/* from now on, raise at every line and every instruction */
+		lua_sethook(L, lhost_hook, LUA_MASKCOUNT | LUA_MASKLINE, 1);
+	}
+	luaL_error(L, "handler timed out");
+}
+
+static int
+msghandler(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+
+	if (msg == NULL) {
+		if (luaL_callmeta(L, 1, "__tostring") &&
+		    lua_type(L, -1) == LUA_TSTRING)
+			msg = lua_tostring(L, -1);
+		else
+			msg = lua_pushfstring(L, "(error object is a %s value)",
+			    luaL_typename(L, 1));
+	}
+	luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+/*
+ * Call the function under nargs arguments at the top of the stack under a
+ * traceback handler, with the deadline armed (timeout_ms > 0).  Returns
+ * LUA_OK or an error code; on error the message (with traceback) is left
+ * on the stack.  [-(nargs+1), +(nresults|1), -]
+ */
+int
+lhost_call(struct lhost *h, int nargs, int nresults, int timeout_ms)
+{
+	lua_State	*L = h->L;
+	int		 base = lua_gettop(L) - nargs, rc;
+
+	lua_pushcfunction(L, msghandler);
+	lua_insert(L, base);
+	h->tripped = 0;
+	if (timeout_ms > 0) {
+		/* the deadline must be set before the hook can see it */
+		h->deadline_ns = lhost_now_ns() + (int64_t)timeout_ms * 1000000;
+		lua_sethook(L, lhost_hook, LUA_MASKCOUNT, LHOST_HOOK_COUNT);
+	}
+	rc = lua_pcall(L, nargs, nresults, base);
+	lua_sethook(L, NULL, 0, 0);
+	h->deadline_ns = 0;
+	lua_remove(L, base);
+	return rc;
+}
+
+/* C.readsrc(path) -> text | nil: embedded for relative paths, else disk. */
+static int
+l_readsrc(lua_State *L)
+{
+	const char		*path = luaL_checkstring(L, 1);
+	const struct luasrc	*f;
+	luaL_Buffer		 b;
+	FILE			*fp;
+	size_t			 n;
+
+	if (path[0] != '/') {
+		if ((f = luasrc_find(path)) == NULL)
+			return 0;
+		lua_pushlstring(L, f->data, f->len);
+		return 1;
+	}
+	if ((fp = fopen(path, "rb")) == NULL)
+		return 0;
+	luaL_buffinit(L, &b);
+	do {
+		char *p = luaL_prepbuffer(&b);
+		n = fread(p, 1, LUAL_BUFFERSIZE, fp);
+		luaL_addsize(&b, n);
+	} while (n == LUAL_BUFFERSIZE);
+	fclose(fp);		/* nothing below raises with fp open */
+	luaL_pushresult(&b);
+	return 1;
+}
+
+/* Build the sandbox (run protected: OOM here fails lhost_new). */
+static int
+init_protected(lua_State *L)
+{
+	luaL_openlibs(L);
+	if (luasrc_load(L, "walua.host") != LUA_OK)
+		return lua_error(L);
+	lua_newtable(L);				/* C helpers */
+	lb_json_open_cjson(L);				/* (sp += 1) */
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -3, "cjson");
+	lua_pushcclosure(L, lb_log_write, 1);		/* upvalue: cjson */
+	lua_setfield(L, -2, "log");
+	lua_pushcfunction(L, l_readsrc);
+	lua_setfield(L, -2, "readsrc");
+	lua_pushcfunction(L, lb_json_decode_raise);
+	lua_setfield(L, -2, "decode");
+	lua_call(L, 1, 1);				/* host table */
+	return 1;
+}
+
+static int
+at_panic(lua_State *L)
+{
+	log_msg(LOG_ERROR, "lua panic: %s", lua_tostring(L, -1));
+	abort();	/* the supervisor sees the worker die and respawns it */
+}
+
+/*
+ * A new sandboxed state whose allocations stay under mem_limit bytes (0:
+ * none).  On failure returns NULL with the reason in err.
+ */
+struct lhost *
+lhost_new(size_t mem_limit, char *err, size_t errlen)
+{
+	struct lhost	*h;
+
+	if ((h = calloc(1, sizeof(*h))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	h->mem_limit = mem_limit;
+	if ((h->L = lua_newstate(lhost_alloc, h)) == NULL) {
+		free(h);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	*(struct lhost **)lua_getextraspace(h->L) = h;
+	lua_atpanic(h->L, at_panic);
+	lua_pushcfunction(h->L, init_protected);
+	if (lhost_call(h, 0, 1, 0) != LUA_OK) {
+		snprintf(err, errlen, "sandbox: %s", lua_tostring(h->L, -1));
+		lhost_free(h);
+		return NULL;
+	}
+	h->host = luaL_ref(h->L, LUA_REGISTRYINDEX);
+	return h;
+}
+
+void
+lhost_free(struct lhost *h)
+{
+	if (h == NULL)
+		return;
+	lua_close(h->L);
+	free(h);
+}
+
+/* Copy the message at the top into err, pop it, map rc to LHOST_*. */
+static int
+failure(struct lhost *h, int rc, char *err, size_t errlen)
+{
+	const char *m = lua_tostring(h->L, -1);
+
+	snprintf(err, errlen, "%s", m ? m : "unknown error");
+	lua_pop(h->L, 1);
+	if (h->tripped)
+		return LHOST_TIMEOUT;
+	if (rc == LUA_ERRMEM)
+		return LHOST_NOMEM;
+	return LHOST_ERROR;
+}
+
+/*
+ * Compile and run the handler script at path (text src); it must return a
+ * function or a table.  The load itself has a budget too: a script that
+ * loops at top level fails to load.
+ */
+int
+lhost_load(struct lhost *h, const char *path, const char *src, size_t len,
+    char *err, size_t errlen)
+{
+	lua_State	*L = h->L;
+	int		 rc;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, h->host);
+	lua_getfield(L, -1, "load");
+	lua_remove(L, -2);
+	lua_pushstring(L, path);
+	lua_pushlstring(L, src, len);
+	if ((rc = lhost_call(h, 2, 0, 10000)) != LUA_OK)
+		return failure(h, rc, err, errlen);
+	return LHOST_OK;
+}
+
+/*
+ * Hand one event (its JSON text) to every handler.  Returns LHOST_OK or a
+ * failure with the message and traceback in err.
+ */
+int
+lhost_handle(struct lhost *h, const char *id, const char *conv, int attempt,
+    const char *json, size_t len, int timeout_ms, char *err, size_t errlen)
+{
+	lua_State	*L = h->L;
+	int		 rc;
+	static unsigned	 calls;
+
+	h->ev_id = id;
+	h->ev_conv = conv;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, h->host);
+	lua_getfield(L, -1, "handle");
+	lua_remove(L, -2);
+	lua_pushlstring(L, json, len);
+	lua_pushstring(L, id);
+	lua_pushinteger(L, attempt);
+	rc = lhost_call(h, 3, 0, timeout_ms);
+	h->ev_id = h->ev_conv = NULL;
+	/* keep garbage from piling up between events (Redis paces it too) */
+	if (++calls % 64 == 0)
+		lua_gc(L, LUA_GCSTEP, 0);
+	if (rc != LUA_OK)
+		return failure(h, rc, err, errlen);
+	return LHOST_OK;
+}

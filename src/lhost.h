@@ -1,0 +1,40 @@
+/* lhost.h - one sandboxed Lua state running handler scripts. */
+#ifndef LHOST_H
+#define LHOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct lua_State;
+
+enum {
+	LHOST_OK = 0,
+	LHOST_ERROR = -1,		/* the handler raised */
+	LHOST_TIMEOUT = -2,		/* it ran past its budget */
+	LHOST_NOMEM = -3		/* it ran past its memory cap */
+};
+
+struct lhost {
+	struct lua_State *L;
+	size_t		 mem_used;
+	size_t		 mem_limit;	/* 0: no cap */
+	int64_t		 deadline_ns;	/* CLOCK_MONOTONIC; 0: none armed */
+	int		 tripped;	/* the deadline fired during this call */
+	int		 host;		/* ref: the table walua/host.lua returned */
+	const char	*ev_id;		/* the event being handled (borrowed) */
+	const char	*ev_conv;
+};
+
+struct lhost	*lhost_new(size_t mem_limit, char *err, size_t errlen);
+void		 lhost_free(struct lhost *);
+int		 lhost_load(struct lhost *, const char *path, const char *src,
+		    size_t len, char *err, size_t errlen);
+int		 lhost_handle(struct lhost *, const char *id, const char *conv,
+		    int attempt, const char *json, size_t len, int timeout_ms,
+		    char *err, size_t errlen);
+int		 lhost_call(struct lhost *, int nargs, int nresults,
+		    int timeout_ms);
+struct lhost	*lhost_of(struct lua_State *);
+int64_t		 lhost_now_ns(void);
+
+#endif

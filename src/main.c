@@ -1,0 +1,198 @@
+/*
+ * main.c - walua's commands: serve, check, run, version, help; and the
+ * hidden `__worker` a supervisor starts for each handler process.
+ *
+ * Startup order for serve: config, log, queue, handler workers (a broken
+ * handler stops startup before anything is acknowledged), then HTTP.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+#include "event.h"
+#include "httpd.h"
+#include "lhost.h"
+#include "log.h"
+#include "luasrc.h"
+#include "metrics.h"
+#include "pool.h"
+#include "queue.h"
+#include "worker.h"
+
+#ifndef WALUA_VERSION
+#define WALUA_VERSION "unknown"
+#endif
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: walua serve [-c FILE]        run the daemon\n"
+	    "       walua check [-c FILE]        check the config and compile "
+	    "every handler\n"
+	    "       walua run SCRIPT [ARGS...]   run an admin script\n"
+	    "       walua version | --help\n"
+	    "\n"
+	    "FILE defaults to ./%s when present, else the built-in demo.\n"
+	    "serve: SIGHUP reloads the handlers and config; SIGTERM or SIGINT\n"
+	    "stops after finishing queued events.\n", config_default_file());
+}
+
+/* -c FILE, else ./walua.conf.lua when present, else NULL (the demo). */
+static int
+config_arg(int argc, char **argv, const char **file)
+{
+	int	i;
+
+	*file = NULL;
+	for (i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+			*file = argv[++i];
+		else {
+			fprintf(stderr, "walua: unexpected argument '%s'\n",
+			    argv[i]);
+			usage(stderr);
+			return -1;
+		}
+	}
+	if (*file == NULL && access(config_default_file(), F_OK) == 0)
+		*file = config_default_file();
+	return 0;
+}
+
+/* walua check: load the config and compile each handler in the sandbox. */
+static int
+cmd_check(const char *file)
+{
+	struct config	*cfg;
+	struct lhost	*h;
+	struct buf	 src = { 0 };
+	char		 err[8192];
+	int		 i, bad = 0;
+
+	if ((cfg = config_load(file, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	if ((h = lhost_new((size_t)cfg->limits.handler_memory_mb << 20, err,
+	    sizeof(err))) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	for (i = 0; i < cfg->nhandlers; i++) {
+		if (luasrc_read(cfg->handlers[i], &src, err, sizeof(err)) == -1 ||
+		    lhost_load(h, cfg->handlers[i], src.data, src.len, err,
+		    sizeof(err)) != 0) {
+			fprintf(stderr, "%s\n", err);
+			bad = 1;
+		}
+	}
+	buf_free(&src);
+	lhost_free(h);
+	config_free(cfg);
+	if (bad)
+		return 1;
+	printf("configuration ok\n");
+	return 0;
+}
+
+static int
+cmd_serve(const char *file)
+{
+	struct config	*cfg;
+	char		 err[8192];
+	int		 rc;
+
+	if ((cfg = config_load(file, err, sizeof(err))) == NULL) {
+		log_kv(LOG_ERROR, "cannot load configuration", "error", err,
+		    NULL);
+		return 1;
+	}
+	log_set_level(cfg->log_level);
+	if (cfg->log_file != NULL && log_open(cfg->log_file) == -1) {
+		fprintf(stderr, "walua: cannot open log file '%s': %s\n",
+		    cfg->log_file, strerror(errno));
+		config_free(cfg);
+		return 1;
+	}
+	if (queue_init() == -1) {
+		log_msg(LOG_ERROR, "cannot create the queue: %s",
+		    strerror(errno));
+		config_free(cfg);
+		return 1;
+	}
+	log_kv(LOG_INFO, "starting", "version", WALUA_VERSION, "config",
+	    file ? file : "built-in demo", "listen", cfg->listen, NULL);
+	cfg->refs++;		/* the pool's generation keeps one */
+	if (pool_start(file, cfg) == -1) {
+		config_put(cfg);
+		pool_free();
+		queue_free();
+		return 1;
+	}
+	if (httpd_start(cfg, err, sizeof(err)) == -1) {
+		log_kv(LOG_ERROR, "cannot start the HTTP server", "error", err,
+		    NULL);
+		config_put(cfg);
+		rc = 1;
+		kill(getpid(), SIGTERM);
+		pool_run(NULL);
+	} else {
+		log_kv(LOG_INFO, "listening", "listen", cfg->listen, NULL);
+		config_put(cfg);
+		rc = pool_run(httpd_stop);
+	}
+	event_shutdown();
+	pool_free();
+	config_set_current(NULL);
+	queue_free();
+	metrics_free();
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char	*file;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "__worker") == 0)
+		return worker_main();
+	if (strcmp(argv[1], "version") == 0 ||
+	    strcmp(argv[1], "--version") == 0) {
+		printf("walua %s\n", WALUA_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "serve") == 0) {
+		if (config_arg(argc, argv, &file) == -1)
+			return 2;
+		return cmd_serve(file);
+	}
+	if (strcmp(argv[1], "check") == 0) {
+		if (config_arg(argc, argv, &file) == -1)
+			return 2;
+		return cmd_check(file);
+	}
+	if (strcmp(argv[1], "run") == 0) {
+		fprintf(stderr, "walua run: admin scripts are not in this "
+		    "version yet\n");
+		return 2;
+	}
+	fprintf(stderr, "walua: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,14 @@
+/* metrics.h - counters, gauges and a histogram, in Prometheus text format. */
+#ifndef METRICS_H
+#define METRICS_H
+
+#include "buf.h"
+
+void	metrics_inc(const char *family, const char *labels, double by);
+void	metrics_set(const char *family, const char *labels, double value);
+void	metrics_observe(const char *family, double seconds);
+int	metrics_render(struct buf *);
+void	metrics_on_render(void (*)(void));
+void	metrics_free(void);
+
+#endif

@@ -1,0 +1,817 @@
+/*
+ * pool.c - the supervisor: handler worker processes, their generations,
+ * reload, retries, and the graceful stop.  Runs on the main thread only.
+ *
+ * A generation is one loaded configuration plus its worker processes,
+ * each a `walua __worker` holding one sandboxed Lua state.  The loop polls
+ * a self-pipe (signals), the queue's eventfd (new events) and the workers'
+ * sockets; it hands each idle worker of the current generation the next
+ * ready event and acts on each outcome.  Nothing here runs user Lua, so a
+ * handler that hangs even inside C (where no hook fires) is simply killed
+ * once past its budget, its event failing like any error.
+ *
+ * SIGHUP builds a new generation beside the running one: the config is
+ * re-read and checked, its workers spawned and every handler script
+ * loaded; only when all report ready does it become current.  Events
+ * already handed to the old workers finish there; the old workers are then
+ * closed.  A generation that fails to load is discarded, its errors
+ * logged, and the running one stays (Redis build-then-swap; OpenBSD's
+ * "reload already in progress" becomes a pending reload).
+ */
+#include "pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+#include "ipc.h"
+#include "log.h"
+#include "luasrc.h"
+#include "metrics.h"
+#include "queue.h"
+#include "worker.h"
+
+extern char **environ;
+
+enum { W_LOADING, W_IDLE, W_BUSY, W_CLOSED };
+
+struct gen {
+	int		 id;
+	struct config	*cfg;		/* one reference, this generation's */
+	struct buf	 load;		/* the LOAD frame's payload */
+	int		 target;	/* workers it should have */
+	int		 nready;
+	int		 nlive;		/* workers not yet reaped */
+	int		 failed;
+	struct buf	 errors;
+	int64_t		 respawn_ms;	/* not before: crash-loop brake */
+};
+
+struct worker {
+	pid_t		 pid;
+	int		 fd;		/* -1 once closed */
+	int		 state;
+	int		 killed;	/* we sent SIGKILL (budget exceeded) */
+	struct gen	*gen;
+	struct qitem	*item;
+	int64_t		 started_ms;
+	int64_t		 kill_ms;
+	struct ipc_reader rd;
+	struct worker	*next;
+};
+
+static struct worker	*workers;
+static struct gen	*current, *loading;
+static int		 gen_seq;
+static int		 reload_pending, stopping;
+static int64_t		 stop_deadline;
+static int		 sigpipe[2] = { -1, -1 };
+static const char	*config_file;	/* NULL: the built-in demo */
+static void		(*stop_http)(void);
+static atomic_int	 pub_generation, pub_workers;	/* for /healthz */
+
+static void
+on_signal(int sig)
+{
+	unsigned char	c = (unsigned char)sig;
+	int		saved = errno;
+
+	(void)!write(sigpipe[1], &c, 1);
+	errno = saved;
+}
+
+static void
+put_u32(struct buf *b, size_t v)
+{
+	unsigned char u[4] = { (unsigned char)(v >> 24),
+	    (unsigned char)(v >> 16), (unsigned char)(v >> 8),
+	    (unsigned char)v };
+
+	buf_append(b, u, 4);
+}
+
+static void
+gen_free(struct gen *g)
+{
+	if (g == NULL)
+		return;
+	config_put(g->cfg);
+	buf_free(&g->load);
+	buf_free(&g->errors);
+	free(g);
+}
+
+/* Free g if nothing refers to it any more. */
+static void
+gen_maybe_free(struct gen *g)
+{
+	if (g != NULL && g != current && g != loading && g->nlive == 0)
+		gen_free(g);
+}
+
+/* A generation for cfg (taking the caller's reference), LOAD frame built. */
+static struct gen *
+gen_new(struct config *cfg, char *err, size_t errlen)
+{
+	struct gen	*g;
+	struct buf	 src = { 0 };
+	int		 i;
+
+	if ((g = calloc(1, sizeof(*g))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		config_put(cfg);
+		return NULL;
+	}
+	g->cfg = cfg;
+	g->id = ++gen_seq;
+	g->target = cfg->workers;
+	put_u32(&g->load, cfg->jsonlen);
+	buf_append(&g->load, cfg->json, cfg->jsonlen);
+	for (i = 0; i < cfg->nhandlers; i++) {
+		if (luasrc_read(cfg->handlers[i], &src, err, errlen) == -1) {
+			buf_free(&src);
+			gen_free(g);
+			gen_seq--;
+			return NULL;
+		}
+		put_u32(&g->load, strlen(cfg->handlers[i]));
+		buf_puts(&g->load, cfg->handlers[i]);
+		put_u32(&g->load, src.len);
+		buf_append(&g->load, src.data, src.len);
+	}
+	buf_free(&src);
+	if (g->load.data == NULL) {
+		snprintf(err, errlen, "out of memory");
+		gen_free(g);
+		return NULL;
+	}
+	return g;
+}
+
+/* Start one worker process for g and send it the LOAD frame. */
+static struct worker *
+spawn(struct gen *g)
+{
+	struct worker			*w;
+	posix_spawn_file_actions_t	 fa;
+	posix_spawnattr_t		 at;
+	sigset_t			 none, dfl;
+	static char			 a0[] = "walua", a1[] = "__worker";
+	char				*argv[] = { a0, a1, NULL };
+	int				 sv[2], fd, rc;
+	struct timeval			 tv = { 5, 0 };
+
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return NULL;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
+		log_msg(LOG_ERROR, "spawn: socketpair: %s", strerror(errno));
+		free(w);
+		return NULL;
+	}
+	/* dup2 onto the same fd would keep close-on-exec set */
+	if (sv[1] == WORKER_FD) {
+		fd = fcntl(sv[1], F_DUPFD_CLOEXEC, WORKER_FD + 1);
+		close(sv[1]);
+		sv[1] = fd;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], WORKER_FD);
+	posix_spawnattr_init(&at);
+	sigemptyset(&none);
+	sigfillset(&dfl);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &dfl);
+	/* own process group: a terminal's ^C reaches only the supervisor */
+	posix_spawnattr_setpgroup(&at, 0);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
+	    POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+	rc = posix_spawn(&w->pid, "/proc/self/exe", &fa, &at, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	close(sv[1]);
+	if (rc != 0) {
+		log_msg(LOG_ERROR, "spawn: cannot start a worker: %s",
+		    strerror(rc));
+		close(sv[0]);
+		free(w);
+		return NULL;
+	}
+	w->fd = sv[0];
+	setsockopt(w->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	w->gen = g;
+	w->state = W_LOADING;
+	g->nlive++;
+	w->next = workers;
+	workers = w;
+	metrics_inc("walua_workers", NULL, 1);
+	atomic_fetch_add(&pub_workers, 1);
+	if (ipc_send(w->fd, IPC_LOAD, g->load.data, g->load.len, NULL, 0) == -1)
+		log_msg(LOG_WARN, "spawn: cannot send the scripts to worker "
+		    "%d: %s", (int)w->pid, strerror(errno));
+	return w;
+}
+
+static void
+close_worker(struct worker *w)
+{
+	if (w->fd != -1) {
+		close(w->fd);
+		w->fd = -1;
+	}
+	ipc_reader_free(&w->rd);
+	w->state = W_CLOSED;
+}
+
+static void
+log_event(int level, const char *msg, const struct qitem *it,
+    const char *k1, const char *v1, const char *k2, const char *v2)
+{
+	char	attempt[16];
+
+	snprintf(attempt, sizeof(attempt), "%d", it->attempts);
+	log_kv(level, msg, "event", it->id, "conversation", it->conv,
+	    "kind", it->kind, "attempt", attempt, k1 ? k1 : "", v1, k2 ? k2 : "",
+	    v2, NULL);
+}
+
+/* The event's handler run failed: retry it later, or dead-letter it. */
+static void
+fail_item(struct qitem *it, const char *result, const char *msg)
+{
+	const struct config	*cfg = current ? current->cfg : NULL;
+	int			 retries = cfg ? cfg->limits.retries : 0;
+	char			 labels[64];
+
+	snprintf(labels, sizeof(labels), "result=\"%s\"", result);
+	metrics_inc("walua_events_handled_total", labels, 1);
+	free(it->last_error);
+	it->last_error = strdup(msg);
+	if (it->attempts <= retries) {
+		int delay = cfg ? config_backoff_ms(cfg, it->attempts) : 1000;
+		char d[16];
+
+		snprintf(d, sizeof(d), "%d", delay);
+		log_event(LOG_WARN, "handler failed", it, "error", msg,
+		    "retry_in_ms", d);
+		metrics_inc("walua_events_retried_total", NULL, 1);
+		queue_retry(it, queue_now_ms() + delay);
+	} else {
+		log_event(LOG_ERROR, "event dead-lettered", it, "error", msg,
+		    NULL, NULL);
+		queue_dead(it);
+	}
+}
+
+/* A worker is gone (EOF or error on its socket). */
+static void
+worker_lost(struct worker *w)
+{
+	struct gen	*g = w->gen;
+
+	if (w->state == W_LOADING && g == loading) {
+		g->failed = 1;
+		if (g->errors.len == 0)
+			buf_printf(&g->errors, "worker %d exited while loading",
+			    (int)w->pid);
+	}
+	if (w->item != NULL) {
+		fail_item(w->item, w->killed ? "timeout" : "error", w->killed ?
+		    "handler stopped: it ran past its time budget" :
+		    "handler worker died");
+		w->item = NULL;
+	}
+	if (w->state != W_CLOSED && !stopping && w->state != W_LOADING) {
+		metrics_inc("walua_worker_restarts_total", NULL, 1);
+		if (!w->killed)
+			log_msg(LOG_WARN, "worker %d exited unexpectedly",
+			    (int)w->pid);
+	}
+	close_worker(w);
+}
+
+/* Make the loading generation current; retire the old one. */
+static void
+activate(struct gen *g)
+{
+	struct gen	*old = current;
+	struct worker	*w;
+	char		 id[16];
+
+	current = g;
+	loading = NULL;
+	g->cfg->refs++;		/* config_get's count: one more user */
+	config_set_current(g->cfg);
+	log_set_level(g->cfg->log_level);
+	metrics_set("walua_generation", NULL, g->id);
+	atomic_store(&pub_generation, g->id);
+	for (w = workers; w != NULL; w = w->next)
+		if (w->gen == old && w->state == W_IDLE)
+			close_worker(w);
+	snprintf(id, sizeof(id), "%d", g->id);
+	log_kv(LOG_INFO, old ? "reload ok" : "handlers loaded",
+	    "generation", id, NULL);
+	if (old != NULL)
+		metrics_inc("walua_reloads_total", "result=\"ok\"", 1);
+	gen_maybe_free(old);
+}
+
+static void
+abandon(struct gen *g)
+{
+	struct worker	*w;
+	char		*line, *save = NULL;
+
+	for (line = strtok_r(g->errors.data, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save))
+		log_kv(LOG_ERROR, current ? "reload failed" : "cannot load "
+		    "handlers", "error", line, NULL);
+	for (w = workers; w != NULL; w = w->next)
+		if (w->gen == g && w->state != W_CLOSED) {
+			kill(w->pid, SIGKILL);
+			close_worker(w);
+		}
+	if (current != NULL)
+		metrics_inc("walua_reloads_total", "result=\"error\"", 1);
+	loading = NULL;
+	gen_maybe_free(g);
+}
+
+/* Start loading a new generation from cfg (the caller's reference). */
+static int
+start_gen(struct config *cfg)
+{
+	struct gen	*g;
+	char		 err[1024];
+	int		 i;
+
+	if ((g = gen_new(cfg, err, sizeof(err))) == NULL) {
+		log_kv(LOG_ERROR, current ? "reload failed" : "cannot load "
+		    "handlers", "error", err, NULL);
+		if (current != NULL)
+			metrics_inc("walua_reloads_total", "result=\"error\"", 1);
+		return -1;
+	}
+	loading = g;
+	for (i = 0; i < g->target; i++)
+		if (spawn(g) == NULL) {
+			g->failed = 1;
+			buf_puts(&g->errors, "cannot start a worker process");
+			break;
+		}
+	return 0;
+}
+
+/* Keep the settings that need a restart; say so when they changed. */
+static void
+keep_restart_keys(struct config *n, const struct config *o)
+{
+	int	changed = 0;
+
+#define KEEP_STR(f, name) \
+	if (strcmp(n->f, o->f) != 0) { \
+		log_kv(LOG_WARN, "setting changed: restart walua to apply it", \
+		    "key", name, NULL); \
+		char *t = n->f; n->f = strdup(o->f); free(t); changed = 1; \
+	}
+#define KEEP_INT(f, name) \
+	if (n->f != o->f) { \
+		log_kv(LOG_WARN, "setting changed: restart walua to apply it", \
+		    "key", name, NULL); \
+		n->f = o->f; changed = 1; \
+	}
+	KEEP_STR(listen, "listen");
+	KEEP_STR(database, "database");
+	KEEP_INT(workers, "workers");
+	KEEP_INT(http_threads, "http.threads");
+	KEEP_INT(http_max_connections, "http.max_connections");
+	KEEP_INT(http_per_ip, "http.per_ip_connections");
+	KEEP_INT(http_timeout_s, "http.timeout_s");
+#undef KEEP_STR
+#undef KEEP_INT
+	(void)changed;
+}
+
+static void
+reload(void)
+{
+	struct config	*cfg;
+	char		 err[4096];
+
+	if (loading != NULL) {		/* coalesce: one more after this one */
+		reload_pending = 1;
+		return;
+	}
+	log_msg(LOG_INFO, "reloading %s", config_file ? config_file :
+	    "the built-in configuration");
+	if ((cfg = config_load(config_file, err, sizeof(err))) == NULL) {
+		log_kv(LOG_ERROR, "reload failed", "error", err, NULL);
+		metrics_inc("walua_reloads_total", "result=\"error\"", 1);
+		return;
+	}
+	keep_restart_keys(cfg, current->cfg);
+	if (cfg->listen == NULL || cfg->database == NULL) {
+		config_put(cfg);
+		return;
+	}
+	if (cfg->log_file != NULL && log_open(cfg->log_file) == -1)
+		log_msg(LOG_WARN, "cannot open log file '%s': %s",
+		    cfg->log_file, strerror(errno));
+	start_gen(cfg);
+}
+
+static void
+on_frame(struct worker *w, char type, const char *p, size_t len)
+{
+	struct gen	*g = w->gen;
+	struct qitem	*it;
+	char		 result[16];
+	long long	 us = 0;
+	const char	*nl;
+
+	if (type == IPC_READY) {
+		if (w->state != W_LOADING)
+			return;
+		if (len == 2 && memcmp(p, "ok", 2) == 0) {
+			w->state = W_IDLE;
+			if (g == loading && ++g->nready == g->target &&
+			    !g->failed)
+				activate(g);
+			else if (g != loading && g != current)
+				close_worker(w);	/* late: retired */
+			return;
+		}
+		if (g->errors.len == 0)
+			buf_append(&g->errors, p, len);
+		g->failed = 1;
+		if (g != loading) {
+			log_kv(LOG_ERROR, "worker cannot load handlers", "error",
+			    g->errors.data, NULL);
+			g->respawn_ms = queue_now_ms() + 1000;
+		}
+		close_worker(w);
+		return;
+	}
+	if (type != IPC_DONE || w->state != W_BUSY || (it = w->item) == NULL)
+		return;
+	w->item = NULL;
+	w->state = W_IDLE;
+	result[0] = '\0';
+	sscanf(p, "%15[a-z]\t%lld", result, &us);
+	nl = memchr(p, '\n', len);
+	metrics_observe("walua_handler_duration_seconds", (double)us / 1e6);
+	if (strcmp(result, "ok") == 0) {
+		metrics_inc("walua_events_handled_total", "result=\"ok\"", 1);
+		if (log_enabled(LOG_DEBUG)) {
+			char ms[32];
+			snprintf(ms, sizeof(ms), "%.3f", (double)us / 1000);
+			log_event(LOG_DEBUG, "event handled", it, "duration_ms",
+			    ms, NULL, NULL);
+		}
+		queue_done(it);
+	} else {
+		char *msg = strndup(nl ? nl + 1 : "",
+		    nl ? len - (size_t)(nl + 1 - p) : 0);
+		fail_item(it, strcmp(result, "timeout") == 0 ? "timeout" :
+		    "error", msg ? msg : "handler failed");
+		free(msg);
+	}
+	if (g != current)
+		close_worker(w);		/* retired generation */
+}
+
+static void
+read_worker(struct worker *w)
+{
+	const char	*p;
+	size_t		 len;
+	char		 type;
+	int		 rc, eof;
+
+	eof = ipc_fill(&w->rd, w->fd) == -1;
+	while ((rc = ipc_next(&w->rd, &type, &p, &len)) == 1) {
+		on_frame(w, type, p, len);
+		if (w->fd == -1)
+			return;
+	}
+	if (rc == -1 || eof)
+		worker_lost(w);
+}
+
+static void
+reap(void)
+{
+	struct worker	**pp, *w;
+	pid_t		 pid;
+	int		 status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (pp = &workers; (w = *pp) != NULL; pp = &w->next)
+			if (w->pid == pid)
+				break;
+		if (w == NULL)
+			continue;
+		if (w->state != W_CLOSED)
+			worker_lost(w);
+		if (WIFSIGNALED(status) && !w->killed &&
+		    WTERMSIG(status) != SIGKILL)
+			log_msg(LOG_WARN, "worker %d killed by signal %d",
+			    (int)pid, WTERMSIG(status));
+		*pp = w->next;
+		w->gen->nlive--;
+		metrics_inc("walua_workers", NULL, -1);
+		atomic_fetch_sub(&pub_workers, 1);
+		gen_maybe_free(w->gen);
+		free(w);
+	}
+}
+
+/* Hand ready events to idle workers of the current generation. */
+static void
+dispatch(void)
+{
+	struct worker	*w;
+	struct qitem	*it;
+	struct buf	 hdr = { 0 };
+	int		 timeout;
+
+	if (current == NULL)
+		return;
+	timeout = current->cfg->limits.handler_timeout_ms;
+	for (w = workers; w != NULL; w = w->next) {
+		if (w->gen != current || w->state != W_IDLE)
+			continue;
+		if ((it = queue_take()) == NULL)
+			break;
+		buf_reset(&hdr);
+		buf_printf(&hdr, "%s\t%d\t%s\n", it->id, it->attempts,
+		    it->conv ? it->conv : "");
+		w->item = it;
+		w->state = W_BUSY;
+		w->started_ms = queue_now_ms();
+		/* the worker's own hook stops it at 1x; we step in at 1.5x */
+		w->kill_ms = w->started_ms + timeout + timeout / 2;
+		if (hdr.data == NULL || ipc_send(w->fd, IPC_EVENT, hdr.data,
+		    hdr.len, it->json, it->jsonlen) == -1) {
+			kill(w->pid, SIGKILL);
+			worker_lost(w);
+		}
+	}
+	buf_free(&hdr);
+}
+
+/* Kill workers past their budget; keep the current generation staffed. */
+static int64_t
+supervise(int64_t now)
+{
+	struct worker	*w;
+	int64_t		 next = now + 1000;
+	int		 live = 0;
+
+	for (w = workers; w != NULL; w = w->next) {
+		if (w->state == W_BUSY) {
+			if (now >= w->kill_ms && !w->killed) {
+				w->killed = 1;
+				log_event(LOG_WARN, "stopping worker: handler "
+				    "past its budget", w->item, NULL, NULL,
+				    NULL, NULL);
+				kill(w->pid, SIGKILL);
+			} else if (w->kill_ms < next)
+				next = w->kill_ms;
+		}
+		if (w->gen == current && w->state != W_CLOSED)
+			live++;
+	}
+	if (current != NULL && !stopping) {
+		for (; live < current->target; live++) {
+			if (now < current->respawn_ms) {
+				if (current->respawn_ms < next)
+					next = current->respawn_ms;
+				break;
+			}
+			current->respawn_ms = now + 200;
+			if (spawn(current) == NULL)
+				break;
+		}
+	}
+	return next;
+}
+
+static void
+refresh_gauges(void)
+{
+	struct queue_stats	st;
+	double			age = 0;
+
+	queue_stats(&st);
+	if (st.oldest_ms != 0)
+		age = (double)(queue_now_ms() - st.oldest_ms) / 1000;
+	metrics_set("walua_inbox_pending", NULL, (double)(st.waiting +
+	    st.retrying));
+	metrics_set("walua_inbox_inflight", NULL, (double)st.inflight);
+	metrics_set("walua_inbox_oldest_pending_seconds", NULL, age);
+	metrics_set("walua_dead_letters", NULL, (double)st.dead);
+}
+
+static int
+poll_once(int64_t deadline)
+{
+	struct pollfd	 fds[260];
+	struct worker	*ws[260];
+	struct worker	*w;
+	int		 n = 0, i, timeout;
+	int64_t		 now = queue_now_ms();
+	unsigned char	 sig;
+
+	fds[n].fd = sigpipe[0];
+	fds[n++].events = POLLIN;
+	fds[n].fd = queue_wake_fd();
+	fds[n++].events = POLLIN;
+	for (w = workers; w != NULL && n < 260; w = w->next)
+		if (w->fd != -1) {
+			ws[n] = w;
+			fds[n].fd = w->fd;
+			fds[n++].events = POLLIN;
+		}
+	timeout = deadline <= now ? 0 : (int)(deadline - now);
+	if (poll(fds, (nfds_t)n, timeout) == -1) {
+		if (errno != EINTR)
+			log_msg(LOG_ERROR, "poll: %s", strerror(errno));
+		return 0;
+	}
+	if (fds[0].revents & POLLIN)
+		while (read(sigpipe[0], &sig, 1) == 1) {
+			if (sig == SIGHUP && !stopping)
+				reload();
+			else if ((sig == SIGTERM || sig == SIGINT) && !stopping)
+				return 1;
+			/* SIGCHLD: reaped below */
+		}
+	if (fds[1].revents & POLLIN)
+		queue_clear_wake();
+	for (i = 2; i < n; i++)
+		if (fds[i].revents != 0 && ws[i]->fd == fds[i].fd)
+			read_worker(ws[i]);
+	reap();
+	return 0;
+}
+
+/* One turn of the loop's bookkeeping; returns when to look again. */
+static int64_t
+turn(void)
+{
+	int64_t now = queue_now_ms(), next, due;
+
+	if (loading != NULL && loading->failed) {
+		abandon(loading);
+		if (reload_pending) {
+			reload_pending = 0;
+			reload();
+		}
+	}
+	if (loading == NULL && reload_pending) {
+		reload_pending = 0;
+		reload();
+	}
+	due = queue_tick(now);
+	dispatch();
+	next = supervise(now);
+	if (due != -1 && due < next)
+		next = due;
+	return next;
+}
+
+/*
+ * Install the signal handlers and load the first generation from cfg
+ * (taking the caller's reference); returns once its workers are ready
+ * (0) or it failed to load (-1, errors logged).
+ */
+int
+pool_start(const char *file, struct config *cfg)
+{
+	struct sigaction sa;
+
+	config_file = file;
+	if (pipe2(sigpipe, O_NONBLOCK | O_CLOEXEC) == -1)
+		return -1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGCHLD, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	metrics_on_render(refresh_gauges);
+
+	if (start_gen(cfg) == -1)
+		return -1;
+	while (loading != NULL && !loading->failed) {
+		if (poll_once(queue_now_ms() + 1000))
+			return -1;
+	}
+	if (loading != NULL) {
+		abandon(loading);
+		return -1;
+	}
+	return current != NULL ? 0 : -1;
+}
+
+/*
+ * Run until SIGTERM or SIGINT; then stop the HTTP side (stop_fn), finish
+ * what is queued within limits.shutdown_timeout_ms, and stop the workers.
+ * Returns the process exit status.
+ */
+int
+pool_run(void (*stop_fn)(void))
+{
+	struct queue_stats	 st;
+	struct worker		*w;
+	int64_t			 next, end;
+	char			 n[32];
+
+	stop_http = stop_fn;
+	for (;;) {
+		next = turn();
+		if (stopping) {
+			queue_stats(&st);
+			if (st.waiting + st.inflight == 0 ||
+			    queue_now_ms() >= stop_deadline)
+				break;
+			if (stop_deadline < next)
+				next = stop_deadline;
+		}
+		if (poll_once(next) && !stopping) {
+			log_msg(LOG_INFO, "stopping: no new requests; finishing "
+			    "queued events");
+			stopping = 1;
+			stop_deadline = queue_now_ms() +
+			    current->cfg->limits.shutdown_timeout_ms;
+			if (stop_http != NULL)
+				stop_http();
+		}
+	}
+	queue_stats(&st);
+	if (st.waiting + st.inflight + st.retrying > 0) {
+		snprintf(n, sizeof(n), "%ld", st.waiting + st.inflight +
+		    st.retrying);
+		log_kv(LOG_WARN, "stopped with events not handled", "events",
+		    n, NULL);
+	}
+	/* closing the sockets tells idle workers to exit */
+	for (w = workers; w != NULL; w = w->next)
+		if (w->state != W_BUSY)
+			close_worker(w);
+	end = queue_now_ms() + 2000;
+	while (workers != NULL && queue_now_ms() < end) {
+		reap();
+		if (workers != NULL)
+			usleep(10000);
+	}
+	for (w = workers; w != NULL; w = w->next)
+		kill(w->pid, SIGKILL);
+	while (workers != NULL) {
+		reap();
+		if (workers != NULL)
+			usleep(10000);
+	}
+	log_msg(LOG_INFO, "stopped");
+	return 0;
+}
+
+/* Free what the supervisor holds (after pool_run). */
+void
+pool_free(void)
+{
+	gen_free(current);
+	gen_free(loading);
+	current = loading = NULL;
+	if (sigpipe[0] != -1) {
+		close(sigpipe[0]);
+		close(sigpipe[1]);
+	}
+}
+
+/* For the HTTP threads: the running generation and live workers. */
+int
+pool_generation(void)
+{
+	return atomic_load(&pub_generation);
+}
+
+int
+pool_workers(void)
+{
+	return atomic_load(&pub_workers);
+}

@@ -1,0 +1,438 @@
+/*
+ * queue.c - the events acknowledged and not yet handled, in memory.
+ *
+ * HTTP threads push; the supervisor takes, and reports each outcome.  The
+ * rule it enforces: events of one conversation are handed out one at a
+ * time, in arrival order; a failed event waits for its retry time outside
+ * its conversation, so it does not block the events that arrived after it,
+ * and rejoins the conversation's tail when due (SPEC §6).
+ *
+ * Each conversation with work is a qconv holding its waiting items; a
+ * conversation that is not busy and has items is on the ready list.  An
+ * event with no conversation gets a qconv of its own.  All unfinished
+ * items are also on one list in arrival order, for the oldest-pending
+ * metric.  One mutex guards everything; the supervisor is woken through an
+ * eventfd.
+ */
+#include "queue.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+struct qconv {
+	char		*key;		/* NULL: a lone event's own */
+	struct qitem	*head, *tail;
+	int		 busy;		/* one of its events is being handled */
+	int		 ready;		/* on the ready list */
+	struct qconv	*hnext;		/* hash chain */
+	struct qconv	*rnext;		/* ready list */
+};
+
+static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
+static struct qconv	**table;
+static size_t		 tsize, tcount;
+static struct qconv	*ready_head, *ready_tail;
+static struct qitem	*retry_list;		/* unsorted; it stays short */
+static struct qitem	*dead_list;
+static struct qitem	*all_head, *all_tail;
+static struct queue_stats st;
+static int		 wakefd = -1;
+
+int64_t
+queue_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t
+hash(const char *s)
+{
+	size_t h = 5381;
+
+	while (*s)
+		h = h * 33 ^ (unsigned char)*s++;
+	return h;
+}
+
+int
+queue_init(void)
+{
+	tsize = 1024;
+	if ((table = calloc(tsize, sizeof(*table))) == NULL)
+		return -1;
+	if ((wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+		free(table);
+		table = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static void
+item_free(struct qitem *it)
+{
+	free(it->kind);
+	free(it->conv);
+	free(it->json);
+	free(it->last_error);
+	free(it);
+}
+
+void
+queue_free(void)
+{
+	struct qitem	*it, *next;
+	size_t		 i;
+	struct qconv	*c, *cn;
+
+	for (it = all_head; it != NULL; it = next) {
+		next = it->all_next;
+		item_free(it);
+	}
+	for (it = dead_list; it != NULL; it = next) {
+		next = it->next;
+		item_free(it);
+	}
+	for (i = 0; i < tsize; i++)
+		for (c = table[i]; c != NULL; c = cn) {
+			cn = c->hnext;
+			free(c->key);
+			free(c);
+		}
+	for (c = ready_head; c != NULL; c = cn) {	/* lone ones */
+		cn = c->rnext;
+		if (c->key == NULL)
+			free(c);
+	}
+	free(table);
+	table = NULL;
+	all_head = all_tail = NULL;
+	ready_head = ready_tail = NULL;
+	retry_list = dead_list = NULL;
+	if (wakefd != -1)
+		close(wakefd);
+	wakefd = -1;
+}
+
+int
+queue_wake_fd(void)
+{
+	return wakefd;
+}
+
+void
+queue_clear_wake(void)
+{
+	uint64_t v;
+
+	while (read(wakefd, &v, sizeof(v)) > 0)
+		;
+}
+
+static void
+wake(void)
+{
+	uint64_t one = 1;
+
+	(void)!write(wakefd, &one, sizeof(one));
+}
+
+static void
+grow(void)
+{
+	struct qconv	**nt, *c, *next;
+	size_t		 i, ns = tsize * 2;
+
+	if ((nt = calloc(ns, sizeof(*nt))) == NULL)
+		return;		/* keep the old table: slower, still right */
+	for (i = 0; i < tsize; i++)
+		for (c = table[i]; c != NULL; c = next) {
+			next = c->hnext;
+			c->hnext = nt[hash(c->key) & (ns - 1)];
+			nt[hash(c->key) & (ns - 1)] = c;
+		}
+	free(table);
+	table = nt;
+	tsize = ns;
+}
+
+/* The conversation's qconv, created if needed; NULL when out of memory. */
+static struct qconv *
+conv_get(const char *key)
+{
+	struct qconv	*c;
+	size_t		 h;
+
+	if (key == NULL)
+		return calloc(1, sizeof(struct qconv));
+	h = hash(key) & (tsize - 1);
+	for (c = table[h]; c != NULL; c = c->hnext)
+		if (strcmp(c->key, key) == 0)
+			return c;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	if ((c->key = strdup(key)) == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->hnext = table[h];
+	table[h] = c;
+	if (++tcount > tsize)
+		grow();
+	return c;
+}
+
+static void
+conv_release(struct qconv *c)
+{
+	struct qconv	**pp;
+
+	if (c->key == NULL) {
+		free(c);
+		return;
+	}
+	for (pp = &table[hash(c->key) & (tsize - 1)]; *pp != NULL;
+	    pp = &(*pp)->hnext)
+		if (*pp == c) {
+			*pp = c->hnext;
+			break;
+		}
+	tcount--;
+	free(c->key);
+	free(c);
+}
+
+static void
+make_ready(struct qconv *c)
+{
+	if (c->busy || c->ready || c->head == NULL)
+		return;
+	c->ready = 1;
+	c->rnext = NULL;
+	if (ready_tail != NULL)
+		ready_tail->rnext = c;
+	else
+		ready_head = c;
+	ready_tail = c;
+}
+
+/* Append it to its conversation; -1 when out of memory. */
+static int
+enqueue(struct qitem *it)
+{
+	struct qconv	*c;
+
+	if ((c = conv_get(it->conv)) == NULL)
+		return -1;
+	it->c = c;
+	it->next = NULL;
+	if (c->tail != NULL)
+		c->tail->next = it;
+	else
+		c->head = it;
+	c->tail = it;
+	st.waiting++;
+	make_ready(c);
+	return 0;
+}
+
+static void
+all_unlink(struct qitem *it)
+{
+	if (it->all_prev != NULL)
+		it->all_prev->all_next = it->all_next;
+	else
+		all_head = it->all_next;
+	if (it->all_next != NULL)
+		it->all_next->all_prev = it->all_prev;
+	else
+		all_tail = it->all_prev;
+	it->all_prev = it->all_next = NULL;
+}
+
+/*
+ * Take ownership of every event of b (b is left empty) and queue them.
+ * Returns 0, or -1 without taking anything when the queue would hold more
+ * than max_queue unfinished events or memory runs out.
+ */
+int
+queue_push(struct event_batch *b, long max_queue)
+{
+	struct qitem	**items;
+	int		 i, rc = -1;
+	int64_t		 now = queue_now_ms();
+
+	if ((items = calloc((size_t)b->n + 1, sizeof(*items))) == NULL)
+		return -1;
+	for (i = 0; i < b->n; i++)
+		if ((items[i] = calloc(1, sizeof(**items))) == NULL)
+			goto out;
+	pthread_mutex_lock(&mu);
+	if (st.waiting + st.retrying + st.inflight + b->n > max_queue) {
+		pthread_mutex_unlock(&mu);
+		goto out;
+	}
+	for (i = 0; i < b->n; i++) {
+		struct qitem *it = items[i];
+
+		memcpy(it->id, b->ev[i].id, sizeof(it->id));
+		it->kind = b->ev[i].kind;
+		it->conv = b->ev[i].conversation;
+		it->json = b->ev[i].json;
+		it->jsonlen = b->ev[i].jsonlen;
+		it->acked_ms = now;
+		if (enqueue(it) == -1) {
+			/* cannot happen without OOM; keep what is queued */
+			it->kind = it->conv = it->json = NULL;
+			continue;
+		}
+		b->ev[i].kind = b->ev[i].conversation = b->ev[i].json = NULL;
+		items[i] = NULL;
+		it->all_prev = all_tail;
+		if (all_tail != NULL)
+			all_tail->all_next = it;
+		else
+			all_head = it;
+		all_tail = it;
+	}
+	pthread_mutex_unlock(&mu);
+	wake();
+	rc = 0;
+out:
+	for (i = 0; i < b->n; i++)
+		free(items[i]);
+	free(items);
+	if (rc == 0)
+		event_batch_free(b);
+	return rc;
+}
+
+/* The next event to handle, its conversation now busy; or NULL. */
+struct qitem *
+queue_take(void)
+{
+	struct qconv	*c;
+	struct qitem	*it;
+
+	pthread_mutex_lock(&mu);
+	if ((c = ready_head) == NULL) {
+		pthread_mutex_unlock(&mu);
+		return NULL;
+	}
+	ready_head = c->rnext;
+	if (ready_head == NULL)
+		ready_tail = NULL;
+	c->ready = 0;
+	it = c->head;
+	c->head = it->next;
+	if (c->head == NULL)
+		c->tail = NULL;
+	c->busy = 1;
+	it->next = NULL;
+	it->attempts++;
+	st.waiting--;
+	st.inflight++;
+	pthread_mutex_unlock(&mu);
+	return it;
+}
+
+/* Free the conversation of a finished item, or let its next event go. */
+static void
+conv_finish(struct qitem *it)
+{
+	struct qconv *c = it->c;
+
+	it->c = NULL;
+	c->busy = 0;
+	if (c->head != NULL)
+		make_ready(c);
+	else
+		conv_release(c);
+	st.inflight--;
+}
+
+void
+queue_done(struct qitem *it)
+{
+	pthread_mutex_lock(&mu);
+	conv_finish(it);
+	all_unlink(it);
+	pthread_mutex_unlock(&mu);
+	item_free(it);
+}
+
+/* it failed; hand it out again at due_ms, after what arrived meanwhile. */
+void
+queue_retry(struct qitem *it, int64_t due_ms)
+{
+	pthread_mutex_lock(&mu);
+	conv_finish(it);
+	it->due_ms = due_ms;
+	it->next = retry_list;
+	retry_list = it;
+	st.retrying++;
+	pthread_mutex_unlock(&mu);
+}
+
+/* it failed for the last time: keep it in the dead-letter list. */
+void
+queue_dead(struct qitem *it)
+{
+	pthread_mutex_lock(&mu);
+	conv_finish(it);
+	all_unlink(it);
+	it->next = dead_list;
+	dead_list = it;
+	st.dead++;
+	pthread_mutex_unlock(&mu);
+}
+
+/*
+ * Move the retries that are due back into their conversations.  Returns
+ * the time of the next retry, or -1 when none is waiting.
+ */
+int64_t
+queue_tick(int64_t now)
+{
+	struct qitem	**pp, *it;
+	int64_t		 next = -1;
+	int		 woke = 0;
+
+	pthread_mutex_lock(&mu);
+	for (pp = &retry_list; (it = *pp) != NULL; ) {
+		if (it->due_ms <= now) {
+			*pp = it->next;
+			st.retrying--;
+			if (enqueue(it) == -1) {	/* OOM: try next tick */
+				it->next = retry_list;
+				retry_list = it;
+				st.retrying++;
+				break;
+			}
+			woke = 1;
+			continue;
+		}
+		if (next == -1 || it->due_ms < next)
+			next = it->due_ms;
+		pp = &it->next;
+	}
+	pthread_mutex_unlock(&mu);
+	(void)woke;
+	return next;
+}
+
+void
+queue_stats(struct queue_stats *out)
+{
+	pthread_mutex_lock(&mu);
+	*out = st;
+	out->oldest_ms = all_head != NULL ? all_head->acked_ms : 0;
+	pthread_mutex_unlock(&mu);
+}

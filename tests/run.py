@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Run every walua test suite and print "N passed, N failed" last.
+
+Suites, in order:
+  unit         obj/tests/test_* (C, one per module); each prints its own
+               "N passed, N failed" line, which is added up here
+  lua          tests/lua/test_*.lua inside a real sandbox (obj/tests/lua_runner)
+  integration  tests/integration/test_*.py: every function named test_* in
+               them, each against a real daemon started on a free port
+
+Environment: WALUA_BIN (the daemon, default ./walua), WALUA_TESTBIN (the
+folder of the C test programs, default obj/tests), WALUA_TESTS (a
+substring: run only the tests whose name contains it).
+Exit status 1 when anything failed.
+"""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.chdir(ROOT)
+TESTBIN = os.environ.get("WALUA_TESTBIN", "obj/tests")
+ONLY = os.environ.get("WALUA_TESTS", "")
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed")
+
+passed = failed = 0
+failures = []
+
+
+def count_program(name, argv, timeout):
+    """Run a test program that prints its own summary line; add it up."""
+    global passed, failed
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        failed += 1
+        failures.append(name + ": timed out")
+        print("FAIL %s: timed out after %ds" % (name, timeout))
+        return
+    out = p.stdout.splitlines()
+    for line in out:
+        if line.startswith("FAIL"):
+            print(name + ": " + line)
+            failures.append(name + ": " + line)
+    m = None
+    for line in reversed(out):
+        m = SUMMARY.match(line)
+        if m:
+            break
+    if m is None or p.returncode not in (0, 1):
+        failed += 1
+        failures.append(name + ": no summary (exit %d)" % p.returncode)
+        print("FAIL %s: no summary line (exit %d)\n%s\n%s" % (
+            name, p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
+        return
+    passed += int(m.group(1))
+    failed += int(m.group(2))
+    if int(m.group(2)) and p.stderr:
+        print(p.stderr[-2000:])
+    print("%-40s %s" % (name, m.group(0)))
+
+
+def unit_suite():
+    if not os.path.isdir(TESTBIN):
+        return
+    for f in sorted(os.listdir(TESTBIN)):
+        if f.startswith("test_") and ONLY in f:
+            count_program("unit/" + f, [os.path.join(TESTBIN, f)], 120)
+
+
+def lua_suite():
+    runner = os.path.join(TESTBIN, "lua_runner")
+    for f in sorted(os.listdir("tests/lua")):
+        if f.startswith("test_") and f.endswith(".lua") and ONLY in f:
+            count_program("lua/" + f, [runner, "tests/lua/testlib.lua",
+                                       "tests/lua/" + f], 120)
+
+
+def integration_suite():
+    global passed, failed
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+    for f in sorted(os.listdir("tests/integration")):
+        if not (f.startswith("test_") and f.endswith(".py")):
+            continue
+        spec = importlib.util.spec_from_file_location(f[:-3],
+                                                      "tests/integration/" + f)
+        mod = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(mod)
+        except Exception:
+            failed += 1
+            failures.append(f + ": import failed")
+            print("FAIL %s: import failed\n%s" % (f, traceback.format_exc()))
+            continue
+        for name in [n for n in dir(mod) if n.startswith("test_")]:
+            full = "%s::%s" % (f[:-3], name)
+            if ONLY and ONLY not in full:
+                continue
+            t0 = time.time()
+            try:
+                getattr(mod, name)()
+            except Exception:
+                failed += 1
+                failures.append(full)
+                print("FAIL %s (%.1fs)\n%s" % (full, time.time() - t0,
+                                               traceback.format_exc()))
+                continue
+            passed += 1
+            print("ok   %s (%.1fs)" % (full, time.time() - t0))
+
+
+def main():
+    t0 = time.time()
+    unit_suite()
+    lua_suite()
+    integration_suite()
+    if failures:
+        print("\nfailed:\n  " + "\n  ".join(failures))
+    print("time: %.0fs" % (time.time() - t0))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
