@@ -49,10 +49,14 @@ else
 Q = @
 endif
 
-.PHONY: all run test check clean deps asan unit-tests
-all: deps-quiet walua
+BIN ?= walua
+SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=all
 
-walua: $(ODIR)/main.o $(LIB_OBJS)
+.PHONY: all run test check clean deps deps-quiet test-programs
+all: deps-quiet $(BIN)
+
+$(BIN): $(ODIR)/main.o $(LIB_OBJS)
 	@echo LINK $@
 	$(Q)$(CC) -o $@ $^ $(FINAL_LDFLAGS) $(LIBS)
 
@@ -85,7 +89,7 @@ $(ODIR)/tests/lua_runner: tests/lua_runner.c $(LIB_OBJS)
 	@echo CC $<
 	$(Q)$(CC) $(FINAL_CFLAGS) -o $@ $^ $(FINAL_LDFLAGS) $(LIBS)
 
-unit-tests: walua $(UNIT_BINS) $(ODIR)/tests/lua_runner
+test-programs: $(BIN) $(UNIT_BINS) $(ODIR)/tests/lua_runner
 
 # Install what a fresh Debian 12 lacks (we run as root in CI; otherwise sudo).
 deps:
@@ -107,26 +111,15 @@ run: deps
 	./walua serve
 
 test: deps
-	$(MAKE) --no-print-directory unit-tests
+	$(MAKE) --no-print-directory test-programs
 	python3 tests/run.py
 
-asan:
-	$(MAKE) --no-print-directory ODIR=obj/asan \
-		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-		CFLAGS="-O1 -g" unit-tests
-	cp obj/asan/../../walua walua 2>/dev/null || true
-
+# The same suites, everything built with ASan and UBSan in obj/asan.
 check: deps
-	$(MAKE) --no-print-directory ODIR=obj/asan \
-		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-		CFLAGS="-O1 -g" WALUA_BIN=obj/asan/walua unit-tests-asan
+	$(MAKE) --no-print-directory ODIR=obj/asan BIN=obj/asan/walua \
+		SAN="$(SANITIZE)" CFLAGS="-O1 -g" test-programs
 	WALUA_BIN=obj/asan/walua WALUA_TESTBIN=obj/asan/tests \
-		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 python3 tests/run.py
-
-unit-tests-asan: $(ODIR)/walua $(UNIT_BINS) $(ODIR)/tests/lua_runner
-$(ODIR)/walua: $(ODIR)/main.o $(LIB_OBJS)
-	@echo LINK $@
-	$(Q)$(CC) -o $@ $^ $(FINAL_LDFLAGS) $(LIBS)
+		ASAN_OPTIONS=detect_leaks=1 python3 tests/run.py
 
 clean:
 	rm -rf obj walua

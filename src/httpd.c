@@ -429,7 +429,7 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	char		 port[16];
 	int		 rc;
 	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
-			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;

@@ -106,7 +106,7 @@ static int
 cmd_serve(const char *file)
 {
 	struct config	*cfg;
-	char		 err[8192];
+	char		 err[8192], pid[16];
 	int		 rc;
 
 	if ((cfg = config_load(file, err, sizeof(err))) == NULL) {
@@ -127,8 +127,10 @@ cmd_serve(const char *file)
 		config_free(cfg);
 		return 1;
 	}
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
 	log_kv(LOG_INFO, "starting", "version", WALUA_VERSION, "config",
-	    file ? file : "built-in demo", "listen", cfg->listen, NULL);
+	    file ? file : "built-in demo", "listen", cfg->listen, "pid", pid,
+	    NULL);
 	cfg->refs++;		/* the pool's generation keeps one */
 	if (pool_start(file, cfg) == -1) {
 		config_put(cfg);

@@ -527,6 +527,9 @@ reap(void)
 		    WTERMSIG(status) != SIGKILL)
 			log_msg(LOG_WARN, "worker %d killed by signal %d",
 			    (int)pid, WTERMSIG(status));
+		else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
+			log_msg(LOG_WARN, "worker %d exited with status %d",
+			    (int)pid, WEXITSTATUS(status));
 		*pp = w->next;
 		w->gen->nlive--;
 		metrics_inc("walua_workers", NULL, -1);

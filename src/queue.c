@@ -100,17 +100,17 @@ queue_free(void)
 		next = it->next;
 		item_free(it);
 	}
+	for (c = ready_head; c != NULL; c = cn) {	/* lone ones first */
+		cn = c->rnext;
+		if (c->key == NULL)
+			free(c);
+	}
 	for (i = 0; i < tsize; i++)
 		for (c = table[i]; c != NULL; c = cn) {
 			cn = c->hnext;
 			free(c->key);
 			free(c);
 		}
-	for (c = ready_head; c != NULL; c = cn) {	/* lone ones */
-		cn = c->rnext;
-		if (c->key == NULL)
-			free(c);
-	}
 	free(table);
 	table = NULL;
 	all_head = all_tail = NULL;
@@ -403,7 +403,6 @@ queue_tick(int64_t now)
 {
 	struct qitem	**pp, *it;
 	int64_t		 next = -1;
-	int		 woke = 0;
 
 	pthread_mutex_lock(&mu);
 	for (pp = &retry_list; (it = *pp) != NULL; ) {
@@ -416,7 +415,6 @@ queue_tick(int64_t now)
 				st.retrying++;
 				break;
 			}
-			woke = 1;
 			continue;
 		}
 		if (next == -1 || it->due_ms < next)
@@ -424,7 +422,6 @@ queue_tick(int64_t now)
 		pp = &it->next;
 	}
 	pthread_mutex_unlock(&mu);
-	(void)woke;
 	return next;
 }
 

@@ -206,9 +206,21 @@ class Daemon:
                 self.proc.wait(10)
         finally:
             self.logf.close()
-            if exc[0] is None:
-                shutil.rmtree(self.dir, ignore_errors=True)
+        # under `make check`, a sanitizer report anywhere (the daemon or a
+        # worker) fails the test that produced it
+        text = self.log_text()
+        for marker in SANITIZER_MARKERS:
+            if marker in text and exc[0] is None:
+                i = text.index(marker)
+                raise AssertionError("sanitizer report in %s:\n%s" % (
+                    self.log_path, text[max(0, i - 200):i + 3000]))
+        if exc[0] is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
         return False
+
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:")
 
 
 # A handler that logs one "handled" line per event with what tests check.

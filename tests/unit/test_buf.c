@@ -1,0 +1,25 @@
+/* test_buf.c - buffers and JSON string escaping. */
+#include "buf.h"
+
+#include "unit.h"
+
+int
+main(void)
+{
+	struct buf	b = { 0 };
+	int		i;
+
+	CHECK(buf_puts(&b, "ab") == 0);
+	CHECK(buf_printf(&b, "%d-%s", 12, "x") == 0);
+	CHECK_STR(b.data, "ab12-x");
+	for (i = 0; i < 1000; i++)
+		buf_puts(&b, "0123456789");
+	CHECK(b.len == 6 + 10000);
+	buf_reset(&b);
+	CHECK(b.len == 0 && b.data[0] == '\0');
+	CHECK(buf_json_string(&b, "a\"b\\c\n\t\x01\xc3\xa7", 10) == 0);
+	CHECK_STR(b.data, "\"a\\\"b\\\\c\\n\\t\\u0001\xc3\xa7\"");
+	buf_free(&b);
+	CHECK(b.data == NULL && b.len == 0);
+	return UNIT_DONE();
+}
