@@ -2,7 +2,7 @@
 -- ./walua.conf.lua and no -c FILE.  Its handler is compiled into the binary,
 -- so it runs from any folder.  Copy it to walua.conf.lua to start your own.
 return {
-	listen = "127.0.0.1:8080",
+	listen = env("WALUA_LISTEN", "127.0.0.1:8080"),
 	database = "walua.db",
 	handlers = { "lua/examples/menu_bot.lua" },
 	endpoints = {
