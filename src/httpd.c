@@ -126,7 +126,7 @@ refuse(struct MHD_Connection *c, struct req *r, unsigned int status,
 	snprintf(st, sizeof(st), "%u", status);
 	remote_addr(c, remote, sizeof(remote));
 	log_kv(status >= 500 ? LOG_ERROR : LOG_WARN, "request refused",
-	    "endpoint", label_of(r), "status", st, "reason", msg, "remote",
+	    "endpoint", label_of(r), "#status", st, "reason", msg, "remote",
 	    remote, NULL);
 	if (b.data == NULL)
 		return MHD_NO;

@@ -12,7 +12,8 @@ int	lb_log_write(lua_State *L);
 /* lb_json.c */
 int	luaopen_walua_json(lua_State *L);	/* walua.json: safe API */
 int	lb_json_open_cjson(lua_State *L);	/* the handlers' `cjson` */
-int	lb_json_decode_raise(lua_State *L);	/* decode for the host; raises */
+int	lb_json_decode_raise(lua_State *L);	/* cjson.decode; raises */
+int	lb_json_decode_event(lua_State *L);	/* a stored event; raises */
 void	lb_json_integerize(lua_State *L, int idx, int depth);
 
 #endif

@@ -18,6 +18,7 @@
 #define JSON_MAX_DEPTH	64
 
 static char cjson_key;		/* registry: the private cjson module */
+static char event_key;		/* registry: the event decoder */
 
 /*
  * Convert integral floats in the table at idx (recursively) to integers.
@@ -28,7 +29,7 @@ lb_json_integerize(lua_State *L, int idx, int depth)
 {
 	lua_Number	n;
 
-	if (depth > JSON_MAX_DEPTH + 1 || !lua_istable(L, idx))
+	if (depth > JSON_MAX_DEPTH + 9 || !lua_istable(L, idx))
 		return;
 	idx = lua_absindex(L, idx);
 	luaL_checkstack(L, 3, "json too deep");
@@ -63,6 +64,39 @@ push_cjson(lua_State *L)
 	lua_call(L, 1, 0);
 	lua_pushvalue(L, -1);
 	lua_rawsetp(L, LUA_REGISTRYINDEX, &cjson_key);
+}
+
+/*
+ * The host's decoder for stored events: an event wraps the body it came
+ * from (ev.raw, ev.errors[i]), so it may be a few levels deeper than the
+ * JSON_MAX_DEPTH the HTTP side accepted.  [-0, +1, m]
+ */
+static void
+push_event_decoder(lua_State *L)
+{
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &event_key) == LUA_TFUNCTION)
+		return;
+	lua_pop(L, 1);
+	luaopen_cjson(L);
+	lua_getfield(L, -1, "decode_max_depth");
+	lua_pushinteger(L, JSON_MAX_DEPTH + 8);
+	lua_call(L, 1, 0);
+	lua_getfield(L, -1, "decode");
+	lua_remove(L, -2);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &event_key);
+}
+
+/* decode_event(text) -> ev, integers where exact; raises on bad JSON. */
+int
+lb_json_decode_event(lua_State *L)
+{
+	luaL_checkstring(L, 1);
+	push_event_decoder(L);
+	lua_pushvalue(L, 1);
+	lua_call(L, 1, 1);
+	lb_json_integerize(L, -1, 0);
+	return 1;
 }
 
 /* decode(text) -> value, integers where exact; raises on bad JSON. */

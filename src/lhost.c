@@ -179,7 +179,7 @@ init_protected(lua_State *L)
 	lua_setfield(L, -2, "log");
 	lua_pushcfunction(L, l_readsrc);
 	lua_setfield(L, -2, "readsrc");
-	lua_pushcfunction(L, lb_json_decode_raise);
+	lua_pushcfunction(L, lb_json_decode_event);
 	lua_setfield(L, -2, "decode");
 	lua_call(L, 1, 1);				/* host table */
 	return 1;
@@ -257,6 +257,7 @@ lhost_load(struct lhost *h, const char *path, const char *src, size_t len,
     char *err, size_t errlen)
 {
 	lua_State	*L = h->L;
+	char		*tb;
 	int		 rc;
 
 	lua_rawgeti(L, LUA_REGISTRYINDEX, h->host);
@@ -264,8 +265,13 @@ lhost_load(struct lhost *h, const char *path, const char *src, size_t len,
 	lua_remove(L, -2);
 	lua_pushstring(L, path);
 	lua_pushlstring(L, src, len);
-	if ((rc = lhost_call(h, 2, 0, 10000)) != LUA_OK)
-		return failure(h, rc, err, errlen);
+	if ((rc = lhost_call(h, 2, 0, 10000)) != LUA_OK) {
+		rc = failure(h, rc, err, errlen);
+		/* a load error names file:line; the host's frames say nothing */
+		if ((tb = strstr(err, "\nstack traceback:")) != NULL)
+			*tb = '\0';
+		return rc;
+	}
 	return LHOST_OK;
 }
 

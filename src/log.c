@@ -143,9 +143,10 @@ log_msg(int level, const char *fmt, ...)
 }
 
 /*
- * log_kv(LOG_INFO, "reload ok", "generation", "3", NULL): string fields as
- * key/value pairs, ended by NULL.  A NULL value after a key skips that pair
- * (pass the key "" to end instead).
+ * log_kv(LOG_INFO, "reload ok", "#generation", "3", NULL): fields as
+ * key/value string pairs, ended by NULL.  A key starting with '#' marks a
+ * value that is a number (written unquoted; the caller formats it).  A NULL
+ * value skips its pair; the key "" also ends the list.
  */
 void
 log_kv(int level, const char *msg, ...)
@@ -165,6 +166,12 @@ log_kv(int level, const char *msg, ...)
 		if (!first)
 			buf_puts(&f, ",");
 		first = 0;
+		if (k[0] == '#') {		/* a number, written bare */
+			buf_json_string(&f, k + 1, strlen(k + 1));
+			buf_puts(&f, ":");
+			buf_puts(&f, v);
+			continue;
+		}
 		buf_json_string(&f, k, strlen(k));
 		buf_puts(&f, ":");
 		buf_json_string(&f, v, strlen(v));

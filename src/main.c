@@ -129,7 +129,7 @@ cmd_serve(const char *file)
 	}
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
 	log_kv(LOG_INFO, "starting", "version", WALUA_VERSION, "config",
-	    file ? file : "built-in demo", "listen", cfg->listen, "pid", pid,
+	    file ? file : "built-in demo", "listen", cfg->listen, "#pid", pid,
 	    NULL);
 	cfg->refs++;		/* the pool's generation keeps one */
 	if (pool_start(file, cfg) == -1) {

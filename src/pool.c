@@ -241,7 +241,7 @@ log_event(int level, const char *msg, const struct qitem *it,
 
 	snprintf(attempt, sizeof(attempt), "%d", it->attempts);
 	log_kv(level, msg, "event", it->id, "conversation", it->conv,
-	    "kind", it->kind, "attempt", attempt, k1 ? k1 : "", v1, k2 ? k2 : "",
+	    "kind", it->kind, "#attempt", attempt, k1 ? k1 : "", v1, k2 ? k2 : "",
 	    v2, NULL);
 }
 
@@ -263,7 +263,7 @@ fail_item(struct qitem *it, const char *result, const char *msg)
 
 		snprintf(d, sizeof(d), "%d", delay);
 		log_event(LOG_WARN, "handler failed", it, "error", msg,
-		    "retry_in_ms", d);
+		    "#retry_in_ms", d);
 		metrics_inc("walua_events_retried_total", NULL, 1);
 		queue_retry(it, queue_now_ms() + delay);
 	} else {
@@ -320,7 +320,7 @@ activate(struct gen *g)
 			close_worker(w);
 	snprintf(id, sizeof(id), "%d", g->id);
 	log_kv(LOG_INFO, old ? "reload ok" : "handlers loaded",
-	    "generation", id, NULL);
+	    "#generation", id, NULL);
 	if (old != NULL)
 		metrics_inc("walua_reloads_total", "result=\"ok\"", 1);
 	gen_maybe_free(old);
@@ -475,7 +475,7 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 		if (log_enabled(LOG_DEBUG)) {
 			char ms[32];
 			snprintf(ms, sizeof(ms), "%.3f", (double)us / 1000);
-			log_event(LOG_DEBUG, "event handled", it, "duration_ms",
+			log_event(LOG_DEBUG, "event handled", it, "#duration_ms",
 			    ms, NULL, NULL);
 		}
 		queue_done(it);
@@ -521,6 +521,9 @@ reap(void)
 				break;
 		if (w == NULL)
 			continue;
+		/* what it wrote before exiting may not have been read yet */
+		if (w->fd != -1)
+			read_worker(w);
 		if (w->state != W_CLOSED)
 			worker_lost(w);
 		if (WIFSIGNALED(status) && !w->killed &&
@@ -769,7 +772,7 @@ pool_run(void (*stop_fn)(void))
 	if (st.waiting + st.inflight + st.retrying > 0) {
 		snprintf(n, sizeof(n), "%ld", st.waiting + st.inflight +
 		    st.retrying);
-		log_kv(LOG_WARN, "stopped with events not handled", "events",
+		log_kv(LOG_WARN, "stopped with events not handled", "#events",
 		    n, NULL);
 	}
 	/* closing the sockets tells idle workers to exit */

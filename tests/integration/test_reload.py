@@ -115,33 +115,69 @@ def test_reload_changes_handler():
 
 
 # 2 ---------------------------------------------------------------------
+def wait_metric(d, name, labels, value, timeout=10):
+    end = time.time() + timeout
+    while True:
+        v = metric(d, name, labels)
+        if v == value:
+            return
+        if time.time() > end:
+            raise AssertionError("%s{%s} is %r, expected %r; log tail:\n%s"
+                                 % (name, labels, v, value,
+                                    d.log_text()[-3000:]))
+        time.sleep(0.05)
+
+
+def failed_reload(d, n):
+    """SIGHUP for failed reload number n (1-based); return the "error"
+    fields of the "reload failed" lines it logged."""
+    before = len(d.find(is_msg("reload failed")))
+    d.signal(signal.SIGHUP)
+    wait_metric(d, "walua_reloads_total", 'result="error"', n)
+    return [l.get("error", "") for l in d.find(is_msg("reload failed"))
+            [before:]]
+
+
+BROKEN_ATTEMPTS = 25
+
+
 def test_reload_broken_handler_keeps_old():
     with Daemon(handlers={"handler.lua": versioned(1)}) as d:
         assert deliver_and_wait(d, "one", "wamid.RL2-A")["version"] == 1
         gen0 = health(d)["generation"]
         d.write("handler.lua", BROKEN)
-        failed = hup_and_wait(d, "reload failed", 1)
-        err = failed[0].get("error", "")
-        assert re.search(r"handler\.lua\D{0,3}:\d+", err), failed
-        # give a wrongly accepted generation time to show up
-        time.sleep(0.3)
+        # The compiler's message, with the file and line, must be what is
+        # logged, every time: repeat the failed reload a few times, since
+        # which of a worker's exit and its error report the daemon sees
+        # first is a race.
+        errors = []
+        for n in range(1, BROKEN_ATTEMPTS + 1):
+            errs = failed_reload(d, n)
+            errors.append(errs)
+            if n == 1:
+                assert metric(d, "walua_reloads_total",
+                              'result="error"') == 1
         assert not d.find(is_msg("reload ok")), d.find(is_msg("reload ok"))
+        bad = [(n + 1, e) for n, e in enumerate(errors)
+               if not any(re.search(r"handler\.lua:\d+:", x) for x in e)]
+        assert not bad, ("failed reloads whose error does not name "
+                         "handler.lua:LINE (attempt, errors): %s" % bad)
         line = deliver_and_wait(d, "two", "wamid.RL2-B")
         assert line["version"] == 1, line
         assert health(d)["generation"] == gen0
-        assert metric(d, "walua_reloads_total", 'result="error"') == 1
         assert metric(d, "walua_reloads_total", 'result="ok"') in (None, 0)
 
         d.write("handler.lua", versioned(3))
         ok = hup_and_wait(d, "reload ok", 1)
-        # the failed attempt may have used up a generation number
+        # failed attempts may have used up generation numbers
         gen1 = int(ok[0]["generation"])
         assert gen1 > gen0, (ok, gen0)
         assert health(d)["generation"] == gen1
         line = deliver_and_wait(d, "three", "wamid.RL2-C")
         assert line["version"] == 3, line
         assert metric(d, "walua_reloads_total", 'result="ok"') == 1
-        assert metric(d, "walua_reloads_total", 'result="error"') == 1
+        assert metric(d, "walua_reloads_total",
+                      'result="error"') == BROKEN_ATTEMPTS
         assert d.stop() == 0
 
 
@@ -154,18 +190,16 @@ def test_reload_bad_config_keeps_old():
         # so the new handler must not be picked up either.
         d.write("handler.lua", versioned(2))
         d.write("walua.conf.lua", d.config_text(extra="  bogus_key = 1,"))
-        failed = hup_and_wait(d, "reload failed", 1)
-        assert "bogus_key" in failed[0].get("error", ""), failed
-        time.sleep(0.3)
+        errs = failed_reload(d, 1)
+        assert any("bogus_key" in e for e in errs), errs
         assert not d.find(is_msg("reload ok")), d.find(is_msg("reload ok"))
         assert deliver_and_wait(d, "two", "wamid.RL3-B")["version"] == 1
 
         # unknown keys are an error at any depth
         d.write("walua.conf.lua", d.config_text(
             extra="  limits = { retriez = 3 },"))
-        failed = hup_and_wait(d, "reload failed", 2)
-        assert "retriez" in failed[1].get("error", ""), failed
-        time.sleep(0.3)
+        errs = failed_reload(d, 2)
+        assert any("retriez" in e for e in errs), errs
         assert not d.find(is_msg("reload ok")), d.find(is_msg("reload ok"))
         assert deliver_and_wait(d, "three", "wamid.RL3-C")["version"] == 1
         assert health(d)["generation"] == gen0
@@ -222,8 +256,13 @@ def test_reload_listen_change_needs_restart():
         assert keys == ["listen", "workers"], changed
         # the rest of the file (the handlers) is still applied
         d.wait_log(is_msg("reload ok"))
-        assert health(d)["generation"] == gen0 + 1
-        assert health(d).get("workers") == workers0
+        assert health(d)["generation"] == gen0 + 1, (health(d), gen0)
+        # healthz counts live worker processes, the retiring generation's
+        # too for a moment: wait for it to settle back to `workers`
+        end = time.time() + 5
+        while health(d).get("workers") != workers0 and time.time() < end:
+            time.sleep(0.05)
+        assert health(d).get("workers") == workers0, (health(d), workers0)
         # still on the old port, nothing on the new one
         assert deliver_and_wait(d, "same port", "wamid.RL5-A")["version"] == 2
         s = socket.socket()
@@ -252,6 +291,7 @@ def test_reload_stress_no_drop_no_dup():
         bad = []                 # (n, status or exception, body)
         answers = [0]
         hups = [0]
+        connects = [0]
 
         def client(k):
             conn = None
@@ -268,6 +308,8 @@ def test_reload_stress_no_drop_no_dup():
                     if conn is None:
                         conn = http.client.HTTPConnection(
                             "127.0.0.1", d.port, timeout=15)
+                        with lock:
+                            connects[0] += 1
                     conn.request("POST", "/webhooks/insider", body, hdr)
                     r = conn.getresponse()
                     resp = r.read()
@@ -342,10 +384,12 @@ def test_reload_stress_no_drop_no_dup():
         versions = {}
         for l in lines:
             versions[l.get("version")] = versions.get(l.get("version"), 0) + 1
-        print("stress: %d requests over %d connections, %d answers, "
+        print("stress: %d requests over %d connections (%d TCP connects), "
+              "%d answers, "
               "%d SIGHUPs sent, %d \"reload ok\", %d \"reload failed\"; "
               "posting %.2fs, all handled after %.2fs; handled by version %s"
-              % (STRESS_N, STRESS_CONNS, answers[0], hups[0], reloads_ok,
+              % (STRESS_N, STRESS_CONNS, connects[0], answers[0], hups[0],
+                 reloads_ok,
                  len(reloads_err), t_post, t_all, versions))
         assert not bad, "%d bad answers, first: %s" % (len(bad), bad[:5])
         assert answers[0] == STRESS_N, answers
