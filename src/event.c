@@ -22,10 +22,12 @@
 #include <lualib.h>
 #include <lua-cjson.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "luasrc.h"
 
 #define EVENT_MAX_DEPTH	64
+#define EVENT_FIELDS	6	/* per event, from normalize.for_inbox */
 
 struct decoder {
 	lua_State	*L;
@@ -123,6 +125,48 @@ event_new_id(char out[EVENT_ID_LEN + 1])
 	    atomic_fetch_add(&counter, 1) & 0xffffff);
 }
 
+/* Hex SHA-256 of p into out (65 bytes). */
+static void
+sha256_hex(const char *p, size_t len, char *out)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	unsigned char		 md[SHA256_DIGEST_LENGTH];
+	int			 i;
+
+	SHA256((const unsigned char *)p, len, md);
+	for (i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[2 * SHA256_DIGEST_LENGTH] = '\0';
+}
+
+/*
+ * Copy item idx of the list at the top of the stack into *out (a string,
+ * or NULL for false).  Returns -1 only when memory runs out.  [-0, +0, -]
+ */
+static int
+field(lua_State *L, int idx, char **out, size_t *lenp)
+{
+	const char	*s;
+	size_t		 len;
+
+	*out = NULL;
+	lua_rawgeti(L, -1, idx);
+	if (lua_type(L, -1) == LUA_TSTRING) {
+		s = lua_tolstring(L, -1, &len);
+		if ((*out = malloc(len + 1)) == NULL) {
+			lua_pop(L, 1);
+			return -1;
+		}
+		memcpy(*out, s, len + 1);
+		if (lenp != NULL)
+			*lenp = len;
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
 /*
  * Decode body, a POST to endpoint from provider, into out (caller frees
  * with event_batch_free).  Returns 0; -1 when the body is bad input (not
@@ -135,6 +179,7 @@ event_decode(const char *provider, const char *endpoint, const char *body,
 {
 	struct decoder	*d;
 	lua_State	*L;
+	char		 body_hash[SHA256_DIGEST_LENGTH * 2 + 1];
 	int		 top, n, i, rc = -2;
 
 	memset(out, 0, sizeof(*out));
@@ -160,26 +205,30 @@ event_decode(const char *provider, const char *endpoint, const char *body,
 		snprintf(err, errlen, "out of memory");
 		goto done;
 	}
+	body_hash[0] = '\0';
 	for (i = 0; i < n; i++) {
 		struct event	*e = &out->ev[i];
-		const char	*s;
-		size_t		 sl;
+		int		 base = EVENT_FIELDS * i;
 
 		out->n = i + 1;
 		event_new_id(e->id);
-		lua_rawgeti(L, -1, 3 * i + 1);
-		e->kind = strdup(lua_tostring(L, -1));
-		lua_rawgeti(L, -2, 3 * i + 2);
-		if (lua_type(L, -1) == LUA_TSTRING &&
-		    (e->conversation = strdup(lua_tostring(L, -1))) == NULL)
+		if (field(L, base + 1, &e->kind, NULL) == -1 ||
+		    field(L, base + 2, &e->conversation, NULL) == -1 ||
+		    field(L, base + 3, &e->dedup, NULL) == -1 ||
+		    field(L, base + 4, &e->message_id, NULL) == -1 ||
+		    field(L, base + 5, &e->status, NULL) == -1 ||
+		    field(L, base + 6, &e->json, &e->jsonlen) == -1 ||
+		    e->kind == NULL || e->json == NULL)
 			goto oom;
-		lua_rawgeti(L, -3, 3 * i + 3);
-		s = lua_tolstring(L, -1, &sl);
-		if ((e->json = malloc(sl + 1)) == NULL || e->kind == NULL)
-			goto oom;
-		memcpy(e->json, s, sl + 1);
-		e->jsonlen = sl;
-		lua_pop(L, 3);
+		if (e->dedup == NULL) {
+			/* no natural id: the body's SHA-256 and the index */
+			if (body_hash[0] == '\0')
+				sha256_hex(body, len, body_hash);
+			if (asprintf(&e->dedup, "h:%s:%d", body_hash, i) == -1) {
+				e->dedup = NULL;
+				goto oom;
+			}
+		}
 	}
 	rc = 0;
 	goto done;
@@ -201,6 +250,9 @@ event_batch_free(struct event_batch *b)
 	for (i = 0; b->ev != NULL && i < b->n; i++) {
 		free(b->ev[i].kind);
 		free(b->ev[i].conversation);
+		free(b->ev[i].dedup);
+		free(b->ev[i].message_id);
+		free(b->ev[i].status);
 		free(b->ev[i].json);
 	}
 	free(b->ev);

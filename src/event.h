@@ -10,6 +10,9 @@ struct event {
 	char		 id[EVENT_ID_LEN + 1];
 	char		*kind;			/* owned */
 	char		*conversation;		/* owned; NULL: no ordering */
+	char		*dedup;			/* owned: the key of SPEC §9 */
+	char		*message_id;		/* owned, or NULL */
+	char		*status;		/* owned: a status event's status */
 	char		*json;			/* owned: the event for Lua */
 	size_t		 jsonlen;
 };

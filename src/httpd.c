@@ -30,6 +30,7 @@
 #include "buf.h"
 #include "config.h"
 #include "event.h"
+#include "inbox.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -179,13 +180,13 @@ is_probe(const struct buf *b)
 }
 
 static enum MHD_Result
-answer_events(struct MHD_Connection *c, struct req *r, int n)
+answer_events(struct MHD_Connection *c, struct req *r, int n, int dups)
 {
 	char	body[96];
 	int	len;
 
 	len = snprintf(body, sizeof(body),
-	    "{\"ok\":true,\"events\":%d,\"duplicates\":0}", n);
+	    "{\"ok\":true,\"events\":%d,\"duplicates\":%d}", n, dups);
 	return respond(c, r, MHD_HTTP_OK, "application/json", body,
 	    (size_t)len, NULL);
 }
@@ -198,7 +199,7 @@ deliver(struct MHD_Connection *c, struct req *r)
 	struct event_batch	 batch;
 	const char		*reason = NULL;
 	char			 err[512], labels[512];
-	int			 rc, i;
+	int			 rc, nnew, ndup, full;
 
 	if (r->too_large)
 		return refuse(c, r, MHD_HTTP_CONTENT_TOO_LARGE,
@@ -226,19 +227,14 @@ deliver(struct MHD_Connection *c, struct req *r)
 	if (rc != 0)
 		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, err,
 		    MHD_HTTP_HEADER_RETRY_AFTER, "5");
-	for (i = 0; i < batch.n; i++) {
-		snprintf(labels, sizeof(labels),
-		    "provider=\"%s\",kind=\"%s\"", ep->provider_name,
-		    batch.ev[i].kind);
-		metrics_inc("walua_events_acked_total", labels, 1);
-	}
-	rc = batch.n;
-	if (queue_push(&batch, r->cfg->limits.max_queue) == -1) {
-		event_batch_free(&batch);
-		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE,
-		    "inbox full: retry later", MHD_HTTP_HEADER_RETRY_AFTER, "5");
-	}
-	return answer_events(c, r, rc);
+	rc = inbox_submit(&batch, r->cfg, ep->provider_name, ep->path, &nnew,
+	    &ndup, &full);
+	event_batch_free(&batch);
+	if (rc == -1)
+		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, full ?
+		    "inbox full: retry later" : "database unavailable: retry "
+		    "later", MHD_HTTP_HEADER_RETRY_AFTER, full ? "5" : "2");
+	return answer_events(c, r, nnew, ndup);
 }
 
 static enum MHD_Result
@@ -246,15 +242,17 @@ health(struct MHD_Connection *c, struct req *r)
 {
 	struct queue_stats	st;
 	char			body[256];
-	int			len;
+	int			len, ok;
 
 	queue_stats(&st);
-	len = snprintf(body, sizeof(body), "{\"ok\":true,\"generation\":%d,"
-	    "\"workers\":%d,\"pending\":%ld,\"inflight\":%ld,\"dead\":%ld}",
-	    pool_generation(), pool_workers(), st.waiting + st.retrying,
-	    st.inflight, st.dead);
-	return respond(c, r, MHD_HTTP_OK, "application/json", body,
-	    (size_t)len, NULL);
+	ok = inbox_healthy();
+	len = snprintf(body, sizeof(body), "{\"ok\":%s,\"database\":\"%s\","
+	    "\"generation\":%d,\"workers\":%d,\"pending\":%ld,"
+	    "\"inflight\":%ld,\"dead\":%ld}", ok ? "true" : "false",
+	    ok ? "ok" : "unavailable", pool_generation(), pool_workers(),
+	    st.waiting + st.retrying, st.inflight, inbox_dead_count());
+	return respond(c, r, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+	    "application/json", body, (size_t)len, NULL);
 }
 
 static enum MHD_Result

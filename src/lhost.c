@@ -281,7 +281,8 @@ lhost_load(struct lhost *h, const char *path, const char *src, size_t len,
  */
 int
 lhost_handle(struct lhost *h, const char *id, const char *conv, int attempt,
-    const char *json, size_t len, int timeout_ms, char *err, size_t errlen)
+    int stale, const char *json, size_t len, int timeout_ms, char *err,
+    size_t errlen)
 {
 	lua_State	*L = h->L;
 	int		 rc;
@@ -295,7 +296,8 @@ lhost_handle(struct lhost *h, const char *id, const char *conv, int attempt,
 	lua_pushlstring(L, json, len);
 	lua_pushstring(L, id);
 	lua_pushinteger(L, attempt);
-	rc = lhost_call(h, 3, 0, timeout_ms);
+	lua_pushboolean(L, stale);
+	rc = lhost_call(h, 4, 0, timeout_ms);
 	h->ev_id = h->ev_conv = NULL;
 	/* keep garbage from piling up between events (Redis paces it too) */
 	if (++calls % 64 == 0)

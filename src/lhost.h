@@ -30,8 +30,8 @@ void		 lhost_free(struct lhost *);
 int		 lhost_load(struct lhost *, const char *path, const char *src,
 		    size_t len, char *err, size_t errlen);
 int		 lhost_handle(struct lhost *, const char *id, const char *conv,
-		    int attempt, const char *json, size_t len, int timeout_ms,
-		    char *err, size_t errlen);
+		    int attempt, int stale, const char *json, size_t len,
+		    int timeout_ms, char *err, size_t errlen);
 int		 lhost_call(struct lhost *, int nargs, int nresults,
 		    int timeout_ms);
 struct lhost	*lhost_of(struct lua_State *);

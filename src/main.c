@@ -16,6 +16,7 @@
 #include "config.h"
 #include "event.h"
 #include "httpd.h"
+#include "inbox.h"
 #include "lhost.h"
 #include "log.h"
 #include "luasrc.h"
@@ -127,6 +128,12 @@ cmd_serve(const char *file)
 		config_free(cfg);
 		return 1;
 	}
+	if (inbox_open(cfg, err, sizeof(err)) == -1) {
+		log_kv(LOG_ERROR, "cannot open the inbox", "error", err, NULL);
+		queue_free();
+		config_free(cfg);
+		return 1;
+	}
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
 	log_kv(LOG_INFO, "starting", "version", WALUA_VERSION, "config",
 	    file ? file : "built-in demo", "listen", cfg->listen, "#pid", pid,
@@ -135,6 +142,7 @@ cmd_serve(const char *file)
 	if (pool_start(file, cfg) == -1) {
 		config_put(cfg);
 		pool_free();
+		inbox_close();
 		queue_free();
 		return 1;
 	}
@@ -151,6 +159,7 @@ cmd_serve(const char *file)
 		rc = pool_run(httpd_stop);
 	}
 	event_shutdown();
+	inbox_close();		/* writes the last outcomes */
 	pool_free();
 	config_set_current(NULL);
 	queue_free();

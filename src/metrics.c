@@ -51,6 +51,8 @@ static const struct family families[] = {
 	    "Live handler worker processes" },
 	{ "walua_worker_restarts_total", "counter",
 	    "Handler worker processes that died or were stopped" },
+	{ "walua_commit_duration_seconds", "histogram",
+	    "Time one inbox commit took (a group of requests and outcomes)" },
 	{ "walua_auth_failures_total", "counter",
 	    "Requests refused for authentication, by endpoint and reason" },
 	{ NULL, NULL, NULL }

@@ -35,6 +35,8 @@
 
 #include "buf.h"
 #include "config.h"
+#include "db.h"
+#include "inbox.h"
 #include "ipc.h"
 #include "log.h"
 #include "luasrc.h"
@@ -265,10 +267,12 @@ fail_item(struct qitem *it, const char *result, const char *msg)
 		log_event(LOG_WARN, "handler failed", it, "error", msg,
 		    "#retry_in_ms", d);
 		metrics_inc("walua_events_retried_total", NULL, 1);
+		inbox_retry(it, db_now_ms() + delay);
 		queue_retry(it, queue_now_ms() + delay);
 	} else {
 		log_event(LOG_ERROR, "event dead-lettered", it, "error", msg,
 		    NULL, NULL);
+		inbox_dead(it);
 		queue_dead(it);
 	}
 }
@@ -472,12 +476,9 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 	metrics_observe("walua_handler_duration_seconds", (double)us / 1e6);
 	if (strcmp(result, "ok") == 0) {
 		metrics_inc("walua_events_handled_total", "result=\"ok\"", 1);
-		if (log_enabled(LOG_DEBUG)) {
-			char ms[32];
-			snprintf(ms, sizeof(ms), "%.3f", (double)us / 1000);
-			log_event(LOG_DEBUG, "event handled", it, "#duration_ms",
-			    ms, NULL, NULL);
-		}
+		/* logged as "event handled" once the inbox has committed it */
+		inbox_note_rank(it->message_id, inbox_status_rank(it->status));
+		inbox_done(it, us);
 		queue_done(it);
 	} else {
 		char *msg = strndup(nl ? nl + 1 : "",
@@ -542,6 +543,16 @@ reap(void)
 	}
 }
 
+/* A status of lower rank than one already handled for its message. */
+static int
+stale(const struct qitem *it)
+{
+	int	rank = inbox_status_rank(it->status);
+
+	return rank > 0 && it->message_id != NULL &&
+	    inbox_handled_rank(it->message_id) > rank;
+}
+
 /* Hand ready events to idle workers of the current generation. */
 static void
 dispatch(void)
@@ -560,8 +571,8 @@ dispatch(void)
 		if ((it = queue_take()) == NULL)
 			break;
 		buf_reset(&hdr);
-		buf_printf(&hdr, "%s\t%d\t%s\n", it->id, it->attempts,
-		    it->conv ? it->conv : "");
+		buf_printf(&hdr, "%s\t%d\t%s\t%s\n", it->id, it->attempts,
+		    stale(it) ? "stale" : "", it->conv ? it->conv : "");
 		w->item = it;
 		w->state = W_BUSY;
 		w->started_ms = queue_now_ms();
@@ -772,8 +783,8 @@ pool_run(void (*stop_fn)(void))
 	if (st.waiting + st.inflight + st.retrying > 0) {
 		snprintf(n, sizeof(n), "%ld", st.waiting + st.inflight +
 		    st.retrying);
-		log_kv(LOG_WARN, "stopped with events not handled", "#events",
-		    n, NULL);
+		log_kv(LOG_WARN, "stopped with events not handled yet (kept in "
+		    "the inbox for the next start)", "#events", n, NULL);
 	}
 	/* closing the sockets tells idle workers to exit */
 	for (w = workers; w != NULL; w = w->next)

@@ -37,7 +37,6 @@ static struct qconv	**table;
 static size_t		 tsize, tcount;
 static struct qconv	*ready_head, *ready_tail;
 static struct qitem	*retry_list;		/* unsorted; it stays short */
-static struct qitem	*dead_list;
 static struct qitem	*all_head, *all_tail;
 static struct queue_stats st;
 static int		 wakefd = -1;
@@ -80,6 +79,8 @@ item_free(struct qitem *it)
 {
 	free(it->kind);
 	free(it->conv);
+	free(it->message_id);
+	free(it->status);
 	free(it->json);
 	free(it->last_error);
 	free(it);
@@ -94,10 +95,6 @@ queue_free(void)
 
 	for (it = all_head; it != NULL; it = next) {
 		next = it->all_next;
-		item_free(it);
-	}
-	for (it = dead_list; it != NULL; it = next) {
-		next = it->next;
 		item_free(it);
 	}
 	for (c = ready_head; c != NULL; c = cn) {	/* lone ones first */
@@ -115,7 +112,7 @@ queue_free(void)
 	table = NULL;
 	all_head = all_tail = NULL;
 	ready_head = ready_tail = NULL;
-	retry_list = dead_list = NULL;
+	retry_list = NULL;
 	if (wakefd != -1)
 		close(wakefd);
 	wakefd = -1;
@@ -257,6 +254,42 @@ all_unlink(struct qitem *it)
 	it->all_prev = it->all_next = NULL;
 }
 
+static void
+all_append(struct qitem *it)
+{
+	it->all_prev = all_tail;
+	if (all_tail != NULL)
+		all_tail->all_next = it;
+	else
+		all_head = it;
+	all_tail = it;
+}
+
+/* Move e's strings into it (e keeps its id, loses the rest). */
+static void
+take_event(struct qitem *it, struct event *e)
+{
+	memcpy(it->id, e->id, sizeof(it->id));
+	it->kind = e->kind;
+	it->conv = e->conversation;
+	it->message_id = e->message_id;
+	it->status = e->status;
+	it->json = e->json;
+	it->jsonlen = e->jsonlen;
+	e->kind = e->conversation = e->message_id = e->status = e->json = NULL;
+}
+
+static void
+give_back(struct qitem *it, struct event *e)
+{
+	e->kind = it->kind;
+	e->conversation = it->conv;
+	e->message_id = it->message_id;
+	e->status = it->status;
+	e->json = it->json;
+	it->kind = it->conv = it->message_id = it->status = it->json = NULL;
+}
+
 /*
  * Take ownership of every event of b (b is left empty) and queue them.
  * Returns 0, or -1 without taking anything when the queue would hold more
@@ -283,24 +316,15 @@ queue_push(struct event_batch *b, long max_queue)
 		struct qitem *it = items[i];
 
 		memcpy(it->id, b->ev[i].id, sizeof(it->id));
-		it->kind = b->ev[i].kind;
-		it->conv = b->ev[i].conversation;
-		it->json = b->ev[i].json;
-		it->jsonlen = b->ev[i].jsonlen;
+		take_event(it, &b->ev[i]);
 		it->acked_ms = now;
 		if (enqueue(it) == -1) {
 			/* cannot happen without OOM; keep what is queued */
-			it->kind = it->conv = it->json = NULL;
+			give_back(it, &b->ev[i]);
 			continue;
 		}
-		b->ev[i].kind = b->ev[i].conversation = b->ev[i].json = NULL;
 		items[i] = NULL;
-		it->all_prev = all_tail;
-		if (all_tail != NULL)
-			all_tail->all_next = it;
-		else
-			all_head = it;
-		all_tail = it;
+		all_append(it);
 	}
 	pthread_mutex_unlock(&mu);
 	wake();
@@ -381,17 +405,61 @@ queue_retry(struct qitem *it, int64_t due_ms)
 	pthread_mutex_unlock(&mu);
 }
 
-/* it failed for the last time: keep it in the dead-letter list. */
+/* it failed for the last time (the inbox keeps it as a dead letter). */
 void
 queue_dead(struct qitem *it)
 {
 	pthread_mutex_lock(&mu);
 	conv_finish(it);
 	all_unlink(it);
-	it->next = dead_list;
-	dead_list = it;
 	st.dead++;
 	pthread_mutex_unlock(&mu);
+	item_free(it);
+}
+
+/*
+ * Queue one event loaded from the inbox (at start, or replayed), taking
+ * e's strings: handed out now, or at due_ms (monotonic) if later.
+ */
+int
+queue_restore(struct event *e, int attempts, int64_t due_ms)
+{
+	struct qitem	*it;
+	int64_t		 now = queue_now_ms();
+
+	if ((it = calloc(1, sizeof(*it))) == NULL)
+		return -1;
+	pthread_mutex_lock(&mu);
+	take_event(it, e);
+	it->attempts = attempts;
+	it->acked_ms = now;
+	if (due_ms > now) {
+		it->due_ms = due_ms;
+		it->next = retry_list;
+		retry_list = it;
+		st.retrying++;
+	} else if (enqueue(it) == -1) {
+		give_back(it, e);
+		pthread_mutex_unlock(&mu);
+		free(it);
+		return -1;
+	}
+	all_append(it);
+	pthread_mutex_unlock(&mu);
+	wake();
+	return 0;
+}
+
+/* Events acknowledged and not finished: waiting, retrying or in flight. */
+long
+queue_unfinished(void)
+{
+	long n;
+
+	pthread_mutex_lock(&mu);
+	n = st.waiting + st.retrying + st.inflight;
+	pthread_mutex_unlock(&mu);
+	return n;
 }
 
 /*

@@ -11,6 +11,8 @@ struct qitem {
 	char		 id[EVENT_ID_LEN + 1];
 	char		*kind;
 	char		*conv;		/* conversation key, or NULL */
+	char		*message_id;	/* or NULL */
+	char		*status;	/* a status event's status, or NULL */
 	char		*json;
 	size_t		 jsonlen;
 	int		 attempts;	/* attempts started so far */
@@ -33,6 +35,8 @@ struct queue_stats {
 int		 queue_init(void);
 void		 queue_free(void);
 int		 queue_push(struct event_batch *, long max_queue);
+int		 queue_restore(struct event *, int attempts, int64_t due_ms);
+long		 queue_unfinished(void);
 struct qitem	*queue_take(void);
 void		 queue_done(struct qitem *);
 void		 queue_retry(struct qitem *, int64_t due_ms);

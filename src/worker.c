@@ -6,7 +6,8 @@
  *   LOAD   u32 config length, config JSON, then for each handler script
  *          u32 path length, path, u32 source length, source
  *   READY  "ok", or the load errors, one per line
- *   EVENT  "<id>\t<attempt>\t<conversation>\n<event JSON>"
+ *   EVENT  "<id>\t<attempt>\t<flags>\t<conversation>\n<event JSON>";
+ *          flags is "stale" for a status older than one already handled
  *   DONE   "<ok|error|timeout|nomem>\t<microseconds>\n<error message>"
  * The worker exits when the supervisor closes the socket.  A worker that
  * hangs where no hook reaches is killed by the supervisor; that is why
@@ -112,7 +113,7 @@ worker_main(void)
 	struct buf	 in = { 0 }, out = { 0 };
 	struct config	*cfg = NULL;
 	struct lhost	*h = NULL;
-	char		 type, err[16384], *nl, *tab1, *tab2;
+	char		 type, err[16384], *nl, *tab1, *tab2, *tab3;
 	int		 rc;
 	int64_t		 t0;
 
@@ -136,18 +137,20 @@ worker_main(void)
 		}
 		if (type != IPC_EVENT || h == NULL)
 			break;
-		/* "<id>\t<attempt>\t<conversation>\n<json>" */
+		/* "<id>\t<attempt>\t<flags>\t<conversation>\n<json>" */
 		if ((nl = memchr(in.data, '\n', in.len)) == NULL)
 			break;
 		*nl = '\0';
 		if ((tab1 = strchr(in.data, '\t')) == NULL ||
-		    (tab2 = strchr(tab1 + 1, '\t')) == NULL)
+		    (tab2 = strchr(tab1 + 1, '\t')) == NULL ||
+		    (tab3 = strchr(tab2 + 1, '\t')) == NULL)
 			break;
-		*tab1 = *tab2 = '\0';
+		*tab1 = *tab2 = *tab3 = '\0';
 		t0 = lhost_now_ns();
 		err[0] = '\0';
-		rc = lhost_handle(h, in.data, tab2[1] ? tab2 + 1 : NULL,
-		    atoi(tab1 + 1), nl + 1, in.len - (size_t)(nl + 1 - in.data),
+		rc = lhost_handle(h, in.data, tab3[1] ? tab3 + 1 : NULL,
+		    atoi(tab1 + 1), strcmp(tab2 + 1, "stale") == 0, nl + 1,
+		    in.len - (size_t)(nl + 1 - in.data),
 		    cfg->limits.handler_timeout_ms, err, sizeof(err));
 		buf_reset(&out);
 		buf_printf(&out, "%s\t%lld\n%s", result_name(rc),

@@ -255,9 +255,10 @@ function H.load(path, src)
 end
 
 -- Call every handler for the event (a JSON text); raise on failure.
-function H.handle(json, id, attempt)
+function H.handle(json, id, attempt, stale)
 	local ev = C.decode(json)
 	ev.id, ev.attempt = id, attempt
+	if stale then ev.stale = true end
 	for i = 1, #handlers do
 		local h = handlers[i]
 		if type(h) == "function" then

@@ -14,7 +14,7 @@ local cjson = require "cjson"
 local M = {}
 
 local null = cjson.null
-local tointeger, mtype = math.tointeger, math.type
+local tointeger = math.tointeger
 local find, format = string.find, string.format
 
 -- A JSON value as a string id: numbers without a fraction, as integers.
@@ -323,8 +323,27 @@ function M.decode(provider, body, ctx)
 	return out
 end
 
--- For the C core: decode and encode each event for the inbox.  Returns
--- the count n then n triples (kind, conversation|false, json), or nil, err.
+-- The dedup key of SPEC §9 for events with a natural id; nil for the
+-- others (the C core keys those by the body's SHA-256 and the index).
+local function dedup_key(ev)
+	local id = ev.message_id
+	if not id then return nil end
+	if ev.kind == "message" then return "m:" .. id end
+	if ev.kind == "accepted" then return "a:" .. id end
+	if ev.kind == "status" and ev.status then
+		return "s:" .. id .. ":" .. ev.status
+	end
+	return nil
+end
+M.dedup_key = dedup_key
+
+-- How many values for_inbox gives per event.
+M.FIELDS = 6
+
+-- For the C core: decode, then describe and encode each event for the
+-- inbox.  Returns the count n and a list of n times FIELDS values (kind,
+-- conversation, dedup key, message id, status, JSON; false for none), or
+-- nil, err.
 function M.for_inbox(provider, body, endpoint)
 	local events, err = M.decode(provider, body, { endpoint = endpoint })
 	if not events then return nil, err end
@@ -332,13 +351,13 @@ function M.for_inbox(provider, body, endpoint)
 	for _, ev in ipairs(events) do
 		out[n + 1] = ev.kind
 		out[n + 2] = ev.conversation or false
-		out[n + 3] = cjson.encode(ev)
-		n = n + 3
+		out[n + 3] = dedup_key(ev) or false
+		out[n + 4] = ev.message_id or false
+		out[n + 5] = ev.kind == "status" and ev.status or false
+		out[n + 6] = cjson.encode(ev)
+		n = n + 6
 	end
 	return #events, out
 end
-
--- unused in production; kept so tests can see which number types survive
-M._mtype = mtype
 
 return M

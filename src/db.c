@@ -1,0 +1,165 @@
+/*
+ * db.c - opening walua's SQLite database: WAL, the synchronous level that
+ * `durability` asks for, a busy timeout, the schema (created or migrated
+ * on open), and a small cache of prepared statements per connection.
+ *
+ * A connection belongs to one thread (the inbox writer, the supervisor's
+ * reader, a worker's walua.store, an admin script); SQLite's WAL lets them
+ * read while one writes.
+ */
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+
+
+/*
+ * events: the inbox.  state 0 pending, 1 done, 2 dead; due_ms is the
+ * wall-clock time of a pending retry; requeue marks events an admin
+ * replayed, for the running daemon to pick up.
+ * dedup: claimed keys (SPEC §9) until expires_ms.
+ * statuses: the highest status rank handled per message (ev.stale).
+ * kv: walua.store.  oauth_tokens: issued tokens, by SHA-256.
+ */
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
+	"  WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS events ("
+	"  seq INTEGER PRIMARY KEY,"
+	"  id TEXT NOT NULL UNIQUE,"
+	"  provider TEXT NOT NULL, endpoint TEXT, kind TEXT NOT NULL,"
+	"  conversation TEXT, message_id TEXT, status TEXT, dedup TEXT,"
+	"  body TEXT NOT NULL,"
+	"  state INTEGER NOT NULL DEFAULT 0,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  due_ms INTEGER, last_error TEXT,"
+	"  requeue INTEGER NOT NULL DEFAULT 0,"
+	"  acked_ms INTEGER NOT NULL, done_ms INTEGER);"
+	"CREATE INDEX IF NOT EXISTS events_pending ON events(seq)"
+	"  WHERE state = 0;"
+	"CREATE INDEX IF NOT EXISTS events_dead ON events(seq) WHERE state = 2;"
+	"CREATE INDEX IF NOT EXISTS events_requeue ON events(seq)"
+	"  WHERE requeue = 1;"
+	"CREATE INDEX IF NOT EXISTS events_done ON events(done_ms)"
+	"  WHERE state = 1;"
+	"CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY,"
+	"  event_id TEXT NOT NULL, expires_ms INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup(expires_ms);"
+	"CREATE TABLE IF NOT EXISTS statuses (message_id TEXT PRIMARY KEY,"
+	"  rank INTEGER NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS statuses_age ON statuses(updated_ms);"
+	"CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY,"
+	"  value TEXT NOT NULL, expires_ms INTEGER) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS oauth_tokens (hash TEXT PRIMARY KEY,"
+	"  client_id TEXT NOT NULL, scope TEXT, expires_ms INTEGER NOT NULL)"
+	"  WITHOUT ROWID;"
+	"INSERT OR IGNORE INTO meta VALUES ('schema_version', '1');";
+
+int64_t
+db_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Open (creating if needed) the database at path.  durability is a
+ * DURABILITY_* value: full syncs the WAL at every commit, normal at
+ * checkpoints (a killed process loses nothing; a power cut may lose the
+ * last commits), off never.  Returns NULL with the reason in err.
+ */
+struct db *
+db_open(const char *path, int durability, char *err, size_t errlen)
+{
+	struct db	*d;
+	char		*msg = NULL;
+	const char	*sync = durability == DURABILITY_FULL ? "FULL" :
+			    durability == DURABILITY_OFF ? "OFF" : "NORMAL";
+	char		 pragmas[256];
+
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (sqlite3_open_v2(path, &d->h, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open database '%s': %s", path,
+		    d->h ? sqlite3_errmsg(d->h) : "out of memory");
+		db_close(d);
+		return NULL;
+	}
+	sqlite3_busy_timeout(d->h, 5000);
+	snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode = WAL;"
+	    "PRAGMA synchronous = %s;", sync);
+	if (sqlite3_exec(d->h, pragmas, NULL, NULL, &msg) != SQLITE_OK ||
+	    sqlite3_exec(d->h, schema, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "database '%s': %s", path,
+		    msg ? msg : sqlite3_errmsg(d->h));
+		sqlite3_free(msg);
+		db_close(d);
+		return NULL;
+	}
+	return d;
+}
+
+void
+db_close(struct db *d)
+{
+	int	i;
+
+	if (d == NULL)
+		return;
+	for (i = 0; i < DB_CACHE; i++)
+		sqlite3_finalize(d->cache[i].st);
+	sqlite3_close(d->h);
+	free(d);
+}
+
+/*
+ * A prepared statement for sql (a string literal: the cache compares
+ * addresses), reset and unbound.  NULL on error (db_error says why).
+ */
+sqlite3_stmt *
+db_prepare(struct db *d, const char *sql)
+{
+	sqlite3_stmt	*st;
+	int		 i;
+
+	for (i = 0; i < DB_CACHE && d->cache[i].sql != NULL; i++)
+		if (d->cache[i].sql == sql) {
+			st = d->cache[i].st;
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+			return st;
+		}
+	if (sqlite3_prepare_v2(d->h, sql, -1, &st, NULL) != SQLITE_OK)
+		return NULL;
+	if (i < DB_CACHE) {
+		d->cache[i].sql = sql;
+		d->cache[i].st = st;
+	} else {
+		/* the cache is sized for walua's statements; never reached */
+		sqlite3_finalize(d->cache[DB_CACHE - 1].st);
+		d->cache[DB_CACHE - 1].sql = sql;
+		d->cache[DB_CACHE - 1].st = st;
+	}
+	return st;
+}
+
+int
+db_exec(struct db *d, const char *sql)
+{
+	return sqlite3_exec(d->h, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+const char *
+db_error(struct db *d)
+{
+	return sqlite3_errmsg(d->h);
+}

@@ -1,0 +1,757 @@
+/*
+ * inbox.c - the durable inbox: every acknowledged event is committed to
+ * SQLite before its 200, each handled once, retried, dead-lettered.
+ *
+ * One writer thread owns the write connection.  HTTP threads submit a
+ * decoded batch and wait; the writer takes every submission and every
+ * outcome report waiting, and commits them in one transaction (group
+ * commit: with durability "full" one fsync serves many requests).  Per
+ * request it claims the dedup keys and inserts the new events inside a
+ * savepoint, so one bad request fails alone.  Only after COMMIT does it
+ * queue the new events for the handlers and wake the requests: a 200
+ * always means "committed".  A failed commit answers 503 and keeps
+ * nothing; the outcome reports are kept and written with the next commit.
+ *
+ * The supervisor reports outcomes (done, retry, dead) without waiting;
+ * "event handled" is logged only once the done mark is committed.  On
+ * start, pending events are loaded back into the queue in arrival order;
+ * events an admin replays (`walua run inbox replay`) are picked up by a
+ * poll every half second.
+ */
+#include "inbox.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "db.h"
+#include "kv.h"
+#include "log.h"
+#include "metrics.h"
+#include "queue.h"
+
+#define POLL_MS		500		/* replayed events, unhealthy probe */
+#define PRUNE_MS	60000
+#define PRUNE_ROWS	1000
+
+enum { OP_DONE, OP_RETRY, OP_DEAD };
+
+struct req {
+	struct event_batch	*batch;
+	const char		*provider;
+	const char		*endpoint;
+	long			 max_queue;
+	int64_t			 dedup_ms;
+	int			 rc;		/* 0 ok; -1 failed */
+	int			 full;		/* failed because of max_queue */
+	int			 nnew, ndup;
+	int			 finished;
+	struct req		*next;
+};
+
+struct op {
+	int		 type;
+	char		 id[EVENT_ID_LEN + 1];
+	int		 attempts;
+	int64_t		 due_ms;		/* wall clock */
+	char		*error;
+	char		*conv;
+	char		*kind;
+	char		*message_id;
+	int		 rank;			/* status rank to record */
+	long long	 duration_us;
+	struct op	*next;
+};
+
+static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t	 work_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t	 done_cv = PTHREAD_COND_INITIALIZER;
+static struct req	*reqs, **reqs_tail = &reqs;
+static struct op	*ops, **ops_tail = &ops;
+static int		 stopping;
+static pthread_t	 writer;
+static int		 writer_started;
+static struct db	*wdb;			/* the writer's connection */
+static struct db	*rdb;			/* the supervisor's reader */
+static atomic_int	 healthy = 1;
+static atomic_long	 dead_count;
+static int64_t		 dedup_keep_ms = 8LL * 86400 * 1000;
+
+static void		 ranks_clear(void);
+
+/* Status ranks for ev.stale: sent < delivered < read < played. */
+int
+inbox_status_rank(const char *status)
+{
+	static const char *ranks[] = { "sent", "delivered", "read", "played",
+	    NULL };
+	int	i;
+
+	if (status == NULL)
+		return 0;
+	for (i = 0; ranks[i] != NULL; i++)
+		if (strcmp(ranks[i], status) == 0)
+			return i + 1;
+	return 0;		/* failed and unknown: never stale */
+}
+
+static void
+op_free(struct op *o)
+{
+	free(o->error);
+	free(o->conv);
+	free(o->kind);
+	free(o->message_id);
+	free(o);
+}
+
+/* Claim the keys and insert the new events of one request. */
+static int
+insert_request(struct req *r, int64_t now)
+{
+	static const char sql[] = "INSERT INTO events (id, provider, endpoint,"
+	    " kind, conversation, message_id, status, dedup, body, acked_ms)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+	struct event_batch	*b = r->batch;
+	sqlite3_stmt		*st;
+	int			 i, c;
+
+	if (queue_unfinished() + b->n > r->max_queue) {
+		r->full = 1;
+		return -1;
+	}
+	for (i = 0; i < b->n; i++) {
+		struct event *e = &b->ev[i];
+
+		c = kv_dedup_claim(wdb, e->dedup, e->id, now + r->dedup_ms, now);
+		if (c == -1)
+			return -1;
+		if (c == 0) {			/* a duplicate: drop it */
+			r->ndup++;
+			free(e->json);
+			e->json = NULL;
+			continue;
+		}
+		if ((st = db_prepare(wdb, sql)) == NULL)
+			return -1;
+		sqlite3_bind_text(st, 1, e->id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, r->provider, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, r->endpoint, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 4, e->kind, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 5, e->conversation, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 6, e->message_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 7, e->status, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 8, e->dedup, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 9, e->json, (int)e->jsonlen,
+		    SQLITE_STATIC);
+		sqlite3_bind_int64(st, 10, now);
+		if (sqlite3_step(st) != SQLITE_DONE) {
+			sqlite3_reset(st);
+			return -1;
+		}
+		sqlite3_reset(st);
+		r->nnew++;
+	}
+	return 0;
+}
+
+static int
+apply_op(struct op *o, int64_t now)
+{
+	static const char done_sql[] = "UPDATE events SET state = 1,"
+	    " attempts = ?2, done_ms = ?3, due_ms = NULL WHERE id = ?1";
+	static const char retry_sql[] = "UPDATE events SET attempts = ?2,"
+	    " due_ms = ?3, last_error = ?4 WHERE id = ?1";
+	static const char dead_sql[] = "UPDATE events SET state = 2,"
+	    " attempts = ?2, done_ms = ?3, last_error = ?4, due_ms = NULL"
+	    " WHERE id = ?1";
+	const char	*sql = o->type == OP_DONE ? done_sql :
+			    o->type == OP_RETRY ? retry_sql : dead_sql;
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	if ((st = db_prepare(wdb, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, o->attempts);
+	sqlite3_bind_int64(st, 3, o->type == OP_RETRY ? o->due_ms : now);
+	if (o->type != OP_DONE)
+		sqlite3_bind_text(st, 4, o->error, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return -1;
+	if (o->type == OP_DONE && o->rank > 0 && o->message_id != NULL)
+		return kv_status_set(wdb, o->message_id, o->rank, now);
+	return 0;
+}
+
+/* After a commit: queue the new events of r, in body order. */
+static void
+queue_new(struct req *r)
+{
+	struct event_batch	 nb;
+	int			 i, j;
+	char			 labels[128];
+
+	if (r->ndup > 0)
+		metrics_inc("walua_events_duplicate_total", NULL, r->ndup);
+	if (r->nnew == 0)
+		return;
+	if ((nb.ev = calloc((size_t)r->nnew, sizeof(*nb.ev))) == NULL) {
+		/* committed but not queued: the next start resumes them */
+		log_msg(LOG_ERROR, "inbox: out of memory queueing %d events",
+		    r->nnew);
+		return;
+	}
+	for (i = j = 0; i < r->batch->n; i++) {
+		struct event *e = &r->batch->ev[i];
+
+		if (e->json == NULL)
+			continue;
+		snprintf(labels, sizeof(labels), "provider=\"%s\",kind=\"%s\"",
+		    r->provider, e->kind);
+		metrics_inc("walua_events_acked_total", labels, 1);
+		nb.ev[j] = *e;
+		memset(e, 0, sizeof(*e));
+		memcpy(e->id, nb.ev[j].id, sizeof(e->id));
+		j++;
+	}
+	nb.n = j;
+	if (queue_push(&nb, LONG_MAX) == -1) {
+		log_msg(LOG_ERROR, "inbox: cannot queue %d committed events",
+		    nb.n);
+		event_batch_free(&nb);
+	}
+}
+
+static void
+log_done(const struct op *o)
+{
+	char	attempts[16], ms[32];
+
+	if (o->type != OP_DONE || !log_enabled(LOG_DEBUG))
+		return;
+	snprintf(attempts, sizeof(attempts), "%d", o->attempts);
+	snprintf(ms, sizeof(ms), "%.3f", (double)o->duration_us / 1000);
+	log_kv(LOG_DEBUG, "event handled", "event", o->id, "conversation",
+	    o->conv, "kind", o->kind, "message_id", o->message_id,
+	    "#attempt", attempts, "#duration_ms", ms, NULL);
+}
+
+/* Load events marked for replay into the queue (clearing the mark). */
+static void
+pick_up_replays(void)
+{
+	static const char sel[] = "SELECT id, kind, conversation, message_id,"
+	    " status, body FROM events WHERE requeue = 1 ORDER BY seq LIMIT 1000";
+	static const char clr[] = "UPDATE events SET requeue = 0 WHERE id = ?1";
+	sqlite3_stmt	*st, *cl;
+	struct event	 e;
+	int		 n = 0;
+
+	if ((st = db_prepare(wdb, sel)) == NULL)
+		return;
+	if (db_exec(wdb, "BEGIN IMMEDIATE") == -1)
+		return;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		memset(&e, 0, sizeof(e));
+		snprintf(e.id, sizeof(e.id), "%s", sqlite3_column_text(st, 0));
+		e.kind = strdup((const char *)sqlite3_column_text(st, 1));
+		if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+			e.conversation = strdup((const char *)
+			    sqlite3_column_text(st, 2));
+		if (sqlite3_column_type(st, 3) != SQLITE_NULL)
+			e.message_id = strdup((const char *)
+			    sqlite3_column_text(st, 3));
+		if (sqlite3_column_type(st, 4) != SQLITE_NULL)
+			e.status = strdup((const char *)
+			    sqlite3_column_text(st, 4));
+		e.json = strdup((const char *)sqlite3_column_text(st, 5));
+		e.jsonlen = e.json ? strlen(e.json) : 0;
+		if ((cl = db_prepare(wdb, clr)) == NULL || e.kind == NULL ||
+		    e.json == NULL) {
+			free(e.kind); free(e.conversation); free(e.message_id);
+			free(e.status); free(e.json);
+			break;
+		}
+		/* the statement cache resets st only on its own prepare */
+		sqlite3_bind_text(cl, 1, e.id, -1, SQLITE_TRANSIENT);
+		sqlite3_step(cl);
+		sqlite3_reset(cl);
+		if (queue_restore(&e, 0, 0) == -1) {
+			free(e.kind); free(e.conversation); free(e.message_id);
+			free(e.status); free(e.json);
+			break;
+		}
+		n++;
+		log_kv(LOG_INFO, "event replayed", "event", e.id, NULL);
+	}
+	sqlite3_reset(st);
+	if (db_exec(wdb, "COMMIT") == -1)
+		db_exec(wdb, "ROLLBACK");
+	(void)n;
+}
+
+static long
+count_dead(struct db *d)
+{
+	static const char sql[] = "SELECT count(*) FROM events WHERE state = 2";
+	sqlite3_stmt	*st;
+	long		 n = 0;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = (long)sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return n;
+}
+
+static void
+set_health(int ok, const char *why)
+{
+	if (ok && !atomic_load(&healthy))
+		log_msg(LOG_INFO, "database writable again");
+	else if (!ok && atomic_load(&healthy))
+		log_kv(LOG_ERROR, "database unavailable: answering 503",
+		    "error", why, NULL);
+	atomic_store(&healthy, ok);
+}
+
+/* One group commit of what was taken.  Returns 0 or -1. */
+static int
+commit_group(struct req *rq, struct op *op)
+{
+	struct req	*r;
+	struct op	*o;
+	int64_t		 now = db_now_ms(), t0 = queue_now_ms();
+	char		 sp[32];
+	int		 i = 0;
+
+	if (db_exec(wdb, "BEGIN IMMEDIATE") == -1)
+		return -1;
+	for (o = op; o != NULL; o = o->next)
+		if (apply_op(o, now) == -1)
+			goto fail;
+	for (r = rq; r != NULL; r = r->next, i++) {
+		snprintf(sp, sizeof(sp), "SAVEPOINT r%d", i);
+		if (db_exec(wdb, sp) == -1)
+			goto fail;
+		if (insert_request(r, now) == 0) {
+			snprintf(sp, sizeof(sp), "RELEASE r%d", i);
+			if (db_exec(wdb, sp) == -1)
+				goto fail;
+			continue;
+		}
+		r->rc = -1;
+		snprintf(sp, sizeof(sp), "ROLLBACK TO r%d", i);
+		db_exec(wdb, sp);
+		snprintf(sp, sizeof(sp), "RELEASE r%d", i);
+		db_exec(wdb, sp);
+	}
+	if (db_exec(wdb, "COMMIT") == -1)
+		goto fail;
+	metrics_observe("walua_commit_duration_seconds",
+	    (double)(queue_now_ms() - t0) / 1000);
+	return 0;
+fail:
+	set_health(0, db_error(wdb));
+	db_exec(wdb, "ROLLBACK");
+	return -1;
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct req	*rq, *r, *rnext;
+	struct op	*op, *o, *onext;
+	struct timespec	 ts;
+	int64_t		 last_poll = 0, last_prune = 0, now;
+	int		 rc;
+
+	(void)arg;
+	pthread_mutex_lock(&mu);
+	for (;;) {
+		while (reqs == NULL && ops == NULL && !stopping) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += POLL_MS * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			if (pthread_cond_timedwait(&work_cv, &mu, &ts) ==
+			    ETIMEDOUT)
+				break;
+		}
+		if (stopping && reqs == NULL && ops == NULL)
+			break;
+		rq = reqs;
+		reqs = NULL;
+		reqs_tail = &reqs;
+		op = ops;
+		ops = NULL;
+		ops_tail = &ops;
+		pthread_mutex_unlock(&mu);
+
+		rc = (rq != NULL || op != NULL) ? commit_group(rq, op) : 0;
+		if (rc == 0 && (rq != NULL || op != NULL))
+			set_health(1, NULL);
+		for (r = rq; r != NULL; r = r->next) {
+			if (rc == -1)
+				r->rc = -1;
+			else if (r->rc == 0)
+				queue_new(r);
+		}
+		for (o = op; rc == 0 && o != NULL; o = o->next)
+			log_done(o);
+
+		now = queue_now_ms();
+		if (now - last_poll >= POLL_MS) {
+			last_poll = now;
+			if (!atomic_load(&healthy))	/* probe: writable? */
+				set_health(commit_group(NULL, NULL) == 0, NULL);
+			pick_up_replays();
+			atomic_store(&dead_count, count_dead(wdb));
+		}
+		if (now - last_prune >= PRUNE_MS) {
+			last_prune = now;
+			kv_prune(wdb, db_now_ms(), dedup_keep_ms, PRUNE_ROWS);
+		}
+
+		pthread_mutex_lock(&mu);
+		for (r = rq; r != NULL; r = rnext) {
+			rnext = r->next;
+			r->finished = 1;
+		}
+		if (rq != NULL)
+			pthread_cond_broadcast(&done_cv);
+		if (rc == -1 && op != NULL) {
+			/* keep the reports for the next commit, in order */
+			for (o = op; o->next != NULL; o = o->next)
+				;
+			o->next = ops;
+			ops = op;
+			for (ops_tail = &ops; *ops_tail != NULL;
+			    ops_tail = &(*ops_tail)->next)
+				;
+			/* do not spin on a broken disk */
+			pthread_mutex_unlock(&mu);
+			usleep(100000);
+			pthread_mutex_lock(&mu);
+		} else {
+			for (o = op; o != NULL; o = onext) {
+				onext = o->next;
+				op_free(o);
+			}
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	return NULL;
+}
+
+/* Load the pending events into the queue, oldest first. */
+static int
+load_pending(char *err, size_t errlen)
+{
+	static const char sql[] = "SELECT id, kind, conversation, message_id,"
+	    " status, body, attempts, due_ms FROM events WHERE state = 0"
+	    " ORDER BY seq";
+	sqlite3_stmt	*st;
+	struct event	 e;
+	int64_t		 now_wall = db_now_ms(), now = queue_now_ms(), due;
+	long		 n = 0;
+	int		 rc;
+	char		 count[32];
+
+	if ((st = db_prepare(wdb, sql)) == NULL) {
+		snprintf(err, errlen, "inbox: %s", db_error(wdb));
+		return -1;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		memset(&e, 0, sizeof(e));
+		snprintf(e.id, sizeof(e.id), "%s", sqlite3_column_text(st, 0));
+		e.kind = strdup((const char *)sqlite3_column_text(st, 1));
+		if (sqlite3_column_type(st, 2) != SQLITE_NULL)
+			e.conversation = strdup((const char *)
+			    sqlite3_column_text(st, 2));
+		if (sqlite3_column_type(st, 3) != SQLITE_NULL)
+			e.message_id = strdup((const char *)
+			    sqlite3_column_text(st, 3));
+		if (sqlite3_column_type(st, 4) != SQLITE_NULL)
+			e.status = strdup((const char *)
+			    sqlite3_column_text(st, 4));
+		e.json = strdup((const char *)sqlite3_column_text(st, 5));
+		e.jsonlen = e.json ? strlen(e.json) : 0;
+		due = 0;
+		if (sqlite3_column_type(st, 7) != SQLITE_NULL)
+			due = now + (sqlite3_column_int64(st, 7) - now_wall);
+		if (e.kind == NULL || e.json == NULL ||
+		    queue_restore(&e, sqlite3_column_int(st, 6), due) == -1) {
+			free(e.kind); free(e.conversation); free(e.message_id);
+			free(e.status); free(e.json);
+			sqlite3_reset(st);
+			snprintf(err, errlen, "inbox: out of memory loading "
+			    "pending events");
+			return -1;
+		}
+		n++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		snprintf(err, errlen, "inbox: %s", db_error(wdb));
+		return -1;
+	}
+	if (n > 0) {
+		snprintf(count, sizeof(count), "%ld", n);
+		log_kv(LOG_INFO, "resuming unfinished events", "#events", count,
+		    NULL);
+	}
+	return 0;
+}
+
+/*
+ * Open the inbox in cfg->database, load what is pending into the queue
+ * and start the writer.  Returns 0, or -1 with the reason in err.
+ */
+int
+inbox_open(const struct config *cfg, char *err, size_t errlen)
+{
+	if ((wdb = db_open(cfg->database, cfg->durability, err, errlen)) ==
+	    NULL)
+		return -1;
+	if ((rdb = db_open(cfg->database, cfg->durability, err, errlen)) ==
+	    NULL) {
+		db_close(wdb);
+		wdb = NULL;
+		return -1;
+	}
+	dedup_keep_ms = (int64_t)cfg->limits.dedup_days * 86400 * 1000;
+	if (load_pending(err, errlen) == -1) {
+		inbox_close();
+		return -1;
+	}
+	atomic_store(&dead_count, count_dead(wdb));
+	if ((errno = pthread_create(&writer, NULL, writer_main, NULL)) != 0) {
+		snprintf(err, errlen, "inbox: cannot start the writer: %s",
+		    strerror(errno));
+		inbox_close();
+		return -1;
+	}
+	writer_started = 1;
+	return 0;
+}
+
+/* Write what is still reported, stop the writer, close. */
+void
+inbox_close(void)
+{
+	if (writer_started) {
+		pthread_mutex_lock(&mu);
+		stopping = 1;
+		pthread_cond_signal(&work_cv);
+		pthread_mutex_unlock(&mu);
+		pthread_join(writer, NULL);
+		writer_started = 0;
+	}
+	db_close(wdb);
+	db_close(rdb);
+	wdb = rdb = NULL;
+	ranks_clear();
+}
+
+/*
+ * Commit b's events (an HTTP thread; blocks until the commit).  Returns
+ * 0 with the counts of new and duplicate events; the new ones are queued
+ * and b keeps only what was not taken.  -1: nothing was stored (*full
+ * says whether the queue limit was the reason).
+ */
+int
+inbox_submit(struct event_batch *b, const struct config *cfg,
+    const char *provider, const char *endpoint, int *nnew, int *ndup,
+    int *full)
+{
+	struct req	r;
+
+	memset(&r, 0, sizeof(r));
+	r.batch = b;
+	r.provider = provider;
+	r.endpoint = endpoint;
+	r.max_queue = cfg->limits.max_queue;
+	r.dedup_ms = (int64_t)cfg->limits.dedup_days * 86400 * 1000;
+	pthread_mutex_lock(&mu);
+	if (stopping) {
+		pthread_mutex_unlock(&mu);
+		*full = 0;
+		return -1;
+	}
+	*reqs_tail = &r;
+	reqs_tail = &r.next;
+	pthread_cond_signal(&work_cv);
+	while (!r.finished)
+		pthread_cond_wait(&done_cv, &mu);
+	pthread_mutex_unlock(&mu);
+	*nnew = r.nnew;
+	*ndup = r.ndup;
+	*full = r.full;
+	return r.rc;
+}
+
+static void
+report(int type, const struct qitem *it, int64_t due_wall,
+    long long duration_us)
+{
+	struct op	*o;
+
+	if ((o = calloc(1, sizeof(*o))) == NULL) {
+		log_kv(LOG_ERROR, "inbox: out of memory recording an outcome",
+		    "event", it->id, NULL);
+		return;
+	}
+	o->type = type;
+	memcpy(o->id, it->id, sizeof(o->id));
+	o->attempts = it->attempts;
+	o->due_ms = due_wall;
+	o->duration_us = duration_us;
+	o->error = it->last_error ? strdup(it->last_error) : NULL;
+	o->conv = it->conv ? strdup(it->conv) : NULL;
+	o->kind = it->kind ? strdup(it->kind) : NULL;
+	o->message_id = it->message_id ? strdup(it->message_id) : NULL;
+	if (type == OP_DONE)
+		o->rank = inbox_status_rank(it->status);
+	pthread_mutex_lock(&mu);
+	*ops_tail = o;
+	ops_tail = &o->next;
+	pthread_cond_signal(&work_cv);
+	pthread_mutex_unlock(&mu);
+}
+
+/* The supervisor's reports: it, handled; failed, retry at due; dead. */
+void
+inbox_done(const struct qitem *it, long long duration_us)
+{
+	report(OP_DONE, it, 0, duration_us);
+}
+
+void
+inbox_retry(const struct qitem *it, int64_t due_wall_ms)
+{
+	report(OP_RETRY, it, due_wall_ms, 0);
+}
+
+void
+inbox_dead(const struct qitem *it)
+{
+	atomic_fetch_add(&dead_count, 1);
+	report(OP_DEAD, it, 0, 0);
+}
+
+int
+inbox_healthy(void)
+{
+	return atomic_load(&healthy);
+}
+
+long
+inbox_dead_count(void)
+{
+	return atomic_load(&dead_count);
+}
+
+/*
+ * Status ranks handled recently, by message id: the done marks reach the
+ * database a moment after the supervisor hears of them, and the next
+ * status of the same message may be dispatched in that moment.  Touched by
+ * the supervisor thread only; cleared whole when it grows big (the
+ * database has everything older by then).
+ */
+#define RANKS_BUCKETS	4096
+#define RANKS_MAX	65536
+
+struct rank {
+	char		*message_id;
+	int		 rank;
+	struct rank	*next;
+};
+
+static struct rank	*ranks[RANKS_BUCKETS];
+static int		 nranks;
+
+static unsigned
+rank_hash(const char *s)
+{
+	unsigned h = 5381;
+
+	while (*s)
+		h = h * 33 ^ (unsigned char)*s++;
+	return h % RANKS_BUCKETS;
+}
+
+static void
+ranks_clear(void)
+{
+	struct rank	*r, *next;
+	int		 i;
+
+	for (i = 0; i < RANKS_BUCKETS; i++) {
+		for (r = ranks[i]; r != NULL; r = next) {
+			next = r->next;
+			free(r->message_id);
+			free(r);
+		}
+		ranks[i] = NULL;
+	}
+	nranks = 0;
+}
+
+/* The supervisor heard that a status of rank was handled. */
+void
+inbox_note_rank(const char *message_id, int rank)
+{
+	struct rank	*r;
+	unsigned	 h;
+
+	if (message_id == NULL || rank <= 0)
+		return;
+	h = rank_hash(message_id);
+	for (r = ranks[h]; r != NULL; r = r->next)
+		if (strcmp(r->message_id, message_id) == 0) {
+			if (rank > r->rank)
+				r->rank = rank;
+			return;
+		}
+	if (nranks >= RANKS_MAX)
+		ranks_clear();
+	if ((r = calloc(1, sizeof(*r))) == NULL ||
+	    (r->message_id = strdup(message_id)) == NULL) {
+		free(r);
+		return;
+	}
+	r->rank = rank;
+	r->next = ranks[h];
+	ranks[h] = r;
+	nranks++;
+}
+
+/*
+ * The highest status rank already handled for message_id, for ev.stale.
+ * The supervisor thread only (it owns the reader connection).
+ */
+int
+inbox_handled_rank(const char *message_id)
+{
+	struct rank	*r;
+	int		 db_rank;
+
+	for (r = ranks[rank_hash(message_id)]; r != NULL; r = r->next)
+		if (strcmp(r->message_id, message_id) == 0)
+			return r->rank;
+	db_rank = rdb != NULL ? kv_status_rank(rdb, message_id) : 0;
+	return db_rank;
+}

@@ -1,0 +1,208 @@
+/*
+ * kv.c - the shared state on SQLite (see kv.h).  Every function runs in
+ * the caller's transaction, if any, on the caller's connection.  Values
+ * of walua.store are JSON texts; expiry times are wall-clock ms, 0 for
+ * none.  Functions return 0 (or a count), or -1 on a database error.
+ */
+#include "kv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+
+static int
+step_done(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/*
+ * Claim key for event_id until expires_ms.  Returns 1 when claimed (new,
+ * or the old claim had expired), 0 when it is a live duplicate, -1 on error.
+ */
+int
+kv_dedup_claim(struct db *d, const char *key, const char *event_id,
+    int64_t expires_ms, int64_t now_ms)
+{
+	static const char sql[] =
+	    "INSERT INTO dedup (key, event_id, expires_ms) VALUES (?1, ?2, ?3)"
+	    " ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id,"
+	    " expires_ms = excluded.expires_ms WHERE dedup.expires_ms < ?4";
+	sqlite3_stmt	*st;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, expires_ms);
+	sqlite3_bind_int64(st, 4, now_ms);
+	if (step_done(st) == -1)
+		return -1;
+	return sqlite3_changes(d->h) == 1 ? 1 : 0;
+}
+
+/* The live value of key into *value (caller frees): 1, or 0 if none. */
+int
+kv_get(struct db *d, const char *key, int64_t now_ms, char **value)
+{
+	static const char sql[] = "SELECT value FROM kv WHERE key = ?1 AND"
+	    " (expires_ms IS NULL OR expires_ms > ?2)";
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	*value = NULL;
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now_ms);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*value = strdup((const char *)sqlite3_column_text(st, 0));
+		sqlite3_reset(st);
+		return *value != NULL ? 1 : -1;
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int
+kv_set(struct db *d, const char *key, const char *value, int64_t expires_ms)
+{
+	static const char sql[] = "INSERT INTO kv (key, value, expires_ms)"
+	    " VALUES (?1, ?2, ?3) ON CONFLICT (key) DO UPDATE SET"
+	    " value = excluded.value, expires_ms = excluded.expires_ms";
+	sqlite3_stmt *st;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+	if (expires_ms > 0)
+		sqlite3_bind_int64(st, 3, expires_ms);
+	return step_done(st);
+}
+
+int
+kv_del(struct db *d, const char *key)
+{
+	static const char sql[] = "DELETE FROM kv WHERE key = ?1";
+	sqlite3_stmt *st;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	return step_done(st);
+}
+
+/*
+ * Add by to the number at key (a missing, expired or non-numeric value
+ * counts as 0) in one statement, so concurrent workers never lose an
+ * increment.  expires_ms > 0 sets a new expiry; 0 keeps the old one.
+ */
+int
+kv_incr(struct db *d, const char *key, int64_t by, int64_t expires_ms,
+    int64_t now_ms, int64_t *result)
+{
+	static const char sql[] =
+	    "INSERT INTO kv (key, value, expires_ms) VALUES (?1, ?2, ?3)"
+	    " ON CONFLICT (key) DO UPDATE SET"
+	    " value = CASE WHEN kv.expires_ms IS NOT NULL AND"
+	    "   kv.expires_ms <= ?4 THEN ?2"
+	    "   ELSE CAST(CAST(kv.value AS INTEGER) + ?2 AS TEXT) END,"
+	    " expires_ms = CASE WHEN ?3 IS NOT NULL THEN ?3"
+	    "   WHEN kv.expires_ms IS NOT NULL AND kv.expires_ms <= ?4 THEN NULL"
+	    "   ELSE kv.expires_ms END"
+	    " RETURNING CAST(value AS INTEGER)";
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, by);
+	if (expires_ms > 0)
+		sqlite3_bind_int64(st, 3, expires_ms);
+	sqlite3_bind_int64(st, 4, now_ms);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*result = sqlite3_column_int64(st, 0);
+	if (rc == SQLITE_ROW)
+		rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* The highest status rank handled for message_id: 0 when none. */
+int
+kv_status_rank(struct db *d, const char *message_id)
+{
+	static const char sql[] = "SELECT rank FROM statuses WHERE"
+	    " message_id = ?1";
+	sqlite3_stmt	*st;
+	int		 rank = 0;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return 0;
+	sqlite3_bind_text(st, 1, message_id, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		rank = sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	return rank;
+}
+
+/* Record that a status of rank was handled for message_id (keeps the max). */
+int
+kv_status_set(struct db *d, const char *message_id, int rank, int64_t now_ms)
+{
+	static const char sql[] = "INSERT INTO statuses (message_id, rank,"
+	    " updated_ms) VALUES (?1, ?2, ?3) ON CONFLICT (message_id) DO UPDATE"
+	    " SET rank = max(rank, excluded.rank), updated_ms = excluded.updated_ms";
+	sqlite3_stmt *st;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, message_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, rank);
+	sqlite3_bind_int64(st, 3, now_ms);
+	return step_done(st);
+}
+
+/*
+ * Delete up to limit expired rows of each table (dedup keys past their
+ * time, walua.store values past their TTL, status ranks and finished
+ * events older than keep_ms).  Bounded, so the writer never stalls.
+ * Returns the number of rows deleted, or -1.
+ */
+int
+kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit)
+{
+	static const char *const sqls[] = {
+	    "DELETE FROM dedup WHERE key IN (SELECT key FROM dedup"
+	    " WHERE expires_ms < ?1 LIMIT ?3)",
+	    "DELETE FROM kv WHERE key IN (SELECT key FROM kv"
+	    " WHERE expires_ms IS NOT NULL AND expires_ms <= ?1 LIMIT ?3)",
+	    "DELETE FROM statuses WHERE message_id IN (SELECT message_id FROM"
+	    " statuses WHERE updated_ms < ?1 - ?2 LIMIT ?3)",
+	    "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
+	    " WHERE state = 1 AND done_ms < ?1 - ?2 LIMIT ?3)",
+	};
+	sqlite3_stmt	*st;
+	size_t		 i;
+	int		 n = 0;
+
+	for (i = 0; i < sizeof(sqls) / sizeof(sqls[0]); i++) {
+		if ((st = db_prepare(d, sqls[i])) == NULL)
+			return -1;
+		sqlite3_bind_int64(st, 1, now_ms);
+		sqlite3_bind_int64(st, 2, keep_ms);
+		sqlite3_bind_int(st, 3, limit);
+		if (step_done(st) == -1)
+			return -1;
+		n += sqlite3_changes(d->h);
+	}
+	return n;
+}

@@ -1,0 +1,28 @@
+/*
+ * kv.h - walua's shared state: dedup keys, walua.store, status ranks (and
+ * the OAuth2 tokens).  One small interface, so that a later backend (Redis,
+ * shared by several walua instances) can replace the SQLite one while each
+ * instance keeps its own inbox.
+ */
+#ifndef KV_H
+#define KV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct db;
+
+int	kv_dedup_claim(struct db *, const char *key, const char *event_id,
+	    int64_t expires_ms, int64_t now_ms);
+int	kv_get(struct db *, const char *key, int64_t now_ms, char **value);
+int	kv_set(struct db *, const char *key, const char *value,
+	    int64_t expires_ms);
+int	kv_del(struct db *, const char *key);
+int	kv_incr(struct db *, const char *key, int64_t by, int64_t expires_ms,
+	    int64_t now_ms, int64_t *result);
+int	kv_status_rank(struct db *, const char *message_id);
+int	kv_status_set(struct db *, const char *message_id, int rank,
+	    int64_t now_ms);
+int	kv_prune(struct db *, int64_t now_ms, int64_t keep_ms, int limit);
+
+#endif
