@@ -8,6 +8,7 @@
 /* lb_log.c: C.log(level, msg [, fields]) -> one JSON log line carrying the
  * current event's id and conversation.  [-0, +0, m] */
 int	lb_log_write(lua_State *L);
+int	luaopen_walua_log(lua_State *L);	/* writer at the top */
 
 /* lb_json.c */
 int	luaopen_walua_json(lua_State *L);	/* walua.json: safe API */
@@ -15,5 +16,17 @@ int	lb_json_open_cjson(lua_State *L);	/* the handlers' `cjson` */
 int	lb_json_decode_raise(lua_State *L);	/* cjson.decode; raises */
 int	lb_json_decode_event(lua_State *L);	/* a stored event; raises */
 void	lb_json_integerize(lua_State *L, int idx, int depth);
+
+/* lb_util.c */
+int	lb_push_error(lua_State *L, int status, const char *code,
+	    const char *msg);
+
+/* lb_inbox.c: admin scripts only */
+int	luaopen_walua_inbox(lua_State *L);
+
+/* lb_store.c */
+int	luaopen_walua_store(lua_State *L);
+void	lb_store_setup(const char *path, int durability);
+void	lb_store_close(void);
 
 #endif

@@ -123,3 +123,44 @@ lb_log_write(lua_State *L)
 	buf_free(&b);
 	return 0;
 }
+
+/* log.<level>(msg [, fields]): argument checks, then lb_log_write. */
+static int
+lb_log_level(lua_State *L)
+{
+	const char *level = lua_tostring(L, lua_upvalueindex(2));
+
+	if (lua_type(L, 1) != LUA_TSTRING)
+		return luaL_error(L, "log.%s: msg must be a string", level);
+	if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TTABLE)
+		return luaL_error(L, "log.%s: fields must be a table", level);
+	lua_settop(L, 2);
+	lua_pushvalue(L, lua_upvalueindex(1));		/* the writer */
+	lua_pushvalue(L, lua_upvalueindex(2));
+	lua_pushvalue(L, 1);
+	lua_pushvalue(L, 2);
+	lua_call(L, 3, 0);
+	return 0;
+}
+
+/*
+ * walua.log: { debug, info, warn, error }, each a closure over the writer
+ * at the top of the stack (lb_log_write with its cjson upvalue), which it
+ * leaves in place.  [-0, +1, m]
+ */
+int
+luaopen_walua_log(lua_State *L)
+{
+	static const char *levels[] = { "debug", "info", "warn", "error",
+	    NULL };
+	int	writer = lua_gettop(L), i;
+
+	lua_createtable(L, 0, 4);
+	for (i = 0; levels[i] != NULL; i++) {
+		lua_pushvalue(L, writer);
+		lua_pushstring(L, levels[i]);
+		lua_pushcclosure(L, lb_log_level, 2);
+		lua_setfield(L, -2, levels[i]);
+	}
+	return 1;
+}

@@ -176,11 +176,15 @@ init_protected(lua_State *L)
 	lua_pushvalue(L, -1);
 	lua_setfield(L, -3, "cjson");
 	lua_pushcclosure(L, lb_log_write, 1);		/* upvalue: cjson */
+	luaopen_walua_log(L);
+	lua_setfield(L, -3, "logmod");
 	lua_setfield(L, -2, "log");
 	lua_pushcfunction(L, l_readsrc);
 	lua_setfield(L, -2, "readsrc");
 	lua_pushcfunction(L, lb_json_decode_event);
 	lua_setfield(L, -2, "decode");
+	luaopen_walua_store(L);
+	lua_setfield(L, -2, "store");
 	lua_call(L, 1, 1);				/* host table */
 	return 1;
 }

@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "queue.h"
+#include "run.h"
 #include "worker.h"
 
 #ifndef WALUA_VERSION
@@ -198,11 +199,8 @@ main(int argc, char **argv)
 			return 2;
 		return cmd_check(file);
 	}
-	if (strcmp(argv[1], "run") == 0) {
-		fprintf(stderr, "walua run: admin scripts are not in this "
-		    "version yet\n");
-		return 2;
-	}
+	if (strcmp(argv[1], "run") == 0)
+		return run_main(argc - 1, argv + 1);
 	fprintf(stderr, "walua: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

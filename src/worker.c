@@ -25,6 +25,7 @@
 #include "buf.h"
 #include "config.h"
 #include "ipc.h"
+#include "lb.h"
 #include "lhost.h"
 #include "log.h"
 
@@ -61,6 +62,7 @@ load(const char *p, size_t len, struct config **cfgp, struct buf *errs)
 	}
 	p += n;
 	log_set_level(cfg->log_level);
+	lb_store_setup(cfg->database, cfg->durability);
 	if ((h = lhost_new((size_t)cfg->limits.handler_memory_mb << 20, err,
 	    sizeof(err))) == NULL) {
 		buf_puts(errs, err);
@@ -161,6 +163,7 @@ worker_main(void)
 			break;
 	}
 	lhost_free(h);
+	lb_store_close();
 	config_free(cfg);
 	buf_free(&in);
 	buf_free(&out);

@@ -12,7 +12,7 @@
 -- table, math, utf8, coroutine, os.time/clock/date/difftime; print (to the
 -- log); require for walua.*, cjson and modules beside the handler.
 
-local C = ...		-- log(level, msg, fields), readsrc(path), decode(json)
+local C = ...		-- log, readsrc, decode, cjson, store: see src/lhost.c
 
 local G = _G
 local load, pcall, error, type, setmetatable, rawset, rawget, tostring =
@@ -88,66 +88,13 @@ local loaded = {}
 local preload = {}		-- name -> function returning the module
 local private = { ["walua.host"] = true, ["walua.config"] = true }
 
-preload["walua.log"] = function()
-	local log = {}
-	for _, level in ipairs({ "debug", "info", "warn", "error" }) do
-		log[level] = function(msg, fields)
-			if type(msg) ~= "string" then
-				error("log." .. level .. ": msg must be a string", 2)
-			end
-			if fields ~= nil and type(fields) ~= "table" then
-				error("log." .. level .. ": fields must be a table", 2)
-			end
-			C.log(level, msg, fields)
-		end
-	end
-	return readonly(log, "walua.log")
-end
+preload["walua.log"] = function() return readonly(C.logmod, "walua.log") end
+preload["walua.store"] = function() return readonly(C.store, "walua.store") end
+
 local cj = C.cjson	-- private lua-cjson: depth limits fixed by the C core
 preload["cjson"] = function()
 	return readonly({ encode = cj.encode, decode = cj.decode,
 	    null = cj.null, _NAME = "cjson", _VERSION = cj._VERSION }, "cjson")
-end
-
--- walua.json: decode is safe (nil, err); array(t) makes an empty table
--- encode as [] (lua-cjson 2.1 encodes every empty table as {}): marked
--- empty tables are swapped for a sentinel string that is then replaced.
-preload["walua.json"] = function()
-	local ARRAY = { __name = "walua.json.array" }
-	local SENTINEL = "\1walua:empty-array\1"
-	local QUOTED = '"\\u0001walua:empty%-array\\u0001"'
-	local used = false
-	local function prep(v, depth)
-		if type(v) ~= "table" or depth > 64 then return v end
-		if getmetatable(v) == ARRAY and next(v) == nil then
-			return SENTINEL
-		end
-		local out = {}
-		for k, x in pairs(v) do out[k] = prep(x, depth + 1) end
-		return out
-	end
-	local json = { null = cj.null }
-	function json.encode(v)
-		if not used then return cj.encode(v) end
-		return (gsub(cj.encode(prep(v, 0)), QUOTED, "[]"))
-	end
-	function json.decode(s)
-		if type(s) ~= "string" then
-			error("json.decode: expected a string, got " .. type(s), 2)
-		end
-		local ok, v = pcall(cj.decode, s)
-		if ok then return v end
-		return nil, (gsub(tostring(v), "^.-:%d+: ", ""))
-	end
-	function json.array(t)
-		t = t or {}
-		if type(t) ~= "table" then
-			error("json.array: expected a table, got " .. type(t), 2)
-		end
-		used = true
-		return setmetatable(t, ARRAY)
-	end
-	return readonly(json, "walua.json")
 end
 
 local make_env

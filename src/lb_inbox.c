@@ -1,0 +1,251 @@
+/*
+ * lb_inbox.c - walua.inbox, for admin scripts (`walua run inbox ...`),
+ * never for handlers: read the durable inbox of a database and mark
+ * events pending again.  A running daemon picks replayed events up within
+ * a second (inbox.c polls the requeue mark).
+ *
+ * Each function opens the database, does its work and closes it.
+ * Expected failures (no database, no such event) return nil, err.
+ */
+#include "lb.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "db.h"
+
+static const char *states[] = { "pending", "done", "dead", NULL };
+
+/* Open path, or push nil, err and return NULL. */
+static struct db *
+open_db(lua_State *L, const char *path, int *nret)
+{
+	char		 err[512];
+	struct db	*d;
+
+	if (access(path, F_OK) == -1) {
+		lua_pushfstring(L, "no database at '%s'", path);
+		*nret = lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+		return NULL;
+	}
+	if ((d = db_open(path, DURABILITY_NORMAL, err, sizeof(err))) == NULL)
+		*nret = lb_push_error(L, -1, NULL, err);
+	return d;
+}
+
+static int
+failure(lua_State *L, struct db *d)
+{
+	lua_pushfstring(L, "inbox: %s", db_error(d));
+	db_close(d);
+	return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+}
+
+/* Push the row of st (the columns of ROW_COLUMNS) as a table. */
+#define ROW_COLUMNS "id, seq, provider, endpoint, kind, conversation," \
+	" message_id, status, state, attempts, due_ms, last_error, acked_ms," \
+	" done_ms"
+
+static void
+push_row(lua_State *L, sqlite3_stmt *st)
+{
+	int	i, n = sqlite3_column_count(st);
+
+	lua_createtable(L, 0, n);
+	for (i = 0; i < n; i++) {
+		const char *name = sqlite3_column_name(st, i);
+
+		switch (sqlite3_column_type(st, i)) {
+		case SQLITE_NULL:
+			continue;
+		case SQLITE_INTEGER:
+			if (strcmp(name, "state") == 0) {
+				int s = sqlite3_column_int(st, i);
+				lua_pushstring(L, s >= 0 && s <= 2 ? states[s] :
+				    "?");
+			} else
+				lua_pushinteger(L, sqlite3_column_int64(st, i));
+			break;
+		default:
+			lua_pushlstring(L, (const char *)sqlite3_column_text(st,
+			    i), (size_t)sqlite3_column_bytes(st, i));
+		}
+		lua_setfield(L, -2, name);
+	}
+}
+
+/* inbox.stats(path) -> { pending, retrying, dead, done, oldest_pending_ms } */
+static int
+lb_inbox_stats(lua_State *L)
+{
+	static const char sql[] = "SELECT"
+	    " (SELECT count(*) FROM events WHERE state = 0),"
+	    " (SELECT count(*) FROM events WHERE state = 0 AND due_ms IS NOT NULL),"
+	    " (SELECT count(*) FROM events WHERE state = 2),"
+	    " (SELECT count(*) FROM events WHERE state = 1),"
+	    " (SELECT min(acked_ms) FROM events WHERE state = 0),"
+	    " (SELECT max(acked_ms) FROM events),"
+	    " (SELECT count(*) FROM dedup)";
+	static const char *names[] = { "pending", "retrying", "dead", "done",
+	    "oldest_pending_ms", "last_acked_ms", "dedup_keys", NULL };
+	const char	*path = luaL_checkstring(L, 1);
+	sqlite3_stmt	*st;
+	struct db	*d;
+	int		 i, n = 0;
+
+	if ((d = open_db(L, path, &n)) == NULL)
+		return n;
+	if ((st = db_prepare(d, sql)) == NULL || sqlite3_step(st) != SQLITE_ROW)
+		return failure(L, d);
+	lua_createtable(L, 0, 7);
+	for (i = 0; names[i] != NULL; i++) {
+		if (sqlite3_column_type(st, i) == SQLITE_NULL)
+			continue;
+		lua_pushinteger(L, sqlite3_column_int64(st, i));
+		lua_setfield(L, -2, names[i]);
+	}
+	db_close(d);
+	return 1;
+}
+
+/* inbox.list(path [, state [, limit]]) -> rows, newest first */
+static int
+lb_inbox_list(lua_State *L)
+{
+	static const char by_state[] = "SELECT " ROW_COLUMNS " FROM events"
+	    " WHERE state = ?1 ORDER BY seq DESC LIMIT ?2";
+	static const char all[] = "SELECT " ROW_COLUMNS " FROM events"
+	    " ORDER BY seq DESC LIMIT ?2";
+	const char	*path = luaL_checkstring(L, 1);
+	int		 state = luaL_checkoption(L, 2, "all", (const char *[]){
+			    "pending", "done", "dead", "all", NULL });
+	lua_Integer	 limit = luaL_optinteger(L, 3, 50);
+	sqlite3_stmt	*st;
+	struct db	*d;
+	int		 n = 0, rc;
+
+	if ((d = open_db(L, path, &n)) == NULL)
+		return n;
+	if ((st = db_prepare(d, state == 3 ? all : by_state)) == NULL)
+		return failure(L, d);
+	if (state != 3)
+		sqlite3_bind_int(st, 1, state);
+	sqlite3_bind_int64(st, 2, limit);
+	lua_newtable(L);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		push_row(L, st);
+		lua_rawseti(L, -2, ++n);
+	}
+	if (rc != SQLITE_DONE) {
+		lua_pop(L, 1);
+		return failure(L, d);
+	}
+	db_close(d);
+	return 1;
+}
+
+/* inbox.show(path, id) -> row with body | nil, err */
+static int
+lb_inbox_show(lua_State *L)
+{
+	static const char sql[] = "SELECT " ROW_COLUMNS ", body FROM events"
+	    " WHERE id = ?1";
+	const char	*path = luaL_checkstring(L, 1);
+	const char	*id = luaL_checkstring(L, 2);
+	sqlite3_stmt	*st;
+	struct db	*d;
+	int		 n = 0, rc;
+
+	if ((d = open_db(L, path, &n)) == NULL)
+		return n;
+	if ((st = db_prepare(d, sql)) == NULL)
+		return failure(L, d);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		push_row(L, st);
+		db_close(d);
+		return 1;
+	}
+	if (rc != SQLITE_DONE)
+		return failure(L, d);
+	db_close(d);
+	lua_pushfstring(L, "no event '%s'", id);
+	return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+}
+
+/*
+ * inbox.replay(path, id) -> true | nil, err: a done or dead event becomes
+ * pending again, with its attempts reset; the running daemon takes it.
+ */
+static int
+lb_inbox_replay(lua_State *L)
+{
+	static const char sql[] = "UPDATE events SET state = 0, attempts = 0,"
+	    " due_ms = NULL, requeue = 1 WHERE id = ?1 AND state != 0";
+	static const char exists[] = "SELECT state FROM events WHERE id = ?1";
+	const char	*path = luaL_checkstring(L, 1);
+	const char	*id = luaL_checkstring(L, 2);
+	sqlite3_stmt	*st;
+	struct db	*d;
+	int		 n = 0, rc;
+
+	if ((d = open_db(L, path, &n)) == NULL)
+		return n;
+	if ((st = db_prepare(d, sql)) == NULL)
+		return failure(L, d);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		return failure(L, d);
+	if (sqlite3_changes(d->h) == 1) {
+		db_close(d);
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	if ((st = db_prepare(d, exists)) == NULL)
+		return failure(L, d);
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(st);
+	db_close(d);
+	if (rc == SQLITE_ROW)
+		lua_pushfstring(L, "event '%s' is already pending", id);
+	else
+		lua_pushfstring(L, "no event '%s'", id);
+	return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+}
+
+/* inbox.replay_dead(path) -> the number of dead events made pending */
+static int
+lb_inbox_replay_dead(lua_State *L)
+{
+	static const char sql[] = "UPDATE events SET state = 0, attempts = 0,"
+	    " due_ms = NULL, requeue = 1 WHERE state = 2";
+	const char	*path = luaL_checkstring(L, 1);
+	sqlite3_stmt	*st;
+	struct db	*d;
+	int		 n = 0;
+
+	if ((d = open_db(L, path, &n)) == NULL)
+		return n;
+	if ((st = db_prepare(d, sql)) == NULL || sqlite3_step(st) != SQLITE_DONE)
+		return failure(L, d);
+	lua_pushinteger(L, sqlite3_changes(d->h));
+	db_close(d);
+	return 1;
+}
+
+static const luaL_Reg inbox_funcs[] = {
+	{ "stats",	 lb_inbox_stats },
+	{ "list",	 lb_inbox_list },
+	{ "show",	 lb_inbox_show },
+	{ "replay",	 lb_inbox_replay },
+	{ "replay_dead", lb_inbox_replay_dead },
+	{ NULL,		 NULL }
+};
+
+int
+luaopen_walua_inbox(lua_State *L)
+{
+	luaL_newlib(L, inbox_funcs);
+	return 1;
+}
