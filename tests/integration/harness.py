@@ -196,6 +196,19 @@ class Daemon:
             self.proc.wait()
             raise AssertionError("walua did not stop within %ds" % timeout)
 
+    def kill9(self):
+        """SIGKILL the daemon (its workers exit when their socket closes)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.logf.close()
+
+    def restart(self, wait=True, timeout=15):
+        """Start again on the same folder, config, database and log."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise AssertionError("walua is still running")
+        self.logf.close()
+        return self.start(wait, timeout)
+
     def __enter__(self):
         return self.start()
 
