@@ -8,7 +8,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include <ctype.h>
+
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 
 /*
@@ -23,6 +27,112 @@ auth_equal(const char *a, size_t alen, const char *b, size_t blen)
 	SHA256((const unsigned char *)a, alen, ha);
 	SHA256((const unsigned char *)b, blen, hb);
 	return CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0 && alen == blen;
+}
+
+static void
+hex(const unsigned char *md, size_t n, char *out)
+{
+	static const char	digits[] = "0123456789abcdef";
+	size_t			i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[md[i] >> 4];
+		out[2 * i + 1] = digits[md[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* Lower-case hex HMAC-SHA256 of data under key, into out (65 bytes). */
+void
+auth_hmac_hex(const char *key, const void *data, size_t len, char out[65])
+{
+	unsigned char	md[EVP_MAX_MD_SIZE];
+	unsigned int	mdlen = 0;
+
+	if (HMAC(EVP_sha256(), key, (int)strlen(key), data, len, md,
+	    &mdlen) == NULL)
+		mdlen = 0;
+	hex(md, mdlen, out);
+}
+
+void
+auth_sha256_hex(const void *data, size_t len, char out[65])
+{
+	unsigned char	md[SHA256_DIGEST_LENGTH];
+
+	SHA256(data, len, md);
+	hex(md, sizeof(md), out);
+}
+
+/*
+ * Check a signature header (hex HMAC-SHA256 of the raw body under
+ * secret).  Kapso's X-Webhook-Signature may carry a "sha256=" prefix and
+ * upper-case hex (need_prefix 0); Meta's X-Hub-Signature-256 must have the
+ * prefix (need_prefix 1).  Returns 1 when it matches; else 0 with *reason
+ * "missing", "malformed" or "signature".
+ */
+int
+auth_signature(const char *header, int need_prefix, const char *secret,
+    const char *body, size_t len, const char **reason)
+{
+	char	want[65], got[65];
+	size_t	n, i;
+
+	if (header == NULL) {
+		*reason = "missing";
+		return 0;
+	}
+	while (*header == ' ' || *header == '\t')
+		header++;
+	if (strncasecmp(header, "sha256=", 7) == 0)
+		header += 7;
+	else if (need_prefix) {
+		*reason = "malformed";
+		return 0;
+	}
+	for (n = 0; header[n] != '\0' && header[n] != ' ' &&
+	    header[n] != '\t'; n++)
+		;
+	for (i = n; header[i] == ' ' || header[i] == '\t'; i++)
+		;
+	if (n != 64 || header[i] != '\0') {
+		*reason = "malformed";
+		return 0;
+	}
+	for (i = 0; i < 64; i++) {
+		if (!isxdigit((unsigned char)header[i])) {
+			*reason = "malformed";
+			return 0;
+		}
+		got[i] = (char)tolower((unsigned char)header[i]);
+	}
+	got[64] = '\0';
+	auth_hmac_hex(secret, body, len, want);
+	if (!auth_equal(got, 64, want, 64)) {
+		*reason = "signature";
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * The token of an "Authorization: Bearer <token>" header (scheme matched
+ * case-insensitively), or NULL.  *len is its length.
+ */
+const char *
+auth_bearer_token(const char *header, size_t *len)
+{
+	const char	*p;
+
+	if (header == NULL || strncasecmp(header, "Bearer", 6) != 0 ||
+	    (header[6] != ' ' && header[6] != '\t'))
+		return NULL;
+	for (p = header + 6; *p == ' ' || *p == '\t'; p++)
+		;
+	*len = strcspn(p, " \t");
+	if (*len == 0 || p[*len] != '\0')
+		return NULL;
+	return p;
 }
 
 /*

@@ -6,5 +6,11 @@
 
 int	auth_equal(const char *a, size_t alen, const char *b, size_t blen);
 int	auth_bearer(const char *header, const char *token, const char **reason);
+const char *auth_bearer_token(const char *header, size_t *len);
+int	auth_signature(const char *header, int need_prefix, const char *secret,
+	    const char *body, size_t len, const char **reason);
+void	auth_hmac_hex(const char *key, const void *data, size_t len,
+	    char out[65]);
+void	auth_sha256_hex(const void *data, size_t len, char out[65]);
 
 #endif

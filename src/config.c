@@ -202,8 +202,36 @@ read_table(lua_State *L, struct config *c)
 	lua_pop(L, 1);
 
 	lua_getfield(L, t, "oauth2");
-	c->oauth2_path = dupfield(L, -1, "path");
-	lua_pop(L, 1);
+	sub = lua_gettop(L);
+	c->oauth2_path = dupfield(L, sub, "path");
+	c->token_ttl = (int)intfield(L, sub, "token_ttl");
+	lua_getfield(L, sub, "clients");
+	c->nclients = (int)lua_rawlen(L, -1);
+	c->clients = calloc((size_t)c->nclients + 1, sizeof(*c->clients));
+	checked_alloc(L, c->clients);
+	for (i = 0; i < c->nclients; i++) {
+		struct oauth_client *cl = &c->clients[i];
+		int j;
+
+		lua_rawgeti(L, -1, i + 1);
+		cl->id = dupfield(L, -1, "id");
+		cl->secret = dupfield(L, -1, "secret");
+		cl->refresh_token = dupfield(L, -1, "refresh_token");
+		checked_alloc(L, cl->id);
+		checked_alloc(L, cl->secret);
+		lua_getfield(L, -1, "scopes");
+		cl->nscopes = (int)lua_rawlen(L, -1);
+		cl->scopes = calloc((size_t)cl->nscopes + 1, sizeof(char *));
+		checked_alloc(L, cl->scopes);
+		for (j = 0; j < cl->nscopes; j++) {
+			lua_rawgeti(L, -1, j + 1);
+			cl->scopes[j] = strdup(lua_tostring(L, -1));
+			checked_alloc(L, cl->scopes[j]);
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 2);
+	}
+	lua_pop(L, 2);
 
 	lua_getfield(L, t, "limits");
 	sub = lua_gettop(L);
@@ -402,6 +430,18 @@ config_free(struct config *c)
 		free(c->endpoints[i].verify_token);
 	}
 	free(c->endpoints);
+	for (i = 0; c->clients != NULL && i < c->nclients; i++) {
+		int j;
+
+		free(c->clients[i].id);
+		free(c->clients[i].secret);
+		free(c->clients[i].refresh_token);
+		for (j = 0; c->clients[i].scopes != NULL &&
+		    j < c->clients[i].nscopes; j++)
+			free(c->clients[i].scopes[j]);
+		free(c->clients[i].scopes);
+	}
+	free(c->clients);
 	free(c->oauth2_path);
 	free(c->limits.backoff_ms);
 	free(c->log_file);
@@ -459,6 +499,17 @@ config_endpoint(const struct config *c, const char *path)
 	for (i = 0; i < c->nendpoints; i++)
 		if (strcmp(c->endpoints[i].path, path) == 0)
 			return &c->endpoints[i];
+	return NULL;
+}
+
+const struct oauth_client *
+config_client(const struct config *c, const char *id)
+{
+	int	i;
+
+	for (i = 0; i < c->nclients; i++)
+		if (strcmp(c->clients[i].id, id) == 0)
+			return &c->clients[i];
 	return NULL;
 }
 

@@ -19,6 +19,14 @@ struct endpoint {
 	char		*verify_token;		/* meta; secret */
 };
 
+struct oauth_client {
+	char		*id;
+	char		*secret;		/* secret */
+	char		*refresh_token;		/* secret; NULL: none */
+	char		**scopes;		/* NULL-terminated */
+	int		 nscopes;
+};
+
 struct limits {
 	size_t		 max_body;
 	int		 handler_timeout_ms;
@@ -44,6 +52,9 @@ struct config {
 	struct endpoint	*endpoints;
 	int		 nendpoints;
 	char		*oauth2_path;
+	int		 token_ttl;		/* seconds */
+	struct oauth_client *clients;
+	int		 nclients;
 	struct limits	 limits;
 	int		 http_threads;
 	int		 http_max_connections;
@@ -67,6 +78,7 @@ struct config	*config_get(void);
 void		 config_put(struct config *);
 
 const struct endpoint *config_endpoint(const struct config *, const char *path);
+const struct oauth_client *config_client(const struct config *, const char *id);
 int		 config_backoff_ms(const struct config *, int attempt);
 
 #endif

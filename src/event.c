@@ -174,8 +174,9 @@ field(lua_State *L, int idx, char **out, size_t *lenp)
  * itself failed (out of memory: err says so, for a 503).
  */
 int
-event_decode(const char *provider, const char *endpoint, const char *body,
-    size_t len, struct event_batch *out, char *err, size_t errlen)
+event_decode(const char *provider, const char *endpoint,
+    const struct event_headers *h, const char *body, size_t len,
+    struct event_batch *out, char *err, size_t errlen)
 {
 	struct decoder	*d;
 	lua_State	*L;
@@ -191,7 +192,18 @@ event_decode(const char *provider, const char *endpoint, const char *body,
 	lua_pushstring(L, provider);
 	lua_pushlstring(L, body, len);
 	lua_pushstring(L, endpoint);
-	if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
+	lua_createtable(L, 0, 4);
+	if (h != NULL) {
+		lua_pushstring(L, h->event);		/* NULL pushes nil */
+		lua_setfield(L, -2, "event");
+		lua_pushstring(L, h->batch);
+		lua_setfield(L, -2, "batch");
+		lua_pushstring(L, h->version);
+		lua_setfield(L, -2, "version");
+		lua_pushstring(L, h->idempotency);
+		lua_setfield(L, -2, "idempotency");
+	}
+	if (lua_pcall(L, 4, 2, 0) != LUA_OK) {
 		snprintf(err, errlen, "decoder: %s", lua_tostring(L, -1));
 		goto done;
 	}
@@ -275,4 +287,75 @@ event_shutdown(void)
 	all_decoders = NULL;
 	pthread_mutex_unlock(&decoders_mu);
 	tls_decoder = NULL;
+}
+
+/*
+ * Decode a JSON object of parameters (an OAuth2 token request) into up to
+ * max key/value pairs (caller frees each): strings as they are, numbers
+ * as text, arrays of strings joined with spaces; other values are
+ * skipped.  Returns 0, or -1 when the body is not a JSON object.
+ */
+int
+event_decode_params(const char *body, size_t len, char **keys, char **values,
+    int max, int *n, char *err, size_t errlen)
+{
+	struct decoder	*d;
+	lua_State	*L;
+	int		 top, rc = -1;
+
+	*n = 0;
+	if ((d = decoder_get(err, errlen)) == NULL)
+		return -1;
+	L = d->L;
+	top = lua_gettop(L);
+	lua_getglobal(L, "cjson");
+	lua_getfield(L, -1, "decode");
+	lua_pushlstring(L, body, len);
+	if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
+		snprintf(err, errlen, "not a JSON object");
+		goto done;
+	}
+	lua_pushnil(L);
+	while (lua_next(L, -2) != 0 && *n < max) {
+		if (lua_type(L, -2) == LUA_TSTRING) {
+			luaL_Buffer	b;
+			int		t = lua_type(L, -1), i;
+			int		v = lua_gettop(L);	/* the buffer
+								 * may push */
+
+			luaL_buffinit(L, &b);
+			if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+				lua_pushvalue(L, v);
+				luaL_addvalue(&b);
+			} else if (t == LUA_TTABLE) {
+				for (i = 1; lua_rawgeti(L, v, i) ==
+				    LUA_TSTRING; i++) {
+					if (i > 1)
+						luaL_addchar(&b, ' ');
+					luaL_addvalue(&b);
+				}
+				lua_pop(L, 1);
+			}
+			luaL_pushresult(&b);
+			if (t == LUA_TSTRING || t == LUA_TNUMBER ||
+			    t == LUA_TTABLE) {
+				keys[*n] = strdup(lua_tostring(L, -3));
+				values[*n] = strdup(lua_tostring(L, -1));
+				if (keys[*n] == NULL || values[*n] == NULL) {
+					free(keys[*n]);
+					free(values[*n]);
+					lua_settop(L, top);
+					snprintf(err, errlen, "out of memory");
+					return -1;
+				}
+				(*n)++;
+			}
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	}
+	rc = 0;
+done:
+	lua_settop(L, top);
+	return rc;
 }

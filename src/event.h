@@ -17,16 +17,26 @@ struct event {
 	size_t		 jsonlen;
 };
 
+/* The delivery headers the normalizer looks at (NULL: absent). */
+struct event_headers {
+	const char	*event;		/* X-Webhook-Event (Kapso) */
+	const char	*batch;		/* X-Webhook-Batch */
+	const char	*version;	/* X-Webhook-Payload-Version */
+	const char	*idempotency;	/* X-Idempotency-Key */
+};
+
 struct event_batch {
 	struct event	*ev;
 	int		 n;
 };
 
 int	event_decode(const char *provider, const char *endpoint,
-	    const char *body, size_t len, struct event_batch *out,
-	    char *err, size_t errlen);
+	    const struct event_headers *, const char *body, size_t len,
+	    struct event_batch *out, char *err, size_t errlen);
 void	event_batch_free(struct event_batch *);
 void	event_new_id(char out[EVENT_ID_LEN + 1]);
 void	event_shutdown(void);
+int	event_decode_params(const char *body, size_t len, char **keys,
+	    char **values, int max, int *n, char *err, size_t errlen);
 
 #endif

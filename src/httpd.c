@@ -32,11 +32,12 @@
 #include "event.h"
 #include "inbox.h"
 #include "log.h"
+#include "oauth.h"
 #include "metrics.h"
 #include "pool.h"
 #include "queue.h"
 
-enum { R_ENDPOINT, R_HEALTH, R_METRICS, R_NOTFOUND };
+enum { R_ENDPOINT, R_OAUTH, R_HEALTH, R_METRICS, R_NOTFOUND };
 
 struct req {
 	struct config		*cfg;		/* one reference */
@@ -55,6 +56,7 @@ label_of(const struct req *r)
 {
 	switch (r->route) {
 	case R_ENDPOINT:	return r->ep->path;
+	case R_OAUTH:		return r->cfg->oauth2_path;
 	case R_HEALTH:		return "/healthz";
 	case R_METRICS:		return "/metrics";
 	default:		return "unmatched";
@@ -80,36 +82,50 @@ remote_addr(struct MHD_Connection *c, char *out, size_t len)
 }
 
 /*
- * Queue a response: status, body (copied), and optional header pairs
- * ended by NULL.
+ * Queue a response: status, body (copied), and header pairs from hdrs
+ * (name, value, ..., NULL).
  */
 static enum MHD_Result
-respond(struct MHD_Connection *c, struct req *r, unsigned int status,
-    const char *type, const char *body, size_t len, ...)
+respond_h(struct MHD_Connection *c, struct req *r, unsigned int status,
+    const char *type, const char *body, size_t len, const char **hdrs)
 {
 	struct MHD_Response	*resp;
 	enum MHD_Result		 ret;
-	const char		*k, *v;
 	char			 labels[512];
-	va_list			 ap;
+	int			 i;
 
 	resp = MHD_create_response_from_buffer(len, (void *)(uintptr_t)body,
 	    MHD_RESPMEM_MUST_COPY);
 	if (resp == NULL)
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	va_start(ap, len);
-	while ((k = va_arg(ap, const char *)) != NULL) {
-		v = va_arg(ap, const char *);
-		MHD_add_response_header(resp, k, v);
-	}
-	va_end(ap);
+	for (i = 0; hdrs != NULL && hdrs[i] != NULL; i += 2)
+		MHD_add_response_header(resp, hdrs[i], hdrs[i + 1]);
 	ret = MHD_queue_response(c, status, resp);
 	MHD_destroy_response(resp);
 	snprintf(labels, sizeof(labels), "endpoint=\"%s\",code=\"%u\"",
 	    label_of(r), status);
 	metrics_inc("walua_http_requests_total", labels, 1);
 	return ret;
+}
+
+/* respond_h with the header pairs as arguments, ended by NULL. */
+static enum MHD_Result
+respond(struct MHD_Connection *c, struct req *r, unsigned int status,
+    const char *type, const char *body, size_t len, ...)
+{
+	const char	*hdrs[9];
+	va_list		 ap;
+	int		 n = 0;
+
+	va_start(ap, len);
+	while (n < 8 && (hdrs[n] = va_arg(ap, const char *)) != NULL) {
+		hdrs[n + 1] = va_arg(ap, const char *);
+		n += 2;
+	}
+	va_end(ap);
+	hdrs[n] = NULL;
+	return respond_h(c, r, status, type, body, len, hdrs);
 }
 
 /* A JSON error answer {"ok":false,"error":msg}, logged for the operator. */
@@ -191,12 +207,69 @@ answer_events(struct MHD_Connection *c, struct req *r, int n, int dups)
 	    (size_t)len, NULL);
 }
 
+static const char *
+header(struct MHD_Connection *c, const char *name)
+{
+	return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+/* For the sender: what was wrong, without echoing any secret. */
+static const char *
+reason_text(const char *reason)
+{
+	if (strcmp(reason, "missing") == 0)
+		return "no credentials (Authorization or signature header)";
+	if (strcmp(reason, "scheme") == 0)
+		return "expected a Bearer token";
+	if (strcmp(reason, "token") == 0)
+		return "wrong bearer token";
+	if (strcmp(reason, "invalid_token") == 0)
+		return "unknown or expired access token";
+	if (strcmp(reason, "malformed") == 0)
+		return "malformed signature header";
+	return "signature does not match the body";
+}
+
+/*
+ * Authenticate a POST to r's endpoint by its auth type, on the raw body.
+ * Returns 1, 0 (with *reason) or -1 (cannot check now).
+ */
+static int
+authenticate(struct MHD_Connection *c, struct req *r, const char **reason)
+{
+	const struct endpoint	*ep = r->ep;
+	const char		*body = r->body.data ? r->body.data : "";
+	const char		*sig;
+
+	switch (ep->auth) {
+	case AUTH_BEARER:
+		return auth_bearer(header(c, MHD_HTTP_HEADER_AUTHORIZATION),
+		    ep->token, reason);
+	case AUTH_OAUTH2:
+		return oauth_check(r->cfg, header(c,
+		    MHD_HTTP_HEADER_AUTHORIZATION), reason);
+	case AUTH_KAPSO:
+		/* Kapso's own signature; a raw Meta forward may carry Meta's */
+		if ((sig = header(c, "X-Webhook-Signature")) != NULL)
+			return auth_signature(sig, 0, ep->secret, body,
+			    r->body.len, reason);
+		return auth_signature(header(c, "X-Hub-Signature-256"), 1,
+		    ep->secret, body, r->body.len, reason);
+	case AUTH_META:
+		return auth_signature(header(c, "X-Hub-Signature-256"), 1,
+		    ep->app_secret, body, r->body.len, reason);
+	}
+	*reason = "missing";
+	return 0;
+}
+
 /* A POST to an endpoint, body complete: authenticate, decode, queue. */
 static enum MHD_Result
 deliver(struct MHD_Connection *c, struct req *r)
 {
 	const struct endpoint	*ep = r->ep;
 	struct event_batch	 batch;
+	struct event_headers	 hdr;
 	const char		*reason = NULL;
 	char			 err[512], labels[512];
 	int			 rc, nnew, ndup, full;
@@ -207,20 +280,25 @@ deliver(struct MHD_Connection *c, struct req *r)
 	if (is_probe(&r->body))
 		return respond(c, r, MHD_HTTP_OK, "application/json",
 		    "{\"ok\":true,\"events\":0}", 22, NULL);
-	if (ep->auth == AUTH_BEARER && !auth_bearer(MHD_lookup_connection_value(
-	    c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), ep->token,
-	    &reason)) {
+	if ((rc = authenticate(c, r, &reason)) != 1) {
+		if (rc == -1)
+			return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE,
+			    "cannot check the token now: retry later",
+			    MHD_HTTP_HEADER_RETRY_AFTER, "2");
 		snprintf(labels, sizeof(labels),
 		    "endpoint=\"%s\",reason=\"%s\"", ep->path, reason);
 		metrics_inc("walua_auth_failures_total", labels, 1);
-		snprintf(err, sizeof(err), "unauthorized: %s", strcmp(reason,
-		    "missing") == 0 ? "no Authorization header" :
-		    strcmp(reason, "scheme") == 0 ? "expected a Bearer token" :
-		    "wrong bearer token");
+		snprintf(err, sizeof(err), "unauthorized: %s", reason_text(reason));
 		return refuse(c, r, MHD_HTTP_UNAUTHORIZED, err,
-		    MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"walua\"");
+		    MHD_HTTP_HEADER_WWW_AUTHENTICATE, ep->auth == AUTH_OAUTH2 ?
+		    "Bearer error=\"invalid_token\"" : ep->auth == AUTH_BEARER ?
+		    "Bearer realm=\"walua\"" : "Signature");
 	}
-	rc = event_decode(ep->provider_name, ep->path, r->body.data ?
+	hdr.event = header(c, "X-Webhook-Event");
+	hdr.batch = header(c, "X-Webhook-Batch");
+	hdr.version = header(c, "X-Webhook-Payload-Version");
+	hdr.idempotency = header(c, "X-Idempotency-Key");
+	rc = event_decode(ep->provider_name, ep->path, &hdr, r->body.data ?
 	    r->body.data : "", r->body.len, &batch, err, sizeof(err));
 	if (rc == -1)
 		return refuse(c, r, MHD_HTTP_BAD_REQUEST, err, NULL, NULL);
@@ -235,6 +313,82 @@ deliver(struct MHD_Connection *c, struct req *r)
 		    "inbox full: retry later" : "database unavailable: retry "
 		    "later", MHD_HTTP_HEADER_RETRY_AFTER, full ? "5" : "2");
 	return answer_events(c, r, nnew, ndup);
+}
+
+/* Meta's subscription handshake: echo hub.challenge for our token. */
+static enum MHD_Result
+handshake(struct MHD_Connection *c, struct req *r)
+{
+	const char	*mode, *tok, *challenge;
+
+	mode = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+	    "hub.mode");
+	tok = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+	    "hub.verify_token");
+	challenge = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
+	    "hub.challenge");
+	if (mode == NULL || strcmp(mode, "subscribe") != 0 || tok == NULL ||
+	    challenge == NULL || !auth_equal(tok, strlen(tok),
+	    r->ep->verify_token, strlen(r->ep->verify_token)))
+		return refuse(c, r, MHD_HTTP_FORBIDDEN, "verification failed: "
+		    "wrong hub.verify_token or missing hub.* parameters", NULL,
+		    NULL);
+	log_kv(LOG_INFO, "meta subscription verified", "endpoint",
+	    r->ep->path, NULL);
+	return respond(c, r, MHD_HTTP_OK, "text/plain", challenge,
+	    strlen(challenge), NULL);
+}
+
+/* The OAuth2 token endpoint (oauth.c does the work). */
+static enum MHD_Result
+token(struct MHD_Connection *c, struct req *r)
+{
+	struct oauth_answer	 a;
+	enum MHD_Result		 ret;
+	const char		*hdrs[9];
+	char			 retry[16], st[8], remote[64], labels[256];
+	int			 n = 0;
+
+	if (r->too_large)
+		return refuse(c, r, MHD_HTTP_CONTENT_TOO_LARGE,
+		    "body larger than limits.max_body", NULL, NULL);
+	oauth_token(r->cfg, header(c, MHD_HTTP_HEADER_AUTHORIZATION),
+	    header(c, MHD_HTTP_HEADER_CONTENT_TYPE), r->body.data ?
+	    r->body.data : "", r->body.len, &a);
+	if (a.body.data == NULL) {
+		buf_free(&a.body);
+		return MHD_NO;
+	}
+	snprintf(retry, sizeof(retry), "%d", a.retry_after);
+	if (a.status != 200) {
+		snprintf(st, sizeof(st), "%d", a.status);
+		remote_addr(c, remote, sizeof(remote));
+		log_kv(LOG_WARN, "token request refused", "#status", st,
+		    "error", a.reason, "client_id", a.client[0] ? a.client :
+		    NULL, "remote", remote, NULL);
+		snprintf(labels, sizeof(labels),
+		    "endpoint=\"%s\",reason=\"%s\"", r->cfg->oauth2_path,
+		    a.reason);
+		metrics_inc("walua_auth_failures_total", labels, 1);
+	} else
+		log_kv(LOG_INFO, "token issued", "client_id", a.client, NULL);
+	hdrs[n++] = "Cache-Control";
+	hdrs[n++] = "no-store";
+	hdrs[n++] = "Pragma";
+	hdrs[n++] = "no-cache";
+	if (a.retry_after > 0) {
+		hdrs[n++] = MHD_HTTP_HEADER_RETRY_AFTER;
+		hdrs[n++] = retry;
+	}
+	if (a.status == 401 && a.basic) {
+		hdrs[n++] = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
+		hdrs[n++] = "Basic realm=\"walua\"";
+	}
+	hdrs[n] = NULL;
+	ret = respond_h(c, r, (unsigned int)a.status, "application/json",
+	    a.body.data, a.body.len, hdrs);
+	buf_free(&a.body);
+	return ret;
 }
 
 static enum MHD_Result
@@ -288,6 +442,8 @@ first_call(struct MHD_Connection *c, struct req *r, const char *url,
 
 	if ((r->ep = config_endpoint(r->cfg, url)) != NULL)
 		r->route = R_ENDPOINT;
+	else if (strcmp(url, r->cfg->oauth2_path) == 0)
+		r->route = R_OAUTH;
 	else if (strcmp(url, "/healthz") == 0)
 		r->route = R_HEALTH;
 	else if (strcmp(url, "/metrics") == 0)
@@ -298,7 +454,12 @@ first_call(struct MHD_Connection *c, struct req *r, const char *url,
 		    NULL);
 		return 1;
 	}
-	if (r->route != R_ENDPOINT && !is_get) {
+	if (r->route == R_OAUTH && !is_post) {
+		*ret = refuse(c, r, MHD_HTTP_METHOD_NOT_ALLOWED,
+		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "POST");
+		return 1;
+	}
+	if (r->route != R_ENDPOINT && r->route != R_OAUTH && !is_get) {
 		*ret = refuse(c, r, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
 		return 1;
@@ -378,12 +539,16 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 		return health(c, r);
 	case R_METRICS:
 		return metrics_page(c, r);
+	case R_OAUTH:
+		return token(c, r);
 	case R_ENDPOINT:
-		if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-			/* Insider's save-time probe: its form is undocumented */
-			return respond(c, r, MHD_HTTP_OK, "application/json",
-			    "{\"ok\":true,\"events\":0}", 22, NULL);
-		return deliver(c, r);
+		if (strcmp(method, MHD_HTTP_METHOD_POST) == 0)
+			return deliver(c, r);
+		if (r->ep->auth == AUTH_META)
+			return handshake(c, r);
+		/* Insider's save-time probe: its form is undocumented */
+		return respond(c, r, MHD_HTTP_OK, "application/json",
+		    "{\"ok\":true,\"events\":0}", 22, NULL);
 	}
 	return MHD_NO;
 }

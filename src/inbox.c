@@ -111,6 +111,31 @@ op_free(struct op *o)
 	free(o);
 }
 
+/*
+ * Claim every dedup key of e (one per line: Kapso's idempotency key and
+ * the message's own id, say).  Returns 1 when e is new, 0 when one of its
+ * keys is a live duplicate, -1 on a database error.
+ */
+static int
+claim_keys(struct event *e, int64_t expires, int64_t now)
+{
+	char	*p, *nl;
+	int	 c, isnew = 1;
+
+	for (p = e->dedup; p != NULL && *p != '\0'; p = nl ? nl + 1 : NULL) {
+		if ((nl = strchr(p, '\n')) != NULL)
+			*nl = '\0';
+		c = kv_dedup_claim(wdb, p, e->id, expires, now);
+		if (nl != NULL)
+			*nl = '\n';
+		if (c == -1)
+			return -1;
+		if (c == 0)
+			isnew = 0;
+	}
+	return isnew;
+}
+
 /* Claim the keys and insert the new events of one request. */
 static int
 insert_request(struct req *r, int64_t now)
@@ -129,8 +154,7 @@ insert_request(struct req *r, int64_t now)
 	for (i = 0; i < b->n; i++) {
 		struct event *e = &b->ev[i];
 
-		c = kv_dedup_claim(wdb, e->dedup, e->id, now + r->dedup_ms, now);
-		if (c == -1)
+		if ((c = claim_keys(e, now + r->dedup_ms, now)) == -1)
 			return -1;
 		if (c == 0) {			/* a duplicate: drop it */
 			r->ndup++;

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "luasrc.h"
 #include "metrics.h"
+#include "oauth.h"
 #include "pool.h"
 #include "queue.h"
 #include "run.h"
@@ -160,6 +161,7 @@ cmd_serve(const char *file)
 		rc = pool_run(httpd_stop);
 	}
 	event_shutdown();
+	oauth_shutdown();
 	inbox_close();		/* writes the last outcomes */
 	pool_free();
 	config_set_current(NULL);

@@ -55,7 +55,7 @@ local schema = record({
 	}, { "path", "provider", "auth" })),
 	oauth2 = record({
 		path = str("/oauth/token"),
-		token_ttl = int(3600, 60, 86400 * 30),
+		token_ttl = int(3600, 1, 86400 * 30),
 		clients = list(record({
 			id = str(),
 			secret = str(),
@@ -209,7 +209,7 @@ local auth_keys = {
 
 -- Auth types this build can check.  A type outside it is refused at load
 -- rather than served unauthenticated.
-M.supported_auth = { bearer = true }
+M.supported_auth = { bearer = true, oauth2 = true, kapso = true, meta = true }
 
 local reserved = { ["/healthz"] = true, ["/metrics"] = true }
 
@@ -249,6 +249,23 @@ local function check_endpoints(c)
 	end
 	if c.oauth2.path:sub(1, 1) ~= "/" then
 		fail("oauth2.path", "must start with '/'")
+	end
+	if reserved[c.oauth2.path] then
+		fail("oauth2.path", "'" .. c.oauth2.path .. "' is already in use")
+	end
+	local ids = {}
+	for i, cl in ipairs(c.oauth2.clients) do
+		if ids[cl.id] then
+			fail("oauth2.clients[" .. i .. "].id", "'" .. cl.id ..
+			    "' is listed twice")
+		end
+		ids[cl.id] = true
+	end
+	for i, ep in ipairs(c.endpoints) do
+		if ep.auth.type == "oauth2" and #c.oauth2.clients == 0 then
+			fail("endpoints[" .. i .. "].auth.type", "an oauth2 " ..
+			    "endpoint needs at least one oauth2.clients entry")
+		end
 	end
 	local host, port = c.listen:match("^(.*):(%d+)$")
 	if not host or tonumber(port) > 65535 or host == "" then

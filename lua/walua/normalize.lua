@@ -304,6 +304,158 @@ local function classify(ctx, body, out)
 	end
 end
 
+-- Kapso (PROTOCOL §2.2-§2.3) ------------------------------------------
+
+-- Kapso gives phone numbers with "+"; Meta's wa_id has digits only.
+local function wa_id(v)
+	v = idstr(v)
+	return v and (v:gsub("^%+", ""))
+end
+
+local kapso_status = { sent = true, delivered = true, read = true,
+    failed = true }
+
+-- The fields a Kapso message shares with a Meta one.
+local function kapso_message(ev, m, conv)
+	local k = tab(m.kapso) or {}
+	ev.type = str(m.type) or "unknown"
+	ev.message_id = idstr(m.id)
+	ev.timestamp = timestamp(m.timestamp)
+	local t = ev.type
+	local body = tab(m[t])
+	if t == "text" then
+		ev.text = body and str(body.body)
+	elseif t == "interactive" and body then
+		local r = tab(body.button_reply) or tab(body.list_reply)
+		if r then ev.text, ev.reply_id = str(r.title), idstr(r.id) end
+	elseif t == "button" and body then
+		ev.text, ev.reply_id = str(body.text), idstr(body.payload)
+	elseif media_types[t] then
+		local md = tab(k.media_data) or {}
+		local mt = tab(k.message_type_data) or {}
+		ev.media = media(body or {})
+		ev.media.url = ev.media.url or str(k.media_url) or str(md.url)
+		ev.media.mime_type = ev.media.mime_type or str(md.content_type)
+		ev.media.filename = ev.media.filename or str(md.filename)
+		ev.media.caption = ev.media.caption or str(mt.caption)
+		ev.text = ev.media.caption
+	elseif t == "location" then
+		ev.location = body
+	elseif t == "reaction" then
+		ev.reaction = body
+	end
+	local c = tab(m.context)
+	if c then ev.context = { from = idstr(c.from), id = idstr(c.id) } end
+	if conv then
+		local ck = tab(conv.kapso)
+		ev.name = ck and str(ck.contact_name)
+	end
+end
+
+-- Errors of a failed Kapso message: its raw status history, if any.
+local function kapso_errors(m)
+	local k = tab(m.kapso) or {}
+	local out = error_list(m.errors)
+	for _, st in ipairs(tab(k.statuses) or {}) do
+		if type(st) == "table" then
+			local e = error_list(st.errors)
+			if e then out = e end
+		end
+	end
+	return out
+end
+
+-- One Kapso v2 item (a body, or one of a batch's data[]).
+local function kapso_item(ctx, name, item, out)
+	local conv = tab(item.conversation)
+	local m = tab(item.message)
+	local ev
+	local suffix = name and name:match("^whatsapp%.message%.(%a+)$")
+	if m and (suffix == "received" or (suffix == nil and
+	    (tab(m.kapso) or {}).direction == "inbound")) then
+		ev = base(ctx, "message", item)
+		kapso_message(ev, m, conv)
+		ev.from = wa_id(m.from) or (conv and wa_id(conv.phone_number))
+	elseif m and suffix and kapso_status[suffix] then
+		ev = base(ctx, "status", item)
+		ev.status = suffix
+		ev.message_id = idstr(m.id)
+		ev.timestamp = timestamp(m.timestamp)
+		ev.recipient = wa_id(m.to) or (conv and wa_id(conv.phone_number))
+		ev.errors = kapso_errors(m)
+	elseif name and name:match("^whatsapp%.conversation%.") then
+		ev = base(ctx, "conversation", item)
+		ev.conversation_info = conv
+	else
+		ev = base(ctx, "unknown", item)
+	end
+	ev.event = name
+	ev.phone_number_id = idstr(item.phone_number_id) or
+	    (conv and idstr(conv.phone_number_id)) or
+	    (m and tab(m.kapso) and idstr(m.kapso.phone_number_id))
+	if conv and idstr(conv.id) then
+		ev.conversation = "kapso:" .. idstr(conv.id)
+	end
+	out[#out + 1] = ev
+end
+
+-- The legacy v1 payload: message_type, content, whatsapp_config.
+local function kapso_legacy(ctx, name, body, out)
+	local m = tab(body.message) or {}
+	local conv = tab(body.conversation)
+	local wc = tab(body.whatsapp_config) or {}
+	local suffix = name and name:match("^whatsapp%.message%.(%a+)$")
+	local ev
+	if suffix and kapso_status[suffix] then
+		ev = base(ctx, "status", body)
+		ev.status = suffix
+		ev.recipient = wa_id(m.phone_number)
+	elseif m.id ~= nil and (suffix == "received" or m.direction == "inbound") then
+		ev = base(ctx, "message", body)
+		ev.type = str(m.message_type) or "unknown"
+		ev.from = wa_id(m.phone_number)
+		ev.text = str(m.content)
+	elseif name and name:match("^whatsapp%.conversation%.") then
+		ev = base(ctx, "conversation", body)
+		ev.conversation_info = conv
+	else
+		ev = base(ctx, "unknown", body)
+	end
+	if ev.kind == "message" or ev.kind == "status" then
+		ev.message_id = idstr(m.id)
+		ev.timestamp = timestamp(m.created_at) or timestamp(m.timestamp)
+	end
+	ev.event = name
+	ev.display_phone_number = idstr(wc.display_phone_number)
+	ev.phone_number_id = idstr(body.phone_number_id)
+	if conv and idstr(conv.id) then
+		ev.conversation = "kapso:" .. idstr(conv.id)
+	end
+	out[#out + 1] = ev
+end
+
+local function kapso(ctx, body, out)
+	local h = ctx.headers or {}
+	local name = str(h.event) or str(body.type) or str(body.event)
+	if body.object == "whatsapp_business_account" then
+		return envelope(ctx, body, out)		-- a raw Meta forward
+	end
+	if body.batch == true or (h.batch and h.batch:lower() == "true") then
+		for _, item in ipairs(tab(body.data) or {}) do
+			if type(item) == "table" then
+				kapso_item(ctx, name, item, out)
+			end
+		end
+		if #out == 0 then out[1] = unknown_event(ctx, body) end
+		return
+	end
+	if (h.version and h.version:lower() == "v1") or body.whatsapp_config or
+	    (tab(body.message) and body.message.message_type ~= nil) then
+		return kapso_legacy(ctx, name, body, out)
+	end
+	kapso_item(ctx, name, body, out)
+end
+
 -- Decode body (a JSON text) from provider into a list of events.  ctx may
 -- give endpoint.  Returns nil, reason for a body that is not a JSON object.
 function M.decode(provider, body, ctx)
@@ -316,10 +468,15 @@ function M.decode(provider, body, ctx)
 	    (next(t) == nil and find(body, "^%s*%[")) then
 		return nil, "body is not a JSON object"
 	end
-	local c = { provider = provider, endpoint = ctx and ctx.endpoint }
-	c.key = idstr(t.key)
+	local c = { provider = provider, endpoint = ctx and ctx.endpoint,
+	    headers = ctx and ctx.headers }
 	local out = {}
-	classify(c, t, out)
+	if provider == "kapso" then
+		kapso(c, t, out)
+	else
+		c.key = idstr(t.key)
+		classify(c, t, out)
+	end
 	return out
 end
 
@@ -344,14 +501,24 @@ M.FIELDS = 6
 -- inbox.  Returns the count n and a list of n times FIELDS values (kind,
 -- conversation, dedup key, message id, status, JSON; false for none), or
 -- nil, err.
-function M.for_inbox(provider, body, endpoint)
-	local events, err = M.decode(provider, body, { endpoint = endpoint })
+function M.for_inbox(provider, body, endpoint, headers)
+	local events, err = M.decode(provider, body, { endpoint = endpoint,
+	    headers = headers })
 	if not events then return nil, err end
+	local idem = provider == "kapso" and headers and str(headers.idempotency)
 	local out, n = {}, 0
-	for _, ev in ipairs(events) do
+	for i, ev in ipairs(events) do
+		-- Kapso's key marks the delivery (the same key is a duplicate
+		-- whatever the body); the natural key still catches a fallback
+		-- delivery that came with a new key
+		local key = dedup_key(ev)
+		if idem then
+			key = "k:" .. idem .. ":" .. (i - 1) ..
+			    (key and "\n" .. key or "")
+		end
 		out[n + 1] = ev.kind
 		out[n + 2] = ev.conversation or false
-		out[n + 3] = dedup_key(ev) or false
+		out[n + 3] = key or false
 		out[n + 4] = ev.message_id or false
 		out[n + 5] = ev.kind == "status" and ev.status or false
 		out[n + 6] = cjson.encode(ev)
