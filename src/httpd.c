@@ -46,6 +46,11 @@ struct req {
 	struct buf		 body;
 	size_t			 received;	/* including what was dropped */
 	int			 too_large;
+	/* a delivery waiting for its commit (the connection is suspended) */
+	struct MHD_Connection	*conn;
+	struct event_batch	 batch;
+	struct inbox_ticket	 ticket;
+	int			 committed;	/* the writer is done with it */
 };
 
 static struct MHD_Daemon *daemon_;
@@ -207,6 +212,8 @@ answer_events(struct MHD_Connection *c, struct req *r, int n, int dups)
 	    (size_t)len, NULL);
 }
 
+static void	committed(struct inbox_ticket *);
+
 static const char *
 header(struct MHD_Connection *c, const char *name)
 {
@@ -272,7 +279,7 @@ deliver(struct MHD_Connection *c, struct req *r)
 	struct event_headers	 hdr;
 	const char		*reason = NULL;
 	char			 err[512], labels[512];
-	int			 rc, nnew, ndup, full;
+	int			 rc;
 
 	if (r->too_large)
 		return refuse(c, r, MHD_HTTP_CONTENT_TOO_LARGE,
@@ -305,14 +312,48 @@ deliver(struct MHD_Connection *c, struct req *r)
 	if (rc != 0)
 		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, err,
 		    MHD_HTTP_HEADER_RETRY_AFTER, "5");
-	rc = inbox_submit(&batch, r->cfg, ep->provider_name, ep->path, &nnew,
-	    &ndup, &full);
-	event_batch_free(&batch);
-	if (rc == -1)
-		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, full ?
+	/*
+	 * Wait for the commit without holding this HTTP thread: the
+	 * connection sleeps until the inbox writer wakes it, so one commit
+	 * serves every request that arrived meanwhile.
+	 */
+	r->batch = batch;
+	r->conn = c;
+	r->ticket.batch = &r->batch;
+	r->ticket.provider = ep->provider_name;
+	r->ticket.endpoint = ep->path;
+	r->ticket.done = committed;
+	r->ticket.arg = r;
+	MHD_suspend_connection(c);
+	if (inbox_submit(&r->ticket, r->cfg) == -1) {
+		MHD_resume_connection(c);
+		r->committed = 1;
+		r->ticket.rc = -1;
+	}
+	return MHD_YES;
+}
+
+/* From the inbox writer thread: r's commit is over; wake its connection. */
+static void
+committed(struct inbox_ticket *t)
+{
+	struct req *r = t->arg;
+
+	r->committed = 1;
+	MHD_resume_connection(r->conn);
+}
+
+/* The delivery's commit is over: answer it. */
+static enum MHD_Result
+acknowledge(struct MHD_Connection *c, struct req *r)
+{
+	event_batch_free(&r->batch);
+	if (r->ticket.rc == -1)
+		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, r->ticket.full ?
 		    "inbox full: retry later" : "database unavailable: retry "
-		    "later", MHD_HTTP_HEADER_RETRY_AFTER, full ? "5" : "2");
-	return answer_events(c, r, nnew, ndup);
+		    "later", MHD_HTTP_HEADER_RETRY_AFTER, r->ticket.full ? "5" :
+		    "2");
+	return answer_events(c, r, r->ticket.nnew, r->ticket.ndup);
 }
 
 /* Meta's subscription handshake: echo hub.challenge for our token. */
@@ -543,7 +584,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 		return token(c, r);
 	case R_ENDPOINT:
 		if (strcmp(method, MHD_HTTP_METHOD_POST) == 0)
-			return deliver(c, r);
+			return r->committed ? acknowledge(c, r) :
+			    deliver(c, r);
 		if (r->ep->auth == AUTH_META)
 			return handshake(c, r);
 		/* Insider's save-time probe: its form is undocumented */
@@ -566,6 +608,7 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		return;
 	config_put(r->cfg);
 	buf_free(&r->body);
+	event_batch_free(&r->batch);
 	free(r);
 	*con_cls = NULL;
 }
@@ -592,7 +635,8 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	char		 port[16];
 	int		 rc;
 	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
-			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+			    MHD_ALLOW_SUSPEND_RESUME;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;

@@ -42,18 +42,6 @@
 
 enum { OP_DONE, OP_RETRY, OP_DEAD };
 
-struct req {
-	struct event_batch	*batch;
-	const char		*provider;
-	const char		*endpoint;
-	long			 max_queue;
-	int64_t			 dedup_ms;
-	int			 rc;		/* 0 ok; -1 failed */
-	int			 full;		/* failed because of max_queue */
-	int			 nnew, ndup;
-	int			 finished;
-	struct req		*next;
-};
 
 struct op {
 	int		 type;
@@ -71,8 +59,7 @@ struct op {
 
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t	 work_cv = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t	 done_cv = PTHREAD_COND_INITIALIZER;
-static struct req	*reqs, **reqs_tail = &reqs;
+static struct inbox_ticket	*reqs, **reqs_tail = &reqs;
 static struct op	*ops, **ops_tail = &ops;
 static int		 stopping;
 static pthread_t	 writer;
@@ -138,7 +125,7 @@ claim_keys(struct event *e, int64_t expires, int64_t now)
 
 /* Claim the keys and insert the new events of one request. */
 static int
-insert_request(struct req *r, int64_t now)
+insert_request(struct inbox_ticket *r, int64_t now)
 {
 	static const char sql[] = "INSERT INTO events (id, provider, endpoint,"
 	    " kind, conversation, message_id, status, dedup, body, acked_ms)"
@@ -218,7 +205,7 @@ apply_op(struct op *o, int64_t now)
 
 /* After a commit: queue the new events of r, in body order. */
 static void
-queue_new(struct req *r)
+queue_new(struct inbox_ticket *r)
 {
 	struct event_batch	 nb;
 	int			 i, j;
@@ -351,9 +338,9 @@ set_health(int ok, const char *why)
 
 /* One group commit of what was taken.  Returns 0 or -1. */
 static int
-commit_group(struct req *rq, struct op *op)
+commit_group(struct inbox_ticket *rq, struct op *op)
 {
-	struct req	*r;
+	struct inbox_ticket	*r;
 	struct op	*o;
 	int64_t		 now = db_now_ms(), t0 = queue_now_ms();
 	char		 sp[32];
@@ -417,7 +404,7 @@ probe(void)
 static void *
 writer_main(void *arg)
 {
-	struct req	*rq, *r, *rnext;
+	struct inbox_ticket	*rq, *r, *rnext;
 	struct op	*op, *o, *onext;
 	struct timespec	 ts;
 	int64_t		 last_poll = 0, last_prune = 0, now;
@@ -458,6 +445,11 @@ writer_main(void *arg)
 		}
 		for (o = op; rc == 0 && o != NULL; o = o->next)
 			log_done(o);
+		/* the HTTP side may free a ticket once told: read next first */
+		for (r = rq; r != NULL; r = rnext) {
+			rnext = r->next;
+			r->done(r);
+		}
 
 		now = queue_now_ms();
 		if (now - last_poll >= POLL_MS) {
@@ -473,12 +465,6 @@ writer_main(void *arg)
 		}
 
 		pthread_mutex_lock(&mu);
-		for (r = rq; r != NULL; r = rnext) {
-			rnext = r->next;
-			r->finished = 1;
-		}
-		if (rq != NULL)
-			pthread_cond_broadcast(&done_cv);
 		if (rc == -1 && op != NULL) {
 			/* keep the reports for the next commit, in order */
 			for (o = op; o->next != NULL; o = o->next)
@@ -614,40 +600,29 @@ inbox_close(void)
 }
 
 /*
- * Commit b's events (an HTTP thread; blocks until the commit).  Returns
- * 0 with the counts of new and duplicate events; the new ones are queued
- * and b keeps only what was not taken.  -1: nothing was stored (*full
- * says whether the queue limit was the reason).
+ * Hand t's batch to the writer (an HTTP thread).  Returns 0: t->done(t)
+ * will be called from the writer thread once the commit is over, with
+ * t->rc 0 (t->nnew new events committed and queued, t->ndup duplicates)
+ * or -1 (nothing stored; t->full when the queue limit was the reason).
+ * Returns -1 at once, done never called, when the inbox is closing.
  */
 int
-inbox_submit(struct event_batch *b, const struct config *cfg,
-    const char *provider, const char *endpoint, int *nnew, int *ndup,
-    int *full)
+inbox_submit(struct inbox_ticket *t, const struct config *cfg)
 {
-	struct req	r;
-
-	memset(&r, 0, sizeof(r));
-	r.batch = b;
-	r.provider = provider;
-	r.endpoint = endpoint;
-	r.max_queue = cfg->limits.max_queue;
-	r.dedup_ms = (int64_t)cfg->limits.dedup_days * 86400 * 1000;
+	t->max_queue = cfg->limits.max_queue;
+	t->dedup_ms = (int64_t)cfg->limits.dedup_days * 86400 * 1000;
+	t->rc = t->full = t->nnew = t->ndup = 0;
+	t->next = NULL;
 	pthread_mutex_lock(&mu);
 	if (stopping) {
 		pthread_mutex_unlock(&mu);
-		*full = 0;
 		return -1;
 	}
-	*reqs_tail = &r;
-	reqs_tail = &r.next;
+	*reqs_tail = t;
+	reqs_tail = &t->next;
 	pthread_cond_signal(&work_cv);
-	while (!r.finished)
-		pthread_cond_wait(&done_cv, &mu);
 	pthread_mutex_unlock(&mu);
-	*nnew = r.nnew;
-	*ndup = r.ndup;
-	*full = r.full;
-	return r.rc;
+	return 0;
 }
 
 static void

@@ -11,9 +11,23 @@ struct config;
 
 int	inbox_open(const struct config *, char *err, size_t errlen);
 void	inbox_close(void);
-int	inbox_submit(struct event_batch *, const struct config *,
-	    const char *provider, const char *endpoint, int *nnew, int *ndup,
-	    int *full);
+/* One request's events on their way to a commit (see inbox_submit). */
+struct inbox_ticket {
+	struct event_batch	*batch;		/* in: the events; emptied */
+	const char		*provider;	/* in */
+	const char		*endpoint;	/* in */
+	void			(*done)(struct inbox_ticket *);
+	void			*arg;		/* for done */
+	int			 rc;		/* out: 0 or -1 */
+	int			 full;		/* out: failed on max_queue */
+	int			 nnew, ndup;	/* out */
+	/* private */
+	long			 max_queue;
+	int64_t			 dedup_ms;
+	struct inbox_ticket	*next;
+};
+
+int	inbox_submit(struct inbox_ticket *, const struct config *);
 void	inbox_done(const struct qitem *, long long duration_us);
 void	inbox_retry(const struct qitem *, int64_t due_wall_ms);
 void	inbox_dead(const struct qitem *);

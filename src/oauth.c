@@ -453,8 +453,8 @@ oauth_token(const struct config *cfg, const char *authz, const char *ctype,
 	if (cl == NULL || !auth_equal(secret, strlen(secret), cl->secret,
 	    strlen(cl->secret))) {
 		if ((wait = throttled(id, now)) > 0) {
-			answer_error(a, 429, "slow_down", "too many failed "
-			    "attempts for this client; retry later");
+			answer_error(a, 429, "invalid_client", "too many "
+			    "failed attempts for this client; retry later");
 			a->retry_after = wait;
 			snprintf(a->reason, sizeof(a->reason), "throttled");
 			goto done;

@@ -637,7 +637,7 @@ refresh_gauges(void)
 	    st.retrying));
 	metrics_set("walua_inbox_inflight", NULL, (double)st.inflight);
 	metrics_set("walua_inbox_oldest_pending_seconds", NULL, age);
-	metrics_set("walua_dead_letters", NULL, (double)st.dead);
+	metrics_set("walua_dead_letters", NULL, (double)inbox_dead_count());
 }
 
 static int

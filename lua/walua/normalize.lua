@@ -365,6 +365,17 @@ local function kapso_errors(m)
 	return out
 end
 
+-- The entry of Kapso's raw status history (Meta's status objects) for
+-- status, the last one if several.
+local function kapso_status_entry(m, status)
+	local k = tab(m.kapso) or {}
+	local found
+	for _, st in ipairs(tab(k.statuses) or {}) do
+		if type(st) == "table" and st.status == status then found = st end
+	end
+	return found
+end
+
 -- One Kapso v2 item (a body, or one of a batch's data[]).
 local function kapso_item(ctx, name, item, out)
 	local conv = tab(item.conversation)
@@ -380,7 +391,11 @@ local function kapso_item(ctx, name, item, out)
 		ev = base(ctx, "status", item)
 		ev.status = suffix
 		ev.message_id = idstr(m.id)
-		ev.timestamp = timestamp(m.timestamp)
+		-- Meta's own status object, when Kapso passes it on, has the
+		-- time of the status (m.timestamp is when the message was sent)
+		local st = kapso_status_entry(m, suffix) or {}
+		ev.timestamp = timestamp(st.timestamp) or timestamp(m.timestamp)
+		ev.pricing = tab(st.pricing)
 		ev.recipient = wa_id(m.to) or (conv and wa_id(conv.phone_number))
 		ev.errors = kapso_errors(m)
 	elseif name and name:match("^whatsapp%.conversation%.") then
@@ -434,11 +449,21 @@ local function kapso_legacy(ctx, name, body, out)
 	out[#out + 1] = ev
 end
 
+-- A string that says something: "" counts as absent.
+local function nonempty(v)
+	v = str(v)
+	return v ~= "" and v or nil
+end
+
 local function kapso(ctx, body, out)
 	local h = ctx.headers or {}
-	local name = str(h.event) or str(body.type) or str(body.event)
+	local name = nonempty(h.event) or nonempty(body.type) or
+	    nonempty(body.event)
 	if body.object == "whatsapp_business_account" then
-		return envelope(ctx, body, out)		-- a raw Meta forward
+		envelope(ctx, body, out)		-- a raw Meta forward
+		if #out == 0 then out[1] = unknown_event(ctx, body) end
+		for _, ev in ipairs(out) do ev.event = name end
+		return
 	end
 	if body.batch == true or (h.batch and h.batch:lower() == "true") then
 		for _, item in ipairs(tab(body.data) or {}) do
@@ -449,7 +474,7 @@ local function kapso(ctx, body, out)
 		if #out == 0 then out[1] = unknown_event(ctx, body) end
 		return
 	end
-	if (h.version and h.version:lower() == "v1") or body.whatsapp_config or
+	if (h.version and h.version:lower() == "v1") or tab(body.whatsapp_config) or
 	    (tab(body.message) and body.message.message_type ~= nil) then
 		return kapso_legacy(ctx, name, body, out)
 	end
@@ -505,7 +530,8 @@ function M.for_inbox(provider, body, endpoint, headers)
 	local events, err = M.decode(provider, body, { endpoint = endpoint,
 	    headers = headers })
 	if not events then return nil, err end
-	local idem = provider == "kapso" and headers and str(headers.idempotency)
+	local idem = provider == "kapso" and headers and
+	    nonempty(headers.idempotency)
 	local out, n = {}, 0
 	for i, ev in ipairs(events) do
 		-- Kapso's key marks the delivery (the same key is a duplicate

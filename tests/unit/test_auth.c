@@ -34,5 +34,49 @@ main(void)
 	CHECK(!auth_bearer("Bearer s3cret extra", "s3cret", &reason));
 	CHECK_STR(reason, "token");
 	CHECK(!auth_bearer("Bearer ", "s3cret", &reason));
+
+	/* GitHub's published webhook vector */
+	{
+		const char *secret = "It's a Secret to Everybody";
+		const char *body = "Hello, World!";
+		const char *want = "757107ea0eb2509fc211221cce984b8a37570b6d"
+		    "7586c22c46f4379c8b043e17";
+		char hex[65], hdr[80];
+
+		auth_hmac_hex(secret, body, strlen(body), hex);
+		CHECK_STR(hex, want);
+		snprintf(hdr, sizeof(hdr), "sha256=%s", want);
+		CHECK(auth_signature(hdr, 1, secret, body, strlen(body),
+		    &reason));
+		CHECK(auth_signature(want, 0, secret, body, strlen(body),
+		    &reason));
+		/* Kapso: upper-case hex, a prefix, white space around */
+		snprintf(hdr, sizeof(hdr), " SHA256=%s ", "757107EA0EB2509FC21"
+		    "1221CCE984B8A37570B6D7586C22C46F4379C8B043E17");
+		CHECK(auth_signature(hdr, 0, secret, body, strlen(body),
+		    &reason));
+		/* Meta needs the prefix */
+		CHECK(!auth_signature(want, 1, secret, body, strlen(body),
+		    &reason));
+		CHECK_STR(reason, "malformed");
+		CHECK(!auth_signature(hdr + 8, 0, secret, "Hello, World?", 13,
+		    &reason));
+		CHECK(!auth_signature(NULL, 0, secret, body, 13, &reason));
+		CHECK_STR(reason, "missing");
+		CHECK(!auth_signature("sha256=abc", 1, secret, body, 13,
+		    &reason));
+		CHECK_STR(reason, "malformed");
+		snprintf(hdr, sizeof(hdr), "sha256=%s", want);
+		CHECK(!auth_signature(hdr, 1, "wrong secret", body, 13,
+		    &reason));
+		CHECK_STR(reason, "signature");
+	}
+	{
+		size_t n;
+		const char *t = auth_bearer_token("bearer abc", &n);
+		CHECK(t != NULL && n == 3 && strncmp(t, "abc", 3) == 0);
+		CHECK(auth_bearer_token("Basic abc", &n) == NULL);
+		CHECK(auth_bearer_token("Bearer ", &n) == NULL);
+	}
 	return UNIT_DONE();
 }
