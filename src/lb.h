@@ -28,5 +28,6 @@ int	luaopen_walua_inbox(lua_State *L);
 int	luaopen_walua_store(lua_State *L);
 void	lb_store_setup(const char *path, int durability);
 void	lb_store_close(void);
+struct db *lb_store_conn(void);
 
 #endif

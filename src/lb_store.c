@@ -10,12 +10,14 @@
  */
 #include "lb.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "db.h"
 #include "kv.h"
+#include "log.h"
 
 static struct db	*store_db;
 static char		*store_path;
@@ -39,22 +41,41 @@ lb_store_close(void)
 	store_path = NULL;
 }
 
+/*
+ * This worker's connection, opened on first use (also used to mark events
+ * done); NULL when it cannot be opened.  Synchronous NORMAL whatever the
+ * durability: losing a done mark to a power cut only re-runs a handler.
+ */
+struct db *
+lb_store_conn(void)
+{
+	char	err[512];
+
+	if (store_db != NULL || store_path == NULL)
+		return store_db;
+	if ((store_db = db_open(store_path, store_durability ==
+	    DURABILITY_OFF ? DURABILITY_OFF : DURABILITY_NORMAL, err,
+	    sizeof(err))) == NULL)
+		log_kv(LOG_ERROR, "worker: cannot open the database", "error",
+		    err, NULL);
+	return store_db;
+}
+
 /* The connection, opened on first use; NULL with an error pushed. */
 static struct db *
 conn(lua_State *L, int *nret)
 {
 	char	err[512];
 
-	if (store_db != NULL)
-		return store_db;
 	if (store_path == NULL) {
 		*nret = lb_push_error(L, -1, NULL, "store: no database "
 		    "configured");
 		return NULL;
 	}
-	if ((store_db = db_open(store_path, store_durability, err,
-	    sizeof(err))) == NULL)
+	if (lb_store_conn() == NULL) {
+		snprintf(err, sizeof(err), "store: cannot open the database");
 		*nret = lb_push_error(L, -1, NULL, err);
+	}
 	return store_db;
 }
 

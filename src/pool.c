@@ -474,11 +474,16 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 	sscanf(p, "%15[a-z]\t%lld", result, &us);
 	nl = memchr(p, '\n', len);
 	metrics_observe("walua_handler_duration_seconds", (double)us / 1e6);
-	if (strcmp(result, "ok") == 0) {
+	if (strcmp(result, "ok") == 0 || strcmp(result, "okx") == 0) {
 		metrics_inc("walua_events_handled_total", "result=\"ok\"", 1);
-		/* logged as "event handled" once the inbox has committed it */
 		inbox_note_rank(it->message_id, inbox_status_rank(it->status));
-		inbox_done(it, us);
+		/*
+		 * The worker marked it done in the database itself, before
+		 * taking another event ("ok"), so a crash re-runs only what
+		 * was in flight; "okx": it could not, the inbox writer will.
+		 */
+		if (result[2] == 'x')
+			inbox_done(it, us);
 		queue_done(it);
 	} else {
 		char *msg = strndup(nl ? nl + 1 : "",
@@ -571,8 +576,10 @@ dispatch(void)
 		if ((it = queue_take()) == NULL)
 			break;
 		buf_reset(&hdr);
-		buf_printf(&hdr, "%s\t%d\t%s\t%s\n", it->id, it->attempts,
-		    stale(it) ? "stale" : "", it->conv ? it->conv : "");
+		buf_printf(&hdr, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", it->id,
+		    it->attempts, stale(it) ? "stale" : "", it->kind,
+		    it->message_id ? it->message_id : "",
+		    inbox_status_rank(it->status), it->conv ? it->conv : "");
 		w->item = it;
 		w->state = W_BUSY;
 		w->started_ms = queue_now_ms();
@@ -779,13 +786,6 @@ pool_run(void (*stop_fn)(void))
 				stop_http();
 		}
 	}
-	queue_stats(&st);
-	if (st.waiting + st.inflight + st.retrying > 0) {
-		snprintf(n, sizeof(n), "%ld", st.waiting + st.inflight +
-		    st.retrying);
-		log_kv(LOG_WARN, "stopped with events not handled yet (kept in "
-		    "the inbox for the next start)", "#events", n, NULL);
-	}
 	/* closing the sockets tells idle workers to exit */
 	for (w = workers; w != NULL; w = w->next)
 		if (w->state != W_BUSY)
@@ -802,6 +802,13 @@ pool_run(void (*stop_fn)(void))
 		reap();
 		if (workers != NULL)
 			usleep(10000);
+	}
+	queue_stats(&st);
+	if (st.waiting + st.inflight + st.retrying > 0) {
+		snprintf(n, sizeof(n), "%ld", st.waiting + st.inflight +
+		    st.retrying);
+		log_kv(LOG_WARN, "stopped with events not handled yet (kept in "
+		    "the inbox for the next start)", "#events", n, NULL);
 	}
 	log_msg(LOG_INFO, "stopped");
 	return 0;

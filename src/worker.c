@@ -6,9 +6,14 @@
  *   LOAD   u32 config length, config JSON, then for each handler script
  *          u32 path length, path, u32 source length, source
  *   READY  "ok", or the load errors, one per line
- *   EVENT  "<id>\t<attempt>\t<flags>\t<conversation>\n<event JSON>";
- *          flags is "stale" for a status older than one already handled
- *   DONE   "<ok|error|timeout|nomem>\t<microseconds>\n<error message>"
+ *   EVENT  "<id>\t<attempt>\t<flags>\t<kind>\t<message id>\t<status rank>
+ *          \t<conversation>\n<event JSON>"; flags is "stale" for a status
+ *          older than one already handled
+ *   DONE   "<ok|okx|error|timeout|nomem>\t<microseconds>\n<error message>"
+ * A handler's success is marked in the database by the worker itself
+ * before it answers DONE "ok" and takes another event, so a crash of
+ * walua re-runs only the events whose handler was running ("okx": the
+ * mark could not be written; the supervisor has the inbox write it).
  * The worker exits when the supervisor closes the socket.  A worker that
  * hangs where no hook reaches is killed by the supervisor; that is why
  * handlers run in their own process.
@@ -24,7 +29,9 @@
 
 #include "buf.h"
 #include "config.h"
+#include "db.h"
 #include "ipc.h"
+#include "kv.h"
 #include "lb.h"
 #include "lhost.h"
 #include "log.h"
@@ -98,6 +105,51 @@ load(const char *p, size_t len, struct config **cfgp, struct buf *errs)
 	return h;
 }
 
+enum { F_ID, F_ATTEMPT, F_FLAGS, F_KIND, F_MSGID, F_RANK, F_CONV, NFIELDS };
+
+/* Split the tab-separated header s in place into n fields. */
+static int
+split(char *s, char **f, int n)
+{
+	int	i;
+
+	for (i = 0; i < n; i++) {
+		f[i] = s;
+		if (i < n - 1) {
+			if ((s = strchr(s, '\t')) == NULL)
+				return -1;
+			*s++ = '\0';
+		}
+	}
+	return 0;
+}
+
+/*
+ * Mark the event done (and its status rank) in this worker's connection,
+ * then log "event handled".  Returns 0, or -1 when the database failed.
+ */
+static int
+mark_done(char **f, int64_t us)
+{
+	struct db	*d;
+	int		 rc;
+	char		 ms[32];
+
+	if ((d = lb_store_conn()) == NULL)
+		return -1;
+	rc = kv_event_done(d, f[F_ID], atoi(f[F_ATTEMPT]), *f[F_MSGID] ?
+	    f[F_MSGID] : NULL, atoi(f[F_RANK]), db_now_ms());
+	if (rc == -1)
+		return -1;
+	snprintf(ms, sizeof(ms), "%.3f", (double)us / 1000);
+	log_kv(LOG_DEBUG, rc == 1 ? "event handled" : "event handled again "
+	    "(it was already done: a re-run after a crash)", "event", f[F_ID],
+	    "conversation", *f[F_CONV] ? f[F_CONV] : NULL, "kind", f[F_KIND],
+	    "message_id", *f[F_MSGID] ? f[F_MSGID] : NULL, "#attempt",
+	    f[F_ATTEMPT], "#duration_ms", ms, NULL);
+	return 0;
+}
+
 static const char *
 result_name(int rc)
 {
@@ -115,9 +167,10 @@ worker_main(void)
 	struct buf	 in = { 0 }, out = { 0 };
 	struct config	*cfg = NULL;
 	struct lhost	*h = NULL;
-	char		 type, err[16384], *nl, *tab1, *tab2, *tab3;
+	char		 type, err[16384], *nl, *f[NFIELDS];
+	const char	*res;
 	int		 rc;
-	int64_t		 t0;
+	int64_t		 t0, us;
 
 	/* the supervisor decides when workers stop; terminal signals go to it */
 	signal(SIGINT, SIG_IGN);
@@ -139,24 +192,23 @@ worker_main(void)
 		}
 		if (type != IPC_EVENT || h == NULL)
 			break;
-		/* "<id>\t<attempt>\t<flags>\t<conversation>\n<json>" */
 		if ((nl = memchr(in.data, '\n', in.len)) == NULL)
 			break;
 		*nl = '\0';
-		if ((tab1 = strchr(in.data, '\t')) == NULL ||
-		    (tab2 = strchr(tab1 + 1, '\t')) == NULL ||
-		    (tab3 = strchr(tab2 + 1, '\t')) == NULL)
+		if (split(in.data, f, NFIELDS) == -1)
 			break;
-		*tab1 = *tab2 = *tab3 = '\0';
 		t0 = lhost_now_ns();
 		err[0] = '\0';
-		rc = lhost_handle(h, in.data, tab3[1] ? tab3 + 1 : NULL,
-		    atoi(tab1 + 1), strcmp(tab2 + 1, "stale") == 0, nl + 1,
+		rc = lhost_handle(h, f[F_ID], *f[F_CONV] ? f[F_CONV] : NULL,
+		    atoi(f[F_ATTEMPT]), strcmp(f[F_FLAGS], "stale") == 0, nl + 1,
 		    in.len - (size_t)(nl + 1 - in.data),
 		    cfg->limits.handler_timeout_ms, err, sizeof(err));
+		us = (lhost_now_ns() - t0) / 1000;
+		res = result_name(rc);
+		if (rc == LHOST_OK && mark_done(f, us) == -1)
+			res = "okx";
 		buf_reset(&out);
-		buf_printf(&out, "%s\t%lld\n%s", result_name(rc),
-		    (long long)((lhost_now_ns() - t0) / 1000),
+		buf_printf(&out, "%s\t%lld\n%s", res, (long long)us,
 		    rc == LHOST_OK ? "" : err);
 		if (out.data == NULL || ipc_send(WORKER_FD, IPC_DONE, out.data,
 		    out.len, NULL, 0) == -1)
