@@ -171,6 +171,54 @@ fail:
 	return -1;
 }
 
+/*
+ * Store an issued OAuth2 token (by its hash) until expires_ms, dropping a
+ * few expired ones on the way.
+ */
+int
+kv_token_put(struct db *d, const char *hash, const char *client,
+    const char *scope, int64_t expires_ms, int64_t now_ms)
+{
+	static const char sql[] = "INSERT INTO oauth_tokens (hash, client_id,"
+	    " scope, expires_ms) VALUES (?1, ?2, ?3, ?4)";
+	static const char prune[] = "DELETE FROM oauth_tokens WHERE hash IN"
+	    " (SELECT hash FROM oauth_tokens WHERE expires_ms < ?1 LIMIT 100)";
+	sqlite3_stmt	*st;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, client, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, scope, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, expires_ms);
+	if (step_done(st) == -1)
+		return -1;
+	if ((st = db_prepare(d, prune)) != NULL) {
+		sqlite3_bind_int64(st, 1, now_ms);
+		(void)step_done(st);
+	}
+	return 0;
+}
+
+/* The expiry of the token with hash: 1 (found), 0 (unknown) or -1. */
+int
+kv_token_get(struct db *d, const char *hash, int64_t *expires_ms)
+{
+	static const char sql[] = "SELECT expires_ms FROM oauth_tokens"
+	    " WHERE hash = ?1";
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*expires_ms = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
 /* The highest status rank handled for message_id: 0 when none. */
 int
 kv_status_rank(struct db *d, const char *message_id)

@@ -25,6 +25,9 @@ int	kv_event_done(struct db *, const char *id, int attempt,
 int	kv_status_rank(struct db *, const char *message_id);
 int	kv_status_set(struct db *, const char *message_id, int rank,
 	    int64_t now_ms);
+int	kv_token_put(struct db *, const char *hash, const char *client,
+	    const char *scope, int64_t expires_ms, int64_t now_ms);
+int	kv_token_get(struct db *, const char *hash, int64_t *expires_ms);
 int	kv_prune(struct db *, int64_t now_ms, int64_t keep_ms, int limit);
 
 #endif

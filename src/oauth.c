@@ -28,6 +28,7 @@
 #include "config.h"
 #include "db.h"
 #include "event.h"
+#include "kv.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -367,30 +368,11 @@ static int
 store_token(const struct config *cfg, const char *hash, const char *client,
     const char *scope, int64_t expires_ms)
 {
-	static const char sql[] = "INSERT INTO oauth_tokens (hash, client_id,"
-	    " scope, expires_ms) VALUES (?1, ?2, ?3, ?4)";
-	static const char prune[] = "DELETE FROM oauth_tokens WHERE hash IN"
-	    " (SELECT hash FROM oauth_tokens WHERE expires_ms < ?1 LIMIT 100)";
 	struct db	*d = conn(cfg);
-	sqlite3_stmt	*st;
-	int		 rc;
 
-	if (d == NULL || (st = db_prepare(d, sql)) == NULL)
+	if (d == NULL)
 		return -1;
-	sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, client, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, scope, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, expires_ms);
-	rc = sqlite3_step(st);
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE)
-		return -1;
-	if ((st = db_prepare(d, prune)) != NULL) {
-		sqlite3_bind_int64(st, 1, db_now_ms());
-		sqlite3_step(st);
-		sqlite3_reset(st);
-	}
-	return 0;
+	return kv_token_put(d, hash, client, scope, expires_ms, db_now_ms());
 }
 
 /*
@@ -534,11 +516,8 @@ done:
 static int
 token_valid(const struct config *cfg, const char *hash, int64_t now)
 {
-	static const char sql[] = "SELECT expires_ms FROM oauth_tokens"
-	    " WHERE hash = ?1";
 	struct cached	*c;
 	struct db	*d;
-	sqlite3_stmt	*st;
 	int64_t		 exp = 0;
 	int		 found = 0;
 
@@ -550,14 +529,9 @@ token_valid(const struct config *cfg, const char *hash, int64_t now)
 			return found;
 		}
 	pthread_mutex_unlock(&mu);
-	if ((d = conn(cfg)) == NULL || (st = db_prepare(d, sql)) == NULL)
+	if ((d = conn(cfg)) == NULL ||
+	    (found = kv_token_get(d, hash, &exp)) == -1)
 		return -1;
-	sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		exp = sqlite3_column_int64(st, 0);
-		found = 1;
-	}
-	sqlite3_reset(st);
 	if (!found || exp <= now)
 		return 0;
 	pthread_mutex_lock(&mu);
