@@ -13,6 +13,7 @@
 #define IPC_READY	'R'	/* worker -> supervisor: loaded, or the errors */
 #define IPC_EVENT	'E'	/* supervisor -> worker: one event */
 #define IPC_DONE	'D'	/* worker -> supervisor: its outcome */
+#define IPC_METRIC	'M'	/* worker -> supervisor: family\0labels, +1 */
 
 struct ipc_reader {
 	struct buf	 in;

@@ -21,6 +21,12 @@ void	lb_json_integerize(lua_State *L, int idx, int depth);
 int	lb_push_error(lua_State *L, int status, const char *code,
 	    const char *msg);
 
+/* lb_http.c, lb_crypto.c */
+int	luaopen_walua_httpc(lua_State *L);
+void	lb_http_set_metric_hook(void (*)(const char *family,
+	    const char *labels));
+int	luaopen_walua_crypto(lua_State *L);
+
 /* lb_inbox.c: admin scripts only */
 int	luaopen_walua_inbox(lua_State *L);
 

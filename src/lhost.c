@@ -185,6 +185,10 @@ init_protected(lua_State *L)
 	lua_setfield(L, -2, "decode");
 	luaopen_walua_store(L);
 	lua_setfield(L, -2, "store");
+	luaopen_walua_httpc(L);
+	lua_setfield(L, -2, "httpc");
+	luaopen_walua_crypto(L);
+	lua_setfield(L, -2, "crypto");
 	lua_call(L, 1, 1);				/* host table */
 	return 1;
 }
@@ -249,6 +253,19 @@ failure(struct lhost *h, int rc, char *err, size_t errlen)
 	if (rc == LUA_ERRMEM)
 		return LHOST_NOMEM;
 	return LHOST_ERROR;
+}
+
+/* Give walua.settings the configuration (its checked JSON text). */
+int
+lhost_set_settings(struct lhost *h, const char *json, size_t len)
+{
+	lua_State *L = h->L;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, h->host);
+	lua_getfield(L, -1, "set_settings");
+	lua_remove(L, -2);
+	lua_pushlstring(L, json, len);
+	return lhost_call(h, 1, 0, 1000) == LUA_OK ? 0 : (lua_pop(L, 1), -1);
 }
 
 /*

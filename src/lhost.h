@@ -35,6 +35,8 @@ int		 lhost_handle(struct lhost *, const char *id, const char *conv,
 int		 lhost_call(struct lhost *, int nargs, int nresults,
 		    int timeout_ms);
 struct lhost	*lhost_of(struct lua_State *);
+int		 lhost_set_settings(struct lhost *, const char *json,
+		    size_t len);
 int64_t		 lhost_now_ns(void);
 
 #endif

@@ -53,6 +53,9 @@ static const struct family families[] = {
 	    "Handler worker processes that died or were stopped" },
 	{ "walua_commit_duration_seconds", "histogram",
 	    "Time one inbox commit took (a group of requests and outcomes)" },
+	{ "walua_outbound_requests_total", "counter",
+	    "Requests to provider APIs and other services, by api and status "
+	    "(code 0: no answer)" },
 	{ "walua_oauth_tokens_issued_total", "counter",
 	    "Access tokens issued by the OAuth2 token endpoint" },
 	{ "walua_auth_failures_total", "counter",

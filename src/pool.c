@@ -466,6 +466,17 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 		close_worker(w);
 		return;
 	}
+	if (type == IPC_METRIC) {
+		const char *z = memchr(p, '\0', len);
+		char labels[256];
+
+		if (z != NULL && (size_t)(p + len - z - 1) < sizeof(labels)) {
+			memcpy(labels, z + 1, (size_t)(p + len - z - 1));
+			labels[p + len - z - 1] = '\0';
+			metrics_inc(p, labels, 1);
+		}
+		return;
+	}
 	if (type != IPC_DONE || w->state != W_BUSY || (it = w->item) == NULL)
 		return;
 	w->item = NULL;

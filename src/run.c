@@ -22,6 +22,7 @@
 #include <lualib.h>
 
 #include "buf.h"
+#include "client.h"
 #include "config.h"
 #include "lb.h"
 #include "luasrc.h"
@@ -67,6 +68,40 @@ msghandler(lua_State *L)
 	return 1;
 }
 
+/*
+ * SPEC §3/§8: the admin scripts also read these variables, which win over
+ * the config file.  [-0, +0, m] on the settings table at the top.
+ */
+static void
+env_overrides(lua_State *L)
+{
+	static const char *vars[][3] = {
+		{ "insider", "api_url", "WALUA_INSIDER_API_URL" },
+		{ "insider", "gateway_url", "WALUA_INSIDER_GATEWAY_URL" },
+		{ "insider", "auth_key", "INSIDER_AUTH_KEY" },
+		{ "insider", "client_id", "INSIDER_CLIENT_ID" },
+		{ "insider", "client_secret", "INSIDER_CLIENT_SECRET" },
+		{ "kapso", "api_url", "WALUA_KAPSO_API_URL" },
+		{ "kapso", "api_key", "KAPSO_API_KEY" },
+	};
+	const char	*v;
+	size_t		 i;
+
+	for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		if ((v = getenv(vars[i][2])) == NULL || *v == '\0')
+			continue;
+		if (lua_getfield(L, -1, vars[i][0]) != LUA_TTABLE) {
+			lua_pop(L, 1);
+			lua_newtable(L);
+			lua_pushvalue(L, -1);
+			lua_setfield(L, -3, vars[i][0]);
+		}
+		lua_pushstring(L, v);
+		lua_setfield(L, -2, vars[i][1]);
+		lua_pop(L, 1);
+	}
+}
+
 struct run_args {
 	struct config	*cfg;
 	const char	*script;
@@ -100,6 +135,10 @@ run_protected(lua_State *L)
 	lua_setfield(L, -2, "walua.store");
 	lua_pushcfunction(L, luaopen_walua_inbox);
 	lua_setfield(L, -2, "walua.inbox");
+	lua_pushcfunction(L, luaopen_walua_httpc);
+	lua_setfield(L, -2, "walua.httpc");
+	lua_pushcfunction(L, luaopen_walua_crypto);
+	lua_setfield(L, -2, "walua.crypto");
 	lua_pop(L, 2);
 
 	/* walua.settings: the checked config, decoded */
@@ -111,6 +150,7 @@ run_protected(lua_State *L)
 	lua_call(L, 1, 1);
 	lua_pushstring(L, a->cfg->file ? a->cfg->file : "");
 	lua_setfield(L, -2, "_file");
+	env_overrides(L);
 	lua_setfield(L, -3, "walua.settings");
 	lua_pop(L, 3);
 
@@ -197,6 +237,8 @@ run_main(int argc, char **argv)
 		free(rest);
 		return 1;
 	}
+	*(void **)lua_getextraspace(L) = NULL;	/* no handler budget here */
+	client_init();
 	lua_pushcfunction(L, run_protected);
 	lua_pushlightuserdata(L, &a);
 	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
@@ -205,6 +247,7 @@ run_main(int argc, char **argv)
 	}
 	lua_close(L);
 	lb_store_close();
+	client_cleanup();
 	config_free(a.cfg);
 	free(rest);
 	return a.status;

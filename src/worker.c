@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "client.h"
 #include "config.h"
 #include "db.h"
 #include "ipc.h"
@@ -76,6 +77,7 @@ load(const char *p, size_t len, struct config **cfgp, struct buf *errs)
 		config_free(cfg);
 		return NULL;
 	}
+	lhost_set_settings(h, cfg->json, cfg->jsonlen);
 	while (p < end) {
 		if (get_u32(&p, end, &pl) == -1 || pl > (size_t)(end - p) ||
 		    pl >= sizeof(pathbuf))
@@ -150,6 +152,14 @@ mark_done(char **f, int64_t us)
 	return 0;
 }
 
+/* walua.http's metrics go to the supervisor, which keeps /metrics. */
+static void
+send_metric(const char *family, const char *labels)
+{
+	ipc_send(WORKER_FD, IPC_METRIC, family, strlen(family) + 1, labels,
+	    strlen(labels));
+}
+
 static const char *
 result_name(int rc)
 {
@@ -177,6 +187,9 @@ worker_main(void)
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	dup2(2, 1);		/* stray stdout from libraries lands in the log */
+	if (client_init() == -1)
+		log_msg(LOG_ERROR, "worker: cannot initialise libcurl");
+	lb_http_set_metric_hook(send_metric);
 
 	while (ipc_recv(WORKER_FD, &type, &in) == 0) {
 		if (type == IPC_LOAD && h == NULL) {
@@ -216,6 +229,7 @@ worker_main(void)
 	}
 	lhost_free(h);
 	lb_store_close();
+	client_cleanup();
 	config_free(cfg);
 	buf_free(&in);
 	buf_free(&out);

@@ -90,6 +90,19 @@ local private = { ["walua.host"] = true, ["walua.config"] = true }
 
 preload["walua.log"] = function() return readonly(C.logmod, "walua.log") end
 preload["walua.store"] = function() return readonly(C.store, "walua.store") end
+preload["walua.httpc"] = function() return readonly(C.httpc, "walua.httpc") end
+preload["walua.crypto"] = function() return readonly(C.crypto, "walua.crypto") end
+-- the running configuration (set by the worker), read-only
+local settings
+preload["walua.settings"] = function()
+	local function freeze(t, name)
+		if type(t) ~= "table" then return t end
+		local out = {}
+		for k, v in pairs(t) do out[k] = freeze(v, name .. "." .. k) end
+		return readonly(out, name)
+	end
+	return freeze(settings or {}, "walua.settings")
+end
 
 local cj = C.cjson	-- private lua-cjson: depth limits fixed by the C core
 preload["cjson"] = function()
@@ -180,6 +193,11 @@ end
 
 local H = {}
 local handlers = {}
+
+-- The configuration walua.settings shows (its checked JSON).
+function H.set_settings(json)
+	settings = C.decode(json)
+end
 
 -- A fresh sandbox environment for chunks from dir (the test runner runs
 -- its files in one, so they see exactly what handlers see).

@@ -1,0 +1,252 @@
+/*
+ * lb_http.c - walua.httpc, the C core of walua.http (lua/walua/http.lua
+ * adds json, get and post): outbound HTTP for handlers and admin scripts,
+ * over client.c.
+ *
+ *   httpc.request{ method, url, headers, body, timeout_ms, api }
+ *     -> { status, headers, body } | nil, err
+ *   httpc.error(status, code, message) -> nil, err   (for Lua bindings)
+ *
+ * Any answer from the server is a result, whatever its status; err is
+ * for no answer (connection, timeout, bad URL, too large).  In a handler
+ * the timeout never outlasts what is left of the handler's budget: a
+ * count hook cannot stop Lua while it waits inside curl.
+ */
+#include "lb.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client.h"
+#include "lhost.h"
+
+#define HTTP_DEFAULT_TIMEOUT_MS	10000
+#define HTTP_MAX_RESPONSE	(8u << 20)
+#define HTTP_MAX_HEADERS	64
+
+static void	(*metric_hook)(const char *, const char *);
+
+/* Where walua_outbound_requests_total goes (the worker sends it on). */
+void
+lb_http_set_metric_hook(void (*fn)(const char *family, const char *labels))
+{
+	metric_hook = fn;
+}
+
+/* What is left of the handler's budget, in ms; -1 outside a handler. */
+static long
+remaining_ms(lua_State *L)
+{
+	struct lhost	*h = lhost_of(L);
+
+	if (h == NULL || h->deadline_ns == 0)
+		return -1;
+	return (long)((h->deadline_ns - lhost_now_ns()) / 1000000);
+}
+
+/* The timeout a call may use: asked (or default), within the budget. */
+static long
+budget_ms(lua_State *L, lua_Integer asked)
+{
+	long	ms = asked > 0 ? (long)asked : HTTP_DEFAULT_TIMEOUT_MS;
+	long	left = remaining_ms(L);
+
+	return left >= 0 && left < ms ? left : ms;
+}
+
+/* Push the response headers as a table of lower-case names. */
+static void
+push_headers(lua_State *L, const struct buf *raw)
+{
+	const char	*p = raw->data, *end = p + raw->len, *eol, *colon;
+	char		 name[128];
+	size_t		 n, i;
+
+	lua_newtable(L);
+	if (p == NULL)
+		return;
+	for (; p < end; p = eol + 1) {
+		if ((eol = memchr(p, '\n', (size_t)(end - p))) == NULL)
+			eol = end;
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon == NULL || (size_t)(colon - p) >= sizeof(name))
+			continue;
+		n = (size_t)(colon - p);
+		for (i = 0; i < n; i++)
+			name[i] = (char)tolower((unsigned char)p[i]);
+		name[n] = '\0';
+		for (colon++; colon < eol && (*colon == ' ' || *colon == '\t');
+		    colon++)
+			;
+		n = (size_t)(eol - colon);
+		while (n > 0 && (colon[n - 1] == '\r' || colon[n - 1] == ' '))
+			n--;
+		lua_pushlstring(L, colon, n);
+		lua_setfield(L, -2, name);
+	}
+}
+
+static int
+valid_label(const char *s)
+{
+	size_t	i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (!islower((unsigned char)s[i]) && s[i] != '_' &&
+		    !isdigit((unsigned char)s[i]))
+			return 0;
+	return i > 0 && i <= 24;
+}
+
+/*
+ * The request itself, on the options table at idx.  Everything that can
+ * raise (argument checks, building strings) happens before curl runs and
+ * while nothing is allocated outside Lua.  [-0, +1|2, e]
+ */
+static int
+do_request(lua_State *L, int idx)
+{
+	const char		*hdrs[HTTP_MAX_HEADERS + 1];
+	struct client_req	 req;
+	struct client_resp	 resp = { 0, { 0 }, { 0 } };
+	char			 err[512], labels[96];
+	const char		*api = "http", *method, *url;
+	size_t			 bodylen = 0;
+	int			 n = 0, top, rc;
+
+	luaL_checktype(L, idx, LUA_TTABLE);
+	top = lua_gettop(L);
+	lua_getfield(L, idx, "url");
+	url = luaL_checkstring(L, -1);
+	lua_getfield(L, idx, "method");
+	method = luaL_optstring(L, -1, "GET");
+	lua_getfield(L, idx, "api");
+	if (!lua_isnil(L, -1)) {
+		api = luaL_checkstring(L, -1);
+		luaL_argcheck(L, valid_label(api), idx, "api must be a short "
+		    "lower-case name");
+	}
+	memset(&req, 0, sizeof(req));
+	req.method = method;
+	req.url = url;
+	req.max_response = HTTP_MAX_RESPONSE;
+	lua_getfield(L, idx, "timeout_ms");
+	req.timeout_ms = budget_ms(L, luaL_optinteger(L, -1, 0));
+	if (req.timeout_ms <= 0) {
+		lua_settop(L, top);
+		return lb_push_error(L, -1, NULL, "the handler's time budget is "
+		    "used up");
+	}
+	lua_getfield(L, idx, "body");
+	if (!lua_isnil(L, -1))
+		req.body = luaL_checklstring(L, -1, &bodylen);
+	req.bodylen = bodylen;
+	lua_getfield(L, idx, "headers");
+	if (!lua_isnil(L, -1)) {
+		int t = lua_gettop(L);
+
+		luaL_checktype(L, t, LUA_TTABLE);
+		lua_pushnil(L);
+		while (lua_next(L, t) != 0) {
+			const char *k = luaL_checkstring(L, -2);
+			const char *v = luaL_checkstring(L, -1);
+
+			luaL_argcheck(L, strpbrk(k, "\r\n:") == NULL &&
+			    strpbrk(v, "\r\n") == NULL, idx,
+			    "header names and values must be one line");
+			luaL_argcheck(L, n < HTTP_MAX_HEADERS, idx,
+			    "too many headers");
+			/* keep the "Name: value" string on the stack */
+			lua_pushfstring(L, "%s: %s", k, v);
+			lua_insert(L, t);
+			t++;
+			hdrs[n++] = lua_tostring(L, t - 1);
+			lua_pop(L, 1);
+		}
+	}
+	hdrs[n] = NULL;
+	req.headers = hdrs;
+
+	rc = client_request(&req, &resp, err, sizeof(err));
+	snprintf(labels, sizeof(labels), "api=\"%s\",code=\"%d\"", api,
+	    rc == 0 ? resp.status : 0);
+	if (metric_hook != NULL)
+		metric_hook("walua_outbound_requests_total", labels);
+	if (rc == -1) {
+		buf_free(&resp.body);
+		buf_free(&resp.headers);
+		lua_settop(L, top);
+		return lb_push_error(L, -1, NULL, err);
+	}
+	lua_settop(L, top);
+	lua_createtable(L, 0, 4);
+	lua_pushinteger(L, resp.status);
+	lua_setfield(L, -2, "status");
+	lua_pushlstring(L, resp.body.data ? resp.body.data : "", resp.body.len);
+	lua_setfield(L, -2, "body");
+	push_headers(L, &resp.headers);
+	buf_free(&resp.body);
+	buf_free(&resp.headers);
+	lua_setfield(L, -2, "headers");
+	return 1;
+}
+
+/* http.request(opts) */
+static int
+lb_http_request(lua_State *L)
+{
+	return do_request(L, 1);
+}
+
+/* http.error(status, code, message) -> nil, err: for Lua bindings. */
+static int
+lb_http_error(lua_State *L)
+{
+	lua_Integer	 status = luaL_optinteger(L, 1, -1);
+	const char	*code = luaL_optstring(L, 2, NULL);
+	const char	*msg = luaL_checkstring(L, 3);
+
+	return lb_push_error(L, (int)status, code, msg);
+}
+
+/*
+ * httpc.sleep(ms) -> true, or false when the handler's budget would not
+ * last (nothing slept then).  For backing off on a 429.
+ */
+static int
+lb_http_sleep(lua_State *L)
+{
+	lua_Integer	 ms = luaL_checkinteger(L, 1);
+	struct timespec	 ts;
+	long		 left;
+
+	luaL_argcheck(L, ms >= 0 && ms <= 600000, 1, "0..600000 ms");
+	left = remaining_ms(L);
+	if (left >= 0 && left < ms + 500) {	/* leave time to make the call */
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	ts.tv_sec = (time_t)(ms / 1000);
+	ts.tv_nsec = (long)(ms % 1000) * 1000000;
+	while (nanosleep(&ts, &ts) == -1)
+		;
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static const luaL_Reg http_funcs[] = {
+	{ "request",	lb_http_request },
+	{ "error",	lb_http_error },
+	{ "sleep",	lb_http_sleep },
+	{ NULL,		NULL }
+};
+
+int
+luaopen_walua_httpc(lua_State *L)
+{
+	luaL_newlib(L, http_funcs);
+	return 1;
+}
