@@ -1,0 +1,142 @@
+/*
+ * fuzz_normalize.c - libFuzzer target for the payload normalizer:
+ * event_decode (src/event.c, lua/walua/normalize.lua), and
+ * event_decode_params on the same body.
+ *
+ * Input: byte 0 picks the provider, byte 1 the delivery headers (FL_*
+ * below); the Kapso event name and idempotency key, when byte 1 asks for
+ * them, follow as one line each; the rest is the body, passed with its
+ * exact length as the HTTP side passes it.
+ *
+ * Besides sanitizer reports, a failure is a broken promise of
+ * event_decode: -2 ("walua itself failed") for an input this small means
+ * normalize.lua raised, which the server would answer with a 503 the
+ * provider retries forever; and each event must carry what the inbox
+ * needs.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event.h"
+#include "fuzzlib.h"
+
+#define FL_BATCH	0x01	/* X-Webhook-Batch present ... */
+#define FL_BATCH_TRUE	0x02	/* ... and "true" (else "false") */
+#define FL_VERSION	0x04	/* X-Webhook-Payload-Version present ... */
+#define FL_VERSION_V1	0x08	/* ... and "v1" (else "v2") */
+#define FL_EVENT	0x10	/* X-Webhook-Event: a line of the input */
+#define FL_IDEM		0x20	/* X-Idempotency-Key: a line of the input */
+#define FL_UPPER	0x40	/* header values in upper case */
+
+#define MAX_PARAMS	16	/* as oauth.c asks */
+
+static const char *const providers[] = { "insider", "meta", "kapso" };
+
+static void
+fail(const char *what, const char *detail)
+{
+	fprintf(stderr, "fuzz_normalize: %s: %s\n", what, detail);
+	abort();
+}
+
+static void
+check_events(const struct event_batch *b)
+{
+	const struct event	*e;
+	int			 i;
+
+	for (i = 0; i < b->n; i++) {
+		e = &b->ev[i];
+		if (strlen(e->id) != EVENT_ID_LEN)
+			fail("bad event id", e->id);
+		if (e->kind == NULL || e->dedup == NULL || e->json == NULL)
+			fail("event without kind, dedup key or JSON", e->id);
+		/* cjson escapes NUL, so the text is one C string */
+		if (e->jsonlen == 0 || strlen(e->json) != e->jsonlen ||
+		    e->json[0] != '{')
+			fail("event JSON is not an object", e->json);
+	}
+}
+
+static void
+decode_params(const char *body, size_t len)
+{
+	char	*keys[MAX_PARAMS], *values[MAX_PARAMS], err[256];
+	int	 i, n;
+
+	if (event_decode_params(body, len, keys, values, MAX_PARAMS, &n, err,
+	    sizeof(err)) == -1)
+		return;
+	if (n < 0 || n > MAX_PARAMS)
+		fail("event_decode_params count out of range", err);
+	for (i = 0; i < n; i++) {
+		if (keys[i] == NULL || values[i] == NULL)
+			fail("event_decode_params gave a NULL pair", err);
+		free(keys[i]);
+		free(values[i]);
+	}
+}
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	struct event_batch	b;
+	char			err[256];
+
+	/*
+	 * The decoder state persists across inputs by design; make it now,
+	 * so the first input is not charged with it, and close it at exit
+	 * so LeakSanitizer's final check sees everything freed.
+	 */
+	if (event_decode("insider", "/fuzz", NULL, "{}", 2, &b, err,
+	    sizeof(err)) != 0)
+		fail("cannot start the decoder", err);
+	event_batch_free(&b);
+	atexit(event_shutdown);
+	return 0;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct event_headers	 h = { NULL, NULL, NULL, NULL };
+	struct event_batch	 b;
+	char			*event = NULL, *idem = NULL, err[512];
+	const char		*provider;
+	int			 flags, upper, rc;
+
+	if (size < 2)
+		return -1;	/* not worth keeping in the corpus */
+	provider = providers[data[0] % 3];
+	flags = data[1];
+	data += 2;
+	size -= 2;
+	upper = flags & FL_UPPER;
+	if (flags & FL_BATCH)
+		h.batch = flags & FL_BATCH_TRUE ? (upper ? "TRUE" : "true") :
+		    "false";
+	if (flags & FL_VERSION)
+		h.version = flags & FL_VERSION_V1 ? (upper ? "V1" : "v1") :
+		    "v2";
+	if (flags & FL_EVENT)
+		h.event = event = fuzz_line(&data, &size);
+	if (flags & FL_IDEM)
+		h.idempotency = idem = fuzz_line(&data, &size);
+
+	rc = event_decode(provider, "/webhooks/fuzz", &h, (const char *)data,
+	    size, &b, err, sizeof(err));
+	if (rc == 0)
+		check_events(&b);
+	else if (rc == -1) {
+		if (err[0] == '\0')
+			fail("rejected without a reason", provider);
+	} else
+		fail("event_decode failed on a small body", err);
+	event_batch_free(&b);
+
+	decode_params((const char *)data, size);
+	free(event);
+	free(idem);
+	return 0;
+}
