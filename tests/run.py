@@ -5,8 +5,9 @@ Suites, in order:
   unit         obj/tests/test_* (C, one per module); each prints its own
                "N passed, N failed" line, which is added up here
   lua          tests/lua/test_*.lua inside a real sandbox (obj/tests/lua_runner)
-  integration  tests/integration/test_*.py: every function named test_* in
-               them, each against a real daemon started on a free port
+  integration  tests/fakes/test_*.py (the fake provider APIs check
+               themselves), then tests/integration/test_*.py: every function
+               named test_* in them, each against a real daemon on a free port
 
 Environment: WALUA_BIN (the daemon, default ./walua), WALUA_TESTBIN (the
 folder of the C test programs, default obj/tests), WALUA_TESTS (a
@@ -84,11 +85,15 @@ def lua_suite():
 def integration_suite():
     global passed, failed
     sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-    for f in sorted(os.listdir("tests/integration")):
+    sys.path.insert(0, os.path.join(ROOT, "tests", "fakes"))
+    files = [("tests/fakes", f) for f in sorted(os.listdir("tests/fakes"))]
+    files += [("tests/integration", f)
+              for f in sorted(os.listdir("tests/integration"))]
+    for folder, f in files:
         if not (f.startswith("test_") and f.endswith(".py")):
             continue
         spec = importlib.util.spec_from_file_location(f[:-3],
-                                                      "tests/integration/" + f)
+                                                      folder + "/" + f)
         mod = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(mod)

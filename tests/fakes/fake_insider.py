@@ -851,8 +851,10 @@ class FakeInsider(FakeServer):
             need(o, "expiresIn", "oauth2", "posint")
         except Invalid as e:
             raise Reply(400, {"message": str(e)})
-        if looks_masked(sec) or looks_masked(o.get("refreshToken")):
+        if looks_masked(sec):
             raise Reply(400, {"message": "clientSecret looks masked"})
+        if looks_masked(o.get("refreshToken")):
+            raise Reply(400, {"message": "refreshToken looks masked"})
         for w in self.state["webhooks"].values():
             if (not w["deleted"] and w["phoneNumber"] == phone
                     and w["subProduct"] == sub_product
