@@ -12,18 +12,30 @@
 -- copy this file, list it in your walua.conf.lua's handlers and send
 -- SIGHUP after each edit.
 
+local insider = require "walua.insider"
 local log = require "walua.log"
 local router = require "walua.router"
+local settings = require "walua.settings"
 
 local bot = router.new()
 
--- Sending through the provider API comes in a later release; until then
--- an answer is a log line (msg "reply", fields to and text: the README
--- tutorial and the integration tests look for it).  To send for real,
--- replace the log.info line with
---	require("walua.insider").send{ to = ev.from, text = text }
+-- Every answer is logged (msg "reply", fields to and text: the README
+-- tutorial and the integration tests look for it).  When walua's config
+-- has Insider One credentials (insider.auth_key, or client_id and
+-- client_secret), it is also sent to the user; ev.id marks the send in
+-- the log, so a retried event is easy to spot.  A failed send raises, so
+-- the event is retried (then dead-lettered) rather than lost.
+local creds = settings.insider or {}
+local can_send = creds.auth_key ~= nil or (creds.client_id ~= nil and
+    creds.client_secret ~= nil)
+
 local function reply(ev, text)
 	log.info("reply", { to = ev.from, text = text })
+	if can_send and ev.provider == "insider" then
+		local key, err = insider.send{ to = ev.from, text = text }
+		if not key then error("reply not sent: " .. tostring(err)) end
+		log.info("reply sent", { key = key })
+	end
 end
 
 local function menu(ev)
