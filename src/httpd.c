@@ -46,6 +46,7 @@ struct req {
 	struct buf		 body;
 	size_t			 received;	/* including what was dropped */
 	int			 too_large;
+	int64_t			 started_ms;	/* headers in, body to come */
 	/* a delivery waiting for its commit (the connection is suspended) */
 	struct MHD_Connection	*conn;
 	struct event_batch	 batch;
@@ -553,6 +554,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 		if ((r = calloc(1, sizeof(*r))) == NULL)
 			return MHD_NO;
 		*con_cls = r;
+		r->started_ms = queue_now_ms();
 		if ((r->cfg = config_get()) == NULL)
 			return MHD_NO;
 		if (first_call(c, r, url, method, &ret))
@@ -560,6 +562,17 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 		return MHD_YES;
 	}
 	if (*upload_size > 0) {
+		/*
+		 * libmicrohttpd's timeout is for idle connections: a body
+		 * trickling a byte at a time resets it.  Bound the whole body
+		 * (a head trickled that way needs a proxy in front).
+		 */
+		if (queue_now_ms() - r->started_ms >
+		    (int64_t)r->cfg->http_request_timeout_s * 1000) {
+			log_kv(LOG_WARN, "request too slow: connection closed",
+			    "endpoint", label_of(r), NULL);
+			return MHD_NO;
+		}
 		max = r->cfg->limits.max_body;
 		r->received += *upload_size;
 		if (!r->too_large && r->body.len + *upload_size <= max) {

@@ -442,6 +442,7 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 	char		 result[16];
 	long long	 us = 0;
 	const char	*nl;
+	int		 retire;
 
 	if (type == IPC_READY) {
 		if (w->state != W_LOADING)
@@ -484,6 +485,8 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 	result[0] = '\0';
 	sscanf(p, "%15[a-z]\t%lld", result, &us);
 	nl = memchr(p, '\n', len);
+	retire = nl != NULL && (size_t)(nl - p) > 7 &&
+	    memcmp(nl - 7, "\tretire", 7) == 0;
 	metrics_observe("walua_handler_duration_seconds", (double)us / 1e6);
 	if (strcmp(result, "ok") == 0 || strcmp(result, "okx") == 0) {
 		metrics_inc("walua_events_handled_total", "result=\"ok\"", 1);
@@ -503,8 +506,8 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 		    "error", msg ? msg : "handler failed");
 		free(msg);
 	}
-	if (g != current)
-		close_worker(w);		/* retired generation */
+	if (g != current || retire)
+		close_worker(w);	/* retired generation, or a full state */
 }
 
 static void

@@ -9,7 +9,8 @@
  *   EVENT  "<id>\t<attempt>\t<flags>\t<kind>\t<message id>\t<status rank>
  *          \t<conversation>\n<event JSON>"; flags is "stale" for a status
  *          older than one already handled
- *   DONE   "<ok|okx|error|timeout|nomem>\t<microseconds>\n<error message>"
+ *   DONE   "<ok|okx|error|timeout|nomem>\t<microseconds>[\tretire]\n<error>";
+ *          "retire": the worker exits after this (its state is full)
  * A handler's success is marked in the database by the worker itself
  * before it answers DONE "ok" and takes another event, so a crash of
  * walua re-runs only the events whose handler was running ("okx": the
@@ -26,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <lua.h>
 
 #include "buf.h"
 #include "client.h"
@@ -152,6 +155,16 @@ mark_done(char **f, int64_t us)
 	return 0;
 }
 
+/* Still above 90% of the memory cap after a full collection? */
+static int
+near_cap(struct lhost *h)
+{
+	if (h->mem_limit == 0 || h->mem_used < h->mem_limit / 10 * 9)
+		return 0;
+	lua_gc(h->L, LUA_GCCOLLECT);
+	return h->mem_used >= h->mem_limit / 10 * 9;
+}
+
 /* walua.http's metrics go to the supervisor, which keeps /metrics. */
 static void
 send_metric(const char *family, const char *labels)
@@ -179,7 +192,7 @@ worker_main(void)
 	struct lhost	*h = NULL;
 	char		 type, err[16384], *nl, *f[NFIELDS];
 	const char	*res;
-	int		 rc;
+	int		 rc, retire;
 	int64_t		 t0, us;
 
 	/* the supervisor decides when workers stop; terminal signals go to it */
@@ -220,12 +233,23 @@ worker_main(void)
 		res = result_name(rc);
 		if (rc == LHOST_OK && mark_done(f, us) == -1)
 			res = "okx";
+		/*
+		 * A state that ran out of memory may keep what filled it
+		 * (tables held in upvalues): this worker retires after this
+		 * event, and says so, so that no event is handed to it.
+		 */
+		retire = rc == LHOST_NOMEM || near_cap(h);
 		buf_reset(&out);
-		buf_printf(&out, "%s\t%lld\n%s", res, (long long)us,
-		    rc == LHOST_OK ? "" : err);
+		buf_printf(&out, "%s\t%lld%s\n%s", res, (long long)us,
+		    retire ? "\tretire" : "", rc == LHOST_OK ? "" : err);
 		if (out.data == NULL || ipc_send(WORKER_FD, IPC_DONE, out.data,
 		    out.len, NULL, 0) == -1)
 			break;
+		if (retire) {
+			log_msg(LOG_WARN, "worker %d: its Lua state is at its "
+			    "memory cap; replacing it", (int)getpid());
+			break;
+		}
 	}
 	lhost_free(h);
 	lb_store_close();

@@ -93,6 +93,8 @@ local schema = record({
 		max_connections = int(1024, 1, 65536),
 		per_ip_connections = int(256, 0, 65536),	-- 0: no limit
 		timeout_s = int(30, 1, 3600),
+		-- a body must arrive within this, however slowly it trickles
+		request_timeout_s = int(60, 1, 3600),
 	}),
 	log_level = enum({ "debug", "info", "warn", "error" }, "info"),
 	log_file = optional(path()),

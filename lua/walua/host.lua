@@ -22,10 +22,14 @@ local select, ipairs, pairs, next = G.select, G.ipairs, G.pairs, G.next
 local concat, format, match, gsub = table.concat, string.format,
     string.match, string.gsub
 
+-- Tables a script may not write, even with rawset: the read-only views
+-- and the script environments (weak: they go when their scripts go).
+local protected = setmetatable({}, { __mode = "k" })
+
 -- A read-only view of t: reads pass through, writes raise, and the
 -- metatable is hidden (lighttpd's "lua table is read-only").
 local function readonly(t, name)
-	return setmetatable({}, {
+	local view = setmetatable({}, {
 		__index = t,
 		__newindex = function(_, k)
 			error(format("%s is read-only (assigning '%s')", name,
@@ -34,6 +38,8 @@ local function readonly(t, name)
 		__pairs = function() return next, t, nil end,
 		__metatable = false,
 	})
+	protected[view] = true
+	return view
 end
 
 local function copy(t, keys)
@@ -46,13 +52,15 @@ local strlib = {}
 for k, v in pairs(string) do
 	if k ~= "dump" then strlib[k] = v end
 end
--- Scripts share the string metatable; hide it so none can change it.
+-- Scripts share the string metatable: methods on strings see the same
+-- library as `string` (no dump), and the metatable is hidden.
+getmetatable("").__index = strlib
 getmetatable("").__metatable = false
 
 local safe = {
 	assert = assert, error = error, ipairs = ipairs, next = next,
 	pairs = pairs, pcall = pcall, rawequal = rawequal, rawget = rawget,
-	rawlen = rawlen, rawset = rawset, select = select,
+	rawlen = rawlen, select = select,
 	setmetatable = setmetatable, getmetatable = getmetatable,
 	tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
 	_VERSION = _VERSION,
@@ -74,6 +82,14 @@ safe.collectgarbage = function(opt, ...)
 		return gc(opt, ...)
 	end
 	error("collectgarbage('" .. tostring(opt) .. "') is not allowed", 2)
+end
+
+-- rawset, but never on a read-only view or a script's environment.
+safe.rawset = function(t, k, v)
+	if protected[t] then
+		error("rawset: this table is read-only", 2)
+	end
+	return rawset(t, k, v)
 end
 
 safe.print = function(...)
@@ -163,12 +179,15 @@ end
 -- A script's environment: globals may be defined while the chunk loads;
 -- afterwards an assignment to an undeclared global raises, so state
 -- cannot leak between events through globals.
+-- (Globals live in `store`; the environment itself stays empty, so every
+-- assignment, to a new or an existing name, goes through __newindex.)
 function make_env(dir)
 	local sealed = false
 	local env = {}
-	env._G = env
-	env.require = require_from(dir)
-	env.load = function(chunk, name, mode, e)
+	local store = setmetatable({}, { __index = safe })
+	store._G = env
+	store.require = require_from(dir)
+	store.load = function(chunk, name, mode, e)
 		if mode ~= nil and mode ~= "t" then
 			error("load: only text chunks are allowed", 2)
 		end
@@ -178,16 +197,17 @@ function make_env(dir)
 		return load(chunk, name, "t", e or env)
 	end
 	setmetatable(env, {
-		__index = safe,
-		__newindex = function(t, k, v)
+		__index = store,
+		__newindex = function(_, k, v)
 			if sealed then
-				error("assignment to undeclared global '" ..
-				    tostring(k) .. "' (use a local)", 2)
+				error("assignment to global '" .. tostring(k) ..
+				    "' while handling an event (use a local)", 2)
 			end
-			rawset(t, k, v)
+			rawset(store, k, v)
 		end,
 		__metatable = false,
 	})
+	protected[env] = true
 	return env, function() sealed = true end
 end
 

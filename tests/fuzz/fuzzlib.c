@@ -37,7 +37,7 @@ static uint8_t		 lua_edges[1 << 16];
 long			 fuzz_lua_budget;
 size_t			 fuzz_lua_memory;
 
-static uintptr_t	 prev_line;	/* the edge's origin */
+static uint32_t		 prev_line;	/* the edge's origin */
 static long		 executed;	/* instructions, bounded state */
 static int		 exhausted;
 static size_t		 in_use;	/* bytes, bounded state */
@@ -45,10 +45,21 @@ static lua_Alloc	 real_alloc;
 static void		*real_ud;
 static char		*tmpdir;
 
+/* FNV-1a of a chunk name; the embedded ones are short. */
+static uint32_t
+name_hash(const char *s)
+{
+	uint32_t	h = 2166136261u;
+
+	while (*s != '\0')
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h;
+}
+
 static void
 hook(lua_State *L, lua_Debug *ar)
 {
-	uintptr_t	cur;
+	uint32_t	cur;
 
 	if (ar->event == LUA_HOOKCOUNT) {
 		executed += COUNT_EVERY;
@@ -67,13 +78,12 @@ hook(lua_State *L, lua_Debug *ar)
 	if (strncmp(ar->source, "@lua/", 5) != 0)
 		return;
 	/*
-	 * The source string lives as long as its function, so its address
-	 * names the file within this process; AFL's (prev >> 1) ^ cur makes
-	 * a pair of lines an edge.
+	 * The file by its name, not its address: config.c loads config.lua
+	 * into a new state each time.  AFL's (prev >> 1) ^ cur makes a pair
+	 * of lines an edge.
 	 */
-	cur = ((uintptr_t)ar->source ^ ((uintptr_t)ar->currentline << 20)) *
-	    (uintptr_t)0x9e3779b97f4a7c15ULL;
-	cur >>= 48;
+	cur = name_hash(ar->source) ^ (uint32_t)ar->currentline;
+	cur = (cur * 0x9e3779b1u) >> 16;
 	lua_edges[(cur ^ prev_line) & (sizeof(lua_edges) - 1)]++;
 	prev_line = cur >> 1;
 }

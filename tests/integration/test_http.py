@@ -556,6 +556,6 @@ def test_assigning_a_global_fails_the_event():
         dead = d.wait_log(lambda l: l.get("msg") in ("handler failed",
                                                      "event dead-lettered"))
         err = dead[0].get("error", "")
-        assert re.search(r"undeclared global", err, re.I), dead[0]
+        assert re.search(r"assignment to global", err, re.I), dead[0]
         assert "oops_global" in err, dead[0]
         assert re.search(r"bot\.lua:1:", err), dead[0]

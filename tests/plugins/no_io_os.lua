@@ -9,7 +9,7 @@ end
 return function(ev)
 	if ev.text == "attack" then
 		log.info("attack", { case = "no_io_os" })
-		local marker = ev.raw and ev.raw.marker or "/tmp/walua-sandbox-marker"
+		local marker = "/tmp/walua-sandbox-marker"	-- the test checks it never appears
 		log.info("probe", {
 			io = type(io),
 			os_execute = type(os.execute), os_exit = type(os.exit),

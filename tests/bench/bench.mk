@@ -1,0 +1,68 @@
+# tests/bench/bench.mk - the benchmark (SPEC §10); included by the main
+# Makefile after its variables (it uses BIN, ODIR, MHD_PC, CC, Q).
+#
+#   make bench          install BENCH_DEBS if missing, build, run floor,
+#                       nginx + lua, node and walua (normal, full; 1 and 2
+#                       workers): 3 interleaved rounds of 10 s each; prints
+#                       the table and writes tests/bench/RESULTS.md
+#   make bench BENCH_SECONDS=5 BENCH_ROUNDS=1 BENCH_PLAN="floor walua-normal-w1"
+#   make bench-smoke    one round, 2 s per server, keep-alive text only:
+#                       floor, walua (normal) and the peers that are
+#                       installed; fails only if a server does not start
+#                       or answers non-2xx (targets are never asserted)
+#
+# tests/bench/README.md describes what is measured and how.
+
+BENCH_DEBS = wrk nginx libnginx-mod-http-lua libnginx-mod-http-ndk \
+	nodejs lua-cjson util-linux
+# what bench-smoke cannot do without (the peers are skipped when missing)
+BENCH_SMOKE_DEBS = wrk util-linux
+
+BENCH_ODIR = $(ODIR)/bench
+BENCH_FLOOR = $(BENCH_ODIR)/floor
+BENCH_ENV = WALUA_BIN="$(BIN)" BENCH_FLOOR="$(BENCH_FLOOR)"
+
+.PHONY: bench bench-smoke bench-deps bench-smoke-deps
+
+# The floor is built in the recipes below, not by a rule of its own, so a
+# sub-make (which reads only the main Makefile) is never asked for it.
+define bench_floor
+	@mkdir -p $(BENCH_ODIR)
+	$(Q)if [ ! -x $(BENCH_FLOOR) ] || [ tests/bench/floor.c -nt $(BENCH_FLOOR) ]; \
+	then echo CC tests/bench/floor.c; \
+		$(CC) -O2 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE \
+		$$(pkg-config --cflags $(MHD_PC)) -o $(BENCH_FLOOR) \
+		tests/bench/floor.c $$(pkg-config --libs $(MHD_PC)); \
+	fi
+endef
+
+# $(call bench_install,PACKAGES): apt-get install what dpkg lacks
+define bench_install
+	@missing=""; for p in $(1); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" \
+			|| missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			$$missing; \
+	fi
+endef
+
+bench-deps:
+	$(call bench_install,$(BENCH_DEBS))
+bench-smoke-deps:
+	$(call bench_install,$(BENCH_SMOKE_DEBS))
+
+bench: bench-deps
+	$(MAKE) --no-print-directory $(BIN)
+	$(bench_floor)
+	$(BENCH_ENV) BENCH_COMMAND="make bench" python3 tests/bench/bench.py
+
+bench-smoke: bench-smoke-deps
+	$(MAKE) --no-print-directory $(BIN)
+	$(bench_floor)
+	$(BENCH_ENV) BENCH_COMMAND="make bench-smoke" \
+		python3 tests/bench/bench.py --smoke

@@ -1,0 +1,908 @@
+#!/usr/bin/env python3
+"""bench.py - walua's benchmark (SPEC §10): walua beside the floor and its
+peers, on the same machine, payloads and load.
+
+    python3 tests/bench/bench.py            the full run (make bench)
+    python3 tests/bench/bench.py --smoke    one short round (make bench-smoke)
+
+Servers, started one after another on 127.0.0.1 (free ports), pinned with
+`taskset -c $BENCH_SERVER_CPU` (0) with every process and thread they
+start, while wrk runs pinned to $BENCH_WRK_CPU (1):
+
+  floor            tests/bench/floor.c: libmicrohttpd, reads the body, 200
+  nginx-lua        Debian's nginx + lua-nginx-module, private prefix and
+                   config, one worker: tests/bench/nginx_bot.lua
+  node             Node's http module: tests/bench/node_server.js
+  walua-D-wN       ./walua serve, durability D (normal, full), N workers,
+                   handler tests/bench/walua_bot.lua
+
+Each does the same work per request: bearer check, JSON decode, the events
+taken out of the Meta envelope, messages routed by three text rules with a
+trivial action each; walua also commits each event to its SQLite inbox
+before answering and runs the handler in a worker process.
+
+Scenarios: text-ka / status-ka (Insider text reply / delivered status,
+keep-alive) and text-close / status-close (`Connection: close`).  Every
+request carries a new message id (post.lua), so walua never takes its
+cheaper duplicate path.
+
+A run measures, over the window from wrk's start to (walua) the backlog
+handled: req/s and p50/p99 latency (wrk), the server's CPU time per request
+(utime+stime of its whole process tree from /proc), its RSS after the run
+(VmRSS summed over the tree), for walua the events handled during the run
+(/metrics) and how long the backlog took.  A run is disturbed when the
+machine's busy time (/proc/stat) exceeds what the server, wrk and this
+script used by more than $BENCH_MAX_OTHERS (0.10) of a core; it is redone,
+at most $BENCH_RETRIES (2) times.  Rounds are interleaved; the table shows
+medians.
+
+Environment (defaults for the full run; --smoke: 1 round of 2 s, keep-alive
+text only, floor + walua normal + whichever peers are installed, no
+retries):
+  BENCH_SECONDS 10   BENCH_ROUNDS 3   BENCH_CONNECTIONS 32
+  BENCH_WRK_THREADS 1   BENCH_SERVER_CPU 0   BENCH_WRK_CPU 1
+  BENCH_WORKERS "1 2" (walua worker counts tried)
+  BENCH_MAIN_WORKERS 1 (the "walua normal" compared with the peers)
+  BENCH_PLAN  "server:scenario,scenario server:..." (overrides the plan)
+  BENCH_RETRIES 2   BENCH_MAX_OTHERS 0.10   BENCH_DRAIN_SECONDS 30
+  BENCH_RESULTS tests/bench/RESULTS.md (smoke: obj/bench/RESULTS-smoke.md)
+  WALUA_BIN ./walua   BENCH_FLOOR obj/bench/floor   BENCH_FLOOR_THREADS 1
+  BENCH_COMMAND (the command line written to the results file)
+
+Exit status: 0 when every server started, answered its sanity requests
+and every run completed with no non-2xx answer; 1 otherwise.  Targets are
+reported, never asserted.
+"""
+import glob
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CLK = os.sysconf("SC_CLK_TCK")
+SMOKE = "--smoke" in sys.argv[1:]
+
+
+def env(name, default):
+    v = os.environ.get(name, "")
+    return v if v.strip() else default
+
+
+SECONDS = float(env("BENCH_SECONDS", "2" if SMOKE else "10"))
+ROUNDS = int(env("BENCH_ROUNDS", "1" if SMOKE else "3"))
+CONNECTIONS = int(env("BENCH_CONNECTIONS", "32"))
+WRK_THREADS = int(env("BENCH_WRK_THREADS", "1"))
+SERVER_CPU = env("BENCH_SERVER_CPU", "0")
+WRK_CPU = env("BENCH_WRK_CPU", "1")
+WORKERS = [int(w) for w in env("BENCH_WORKERS", "1 2").split()]
+MAIN_WORKERS = int(env("BENCH_MAIN_WORKERS", str(WORKERS[0])))
+RETRIES = int(env("BENCH_RETRIES", "0" if SMOKE else "2"))
+MAX_OTHERS = float(env("BENCH_MAX_OTHERS", "0.10"))
+DRAIN_SECONDS = float(env("BENCH_DRAIN_SECONDS", "10" if SMOKE else "30"))
+RESULTS = env("BENCH_RESULTS", os.path.join(
+    ROOT, "obj", "bench", "RESULTS-smoke.md") if SMOKE
+    else os.path.join(HERE, "RESULTS.md"))
+WALUA = os.path.abspath(os.path.join(ROOT, env("WALUA_BIN", "walua")))
+FLOOR = os.path.abspath(os.path.join(ROOT, env("BENCH_FLOOR",
+                                                "obj/bench/floor")))
+FLOOR_THREADS = env("BENCH_FLOOR_THREADS", "1")
+TOKEN = "bench-" + uuid.uuid4().hex
+MAIN = "walua-normal-w%d" % MAIN_WORKERS
+PEERS = ["floor", "nginx-lua", "node"]
+
+SCENARIOS = {
+    "text-ka": ("payload_text.json", False),
+    "status-ka": ("payload_status.json", False),
+    "text-close": ("payload_text.json", True),
+    "status-close": ("payload_status.json", True),
+}
+
+
+def default_plan():
+    if SMOKE:
+        plan = [("floor", ["text-ka"])]
+        plan += [(p, ["text-ka"]) for p in ("nginx-lua", "node")
+                 if peer_available(p)]
+        return plan + [(MAIN, ["text-ka"])]
+    full = ["text-ka", "status-ka", "text-close"]
+    plan = [(p, full) for p in PEERS] + [(MAIN, full)]
+    plan += [("walua-normal-w%d" % w, ["text-ka"]) for w in WORKERS
+             if w != MAIN_WORKERS]
+    plan += [("walua-full-w%d" % w, ["text-ka"]) for w in WORKERS]
+    return plan
+
+
+def parse_plan(text):
+    plan = []
+    for item in text.split():
+        name, _, scen = item.partition(":")
+        scens = scen.split(",") if scen else ["text-ka"]
+        for s in scens:
+            if s not in SCENARIOS:
+                sys.exit("bench: unknown scenario %r in BENCH_PLAN" % s)
+        plan.append((name, scens))
+    return plan
+
+
+# -- the machine and processes ----------------------------------------------
+
+def nginx_bin():
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+NGINX_MODDIRS = ["/usr/lib/nginx/modules", "/usr/share/nginx/modules"]
+
+
+def nginx_moddir():
+    for d in NGINX_MODDIRS:
+        if os.path.exists(os.path.join(d, "ngx_http_lua_module.so")):
+            return d
+    return None
+
+
+def cjson_cpath():
+    """LuaJIT (nginx's Lua) loads Lua 5.1 C modules: lua-cjson's 5.1 one."""
+    found = sorted(glob.glob("/usr/lib/*/lua/5.1/cjson.so") +
+                   glob.glob("/usr/lib/lua/5.1/cjson.so") +
+                   glob.glob("/usr/local/lib/lua/5.1/cjson.so"))
+    return os.path.join(os.path.dirname(found[0]), "?.so") if found else None
+
+
+def peer_available(name):
+    if name == "nginx-lua":
+        return bool(nginx_bin() and nginx_moddir() and cjson_cpath())
+    if name == "node":
+        return bool(shutil.which("node") or shutil.which("nodejs"))
+    return True
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def machine_ticks():
+    """(busy, steal) ticks of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice;
+    # guest time is already inside user
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+    return busy, (v[7] if len(v) > 7 else 0)
+
+
+def read_stat(pid):
+    """(ppid, cpu ticks incl. reaped children, starttime) or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    f = s[s.rindex(")") + 2:].split()
+    # f[0] is field 3 (state): ppid 4, utime 14, stime 15, cutime 16,
+    # cstime 17, starttime 22
+    return (int(f[1]), int(f[11]) + int(f[12]) + int(f[13]) + int(f[14]),
+            int(f[19]))
+
+
+def scan():
+    """{pid: (ppid, cpu ticks, starttime)} of every process."""
+    table = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = read_stat(int(d))
+            if st:
+                table[int(d)] = st
+    return table
+
+
+def process_tree(root, table=None):
+    """{pid: (cpu ticks, starttime)} for root and all its descendants."""
+    table = scan() if table is None else table
+    if root not in table:
+        return {}
+    kids = {}
+    for pid, (ppid, _, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        out[pid] = (table[pid][1], table[pid][2])
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def kernel_threads(table):
+    """The kernel's threads (kthreadd and its children) as a tree: their
+    time (softirq, writeback, the journal's commits) is the kernel working
+    for the run, not another program."""
+    return process_tree(2, table) if 2 in table else {}
+
+
+def tree_cpu(tree):
+    return sum(c for c, _ in tree.values())
+
+
+def cpu_delta(before, after):
+    """Ticks used between two snapshots of a tree: processes that appeared
+    count from zero, processes that went away count up to their last
+    snapshot (their reaped time moves into the parent's cutime)."""
+    total = 0
+    for pid, (cpu, start) in after.items():
+        b = before.get(pid)
+        total += cpu - (b[0] if b and b[1] == start else 0)
+    return total
+
+
+def tree_memory(tree):
+    """(RSS, PSS) in KiB summed over the tree."""
+    rss = pss = 0
+    for pid in tree:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+            with open("/proc/%d/smaps_rollup" % pid) as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            pass
+    return rss, pss
+
+
+def self_ticks():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return (r.ru_utime + r.ru_stime) * CLK
+
+
+def children_ticks():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * CLK
+
+
+def pin(cpu):
+    if not cpu or cpu == "-" or not shutil.which("taskset"):
+        return []
+    return ["taskset", "-c", cpu]
+
+
+# -- HTTP -----------------------------------------------------------------
+
+def request(port, method, path, body=None, headers=None, timeout=5):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def payload(name, msg_id, text="menu", wa="905320000001"):
+    with open(os.path.join(HERE, name), encoding="utf-8") as f:
+        t = f.read().strip()
+    return (t.replace("@ID@", msg_id).replace("@WA@", wa)
+            .replace("@TEXT@", text).encode())
+
+
+def metrics(port):
+    """walua's /metrics as {family: sum over its labels}."""
+    status, body = request(port, "GET", "/metrics")
+    if status != 200:
+        raise BenchError("GET /metrics answered %d" % status)
+    out = {}
+    for line in body.decode().splitlines():
+        if not line or line[0] == "#":
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0) + float(m.group(3))
+    return out
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- servers ----------------------------------------------------------------
+
+class Server:
+    """One server process (and its tree), started pinned, stopped by PID."""
+
+    def __init__(self, name):
+        self.name = name
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="walua-bench-%s-" % name)
+        self.log_path = os.path.join(self.dir, "server.log")
+        self.proc = None
+        self.logf = None
+        self.walua = name.startswith("walua-")
+        self.known = {}          # pid -> starttime, every tree member seen
+        self.health = "/healthz"
+
+    def command(self):
+        n = self.name
+        if n == "floor":
+            self.health = "/"
+            return [FLOOR, str(self.port), FLOOR_THREADS]
+        if n == "node":
+            return [shutil.which("node") or shutil.which("nodejs"),
+                    os.path.join(HERE, "node_server.js"), str(self.port),
+                    TOKEN]
+        if n == "nginx-lua":
+            moddir = nginx_moddir()
+            with open(os.path.join(HERE, "nginx.conf")) as f:
+                conf = f.read()
+            ndk = os.path.join(moddir, "ndk_http_module.so")
+            if not os.path.exists(ndk):
+                conf = re.sub(r"(?m)^load_module @MODDIR@/ndk.*\n", "", conf)
+            for k, v in (("@MODDIR@", moddir), ("@PREFIX@", self.dir),
+                         ("@BENCHDIR@", HERE), ("@PORT@", str(self.port)),
+                         ("@TOKEN@", TOKEN), ("@CJSON_CPATH@", cjson_cpath()),
+                         ("@USER@", "user root;" if os.geteuid() == 0
+                          else "")):
+                conf = conf.replace(k, v)
+            path = os.path.join(self.dir, "nginx.conf")
+            with open(path, "w") as f:
+                f.write(conf)
+            return [nginx_bin(), "-p", self.dir, "-c", path,
+                    "-e", os.path.join(self.dir, "error.log"),
+                    "-g", "daemon off;"]
+        m = re.fullmatch(r"walua-(normal|full|off)-w(\d+)", n)
+        if not m:
+            raise BenchError("unknown server %r" % n)
+        shutil.copy(os.path.join(HERE, "walua_bot.lua"), self.dir)
+        with open(os.path.join(HERE, "walua.conf.lua")) as f:
+            conf = f.read()
+        for k, v in (("@PORT@", str(self.port)), ("@WORKERS@", m.group(2)),
+                     ("@DURABILITY@", m.group(1)), ("@TOKEN@", TOKEN)):
+            conf = conf.replace(k, v)
+        path = os.path.join(self.dir, "walua.conf.lua")
+        with open(path, "w") as f:
+            f.write(conf)
+        return [WALUA, "serve", "-c", path]
+
+    def start(self, timeout=20):
+        argv = self.command()
+        if not argv[0] or not os.path.exists(argv[0]):
+            raise BenchError("%s: %s not found" % (self.name, argv[0]))
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(pin(SERVER_CPU) + argv, cwd=self.dir,
+                                     stdin=subprocess.DEVNULL,
+                                     stdout=self.logf, stderr=self.logf)
+        end = time.time() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError("%s exited with %d at start:\n%s" % (
+                    self.name, self.proc.returncode, self.log_tail()))
+            try:
+                status, _ = request(self.port, "GET", self.health,
+                                    timeout=1)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > end:
+                raise BenchError("%s did not answer GET %s in %ds:\n%s" % (
+                    self.name, self.health, timeout, self.log_tail()))
+            time.sleep(0.05)
+        self.remember()
+        return self
+
+    def remember(self):
+        for pid, (_, start) in process_tree(self.proc.pid).items():
+            self.known[pid] = start
+
+    def tree(self, table=None):
+        t = process_tree(self.proc.pid, table)
+        for pid, (_, start) in t.items():
+            self.known[pid] = start
+        return t
+
+    def log_tail(self, n=3000):
+        text = ""
+        for p in (self.log_path, os.path.join(self.dir, "error.log")):
+            try:
+                with open(p, "rb") as f:
+                    text += f.read().decode("utf-8", "replace")[-n:]
+            except OSError:
+                pass
+        return text or "(no log)"
+
+    def stop(self, timeout=10):
+        """SIGTERM the server by PID, SIGKILL after timeout; then SIGKILL
+        any process of its tree still alive (by PID and start time)."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.remember()
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout)
+            for pid, start in self.known.items():
+                st = read_stat(pid)
+                if st and st[2] == start:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+        finally:
+            if self.logf:
+                self.logf.close()
+                self.logf = None
+
+    def cleanup(self, keep=False):
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- one run ------------------------------------------------------------------
+
+def sanity(srv, scen):
+    """One authenticated delivery (2xx, one event, no duplicate) and, where
+    there is auth, one with a wrong token (401)."""
+    name, _ = SCENARIOS[scen]
+    body = payload(name, "wamid.sanity" + uuid.uuid4().hex)
+    h = {"Content-Type": "application/json",
+         "Authorization": "Bearer " + TOKEN}
+    status, resp = request(srv.port, "POST", "/webhooks/insider", body, h)
+    if not 200 <= status < 300:
+        raise BenchError("%s answered %d to a valid delivery: %r" % (
+            srv.name, status, resp[:300]))
+    if srv.name != "floor":
+        try:
+            doc = json.loads(resp)
+        except ValueError:
+            raise BenchError("%s answered non-JSON %r" % (srv.name, resp))
+        if doc.get("events") != 1 or doc.get("duplicates", 0) != 0:
+            raise BenchError("%s: expected one new event, got %r" % (
+                srv.name, doc))
+        h["Authorization"] = "Bearer wrong-" + TOKEN
+        status, resp = request(srv.port, "POST", "/webhooks/insider",
+                               body, h)
+        if status != 401:
+            raise BenchError("%s answered %d to a wrong token" % (
+                srv.name, status))
+
+
+def wait_backlog(srv, timeout):
+    """Wait until walua handled every acknowledged event (bounded).
+    Returns (metrics, seconds waited, events left)."""
+    t0 = time.time()
+    while True:
+        m = metrics(srv.port)
+        left = (m.get("walua_inbox_pending", 0) +
+                m.get("walua_inbox_inflight", 0))
+        if left <= 0 or time.time() - t0 > timeout:
+            return m, time.time() - t0, int(left)
+        time.sleep(0.05)
+
+
+def run_wrk(srv, scen):
+    name, close = SCENARIOS[scen]
+    argv = pin(WRK_CPU) + [
+        shutil.which("wrk") or "wrk", "-t%d" % WRK_THREADS,
+        "-c%d" % CONNECTIONS, "-d%gs" % SECONDS, "--latency",
+        "-s", os.path.join(HERE, "post.lua"),
+        "http://127.0.0.1:%d/webhooks/insider" % srv.port, "--",
+        os.path.join(HERE, name), TOKEN, uuid.uuid4().hex[:8],
+        "close" if close else "keep"]
+    p = subprocess.run(argv, capture_output=True, text=True,
+                       timeout=SECONDS + 60)
+    out = p.stdout
+    m = re.search(r"^BENCHJSON (\{.*\})$", out, re.M)
+    if p.returncode != 0 or not m:
+        raise BenchError("wrk failed (exit %d):\n%s\n%s" % (
+            p.returncode, out[-2000:], p.stderr[-2000:]))
+    return json.loads(m.group(1)), out
+
+
+def measure(srv, scen):
+    """One run of wrk against a started server; returns a result dict."""
+    sanity(srv, scen)
+    m0 = None
+    if srv.walua:
+        m0, _, left = wait_backlog(srv, DRAIN_SECONDS)
+    table0 = scan()
+    tree0, kern0 = srv.tree(table0), kernel_threads(table0)
+    busy0, steal0 = machine_ticks()
+    self0, kids0 = self_ticks(), children_ticks()
+    t0 = time.time()
+
+    w, wrk_text = run_wrk(srv, scen)
+
+    t_wrk = time.time()
+    r = {"server": srv.name, "scenario": scen}
+    if srv.walua:
+        m1 = metrics(srv.port)
+        m2, drain, left = wait_backlog(srv, DRAIN_SECONDS)
+        acked = m1["walua_events_acked_total"] - m0["walua_events_acked_total"]
+        handled_run = (m1["walua_events_handled_total"] -
+                       m0["walua_events_handled_total"])
+        handled = (m2["walua_events_handled_total"] -
+                   m0["walua_events_handled_total"])
+        dup = (m2.get("walua_events_duplicate_total", 0) -
+               m0.get("walua_events_duplicate_total", 0))
+        r.update(acked=acked, handled_run=handled_run, handled=handled,
+                 handled_ratio=handled_run / acked if acked else 0.0,
+                 handled_per_s=handled_run / (w["duration_us"] / 1e6),
+                 drain_s=drain, backlog_left=left, duplicates=dup)
+    t1 = time.time()
+    table1 = scan()
+    tree1, kern1 = srv.tree(table1), kernel_threads(table1)
+    busy1, steal1 = machine_ticks()
+    self1, kids1 = self_ticks(), children_ticks()
+    rss, pss = tree_memory(tree1)
+
+    if srv.proc.poll() is not None:
+        raise BenchError("%s exited (%d) during the run:\n%s" % (
+            srv.name, srv.proc.returncode, srv.log_tail()))
+    server_ticks = cpu_delta(tree0, tree1)
+    kernel_ticks = cpu_delta(kern0, kern1)
+    wrk_ticks = kids1 - kids0
+    window = t1 - t0
+    others = ((busy1 - busy0) - server_ticks - wrk_ticks - kernel_ticks -
+              (self1 - self0))
+    reqs = w["requests"]
+    dur = w["duration_us"] / 1e6
+    r.update(
+        requests=reqs, rps=reqs / dur if dur else 0.0,
+        cpu_us=(server_ticks / CLK * 1e6 / reqs) if reqs else 0.0,
+        server_cores=server_ticks / CLK / (t_wrk - t0),
+        wrk_cores=wrk_ticks / CLK / (t_wrk - t0),
+        p50_ms=w["p50_us"] / 1000.0, p99_ms=w["p99_us"] / 1000.0,
+        rss_kib=rss, pss_kib=pss, window_s=window,
+        others_cores=others / CLK / window,
+        kernel_cores=kernel_ticks / CLK / window,
+        steal_cores=(steal1 - steal0) / CLK / window,
+        status_errors=w["status"],
+        socket_errors=w["connect"] + w["read"] + w["write"],
+        timeouts=w["timeout"])
+    r["disturbed"] = r["others_cores"] > MAX_OTHERS
+    if reqs == 0:
+        raise BenchError("%s %s: wrk completed no request:\n%s" % (
+            srv.name, scen, wrk_text[-2000:]))
+    return r
+
+
+def describe(r):
+    s = ("  %-18s %-12s %9.0f req/s %7.1f us/req p50 %.2f ms p99 %.2f ms"
+         " RSS %.1f MiB; server %.2f cores, wrk %.2f, others %.2f" % (
+             r["server"], r["scenario"], r["rps"], r["cpu_us"], r["p50_ms"],
+             r["p99_ms"], r["rss_kib"] / 1024.0, r["server_cores"],
+             r["wrk_cores"], r["others_cores"]))
+    s += " (kernel threads %.2f, steal %.2f)" % (r["kernel_cores"],
+                                                r["steal_cores"])
+    if "acked" in r:
+        s += "; handled %.0f/s (%.2f of acked), backlog %.1f s" % (
+            r["handled_per_s"], r["handled_ratio"], r["drain_s"])
+    if r["status_errors"]:
+        s += "; %d NON-2xx" % r["status_errors"]
+    if r["socket_errors"] or r["timeouts"]:
+        s += "; socket errors %d, timeouts %d" % (r["socket_errors"],
+                                                  r["timeouts"])
+    return s
+
+
+def run_with_retries(srv, scen, rnd):
+    attempts = []
+    for attempt in range(RETRIES + 1):
+        r = measure(srv, scen)
+        r["round"] = rnd
+        r["attempt"] = attempt + 1
+        attempts.append(r)
+        print(describe(r) + (" DISTURBED" if r["disturbed"] else ""),
+              flush=True)
+        if not r["disturbed"]:
+            break
+        if attempt < RETRIES:
+            print("  %s %s: others used %.2f of a core (> %.2f): redo" % (
+                srv.name, scen, r["others_cores"], MAX_OTHERS), flush=True)
+    best = min(attempts, key=lambda a: a["others_cores"])
+    best["redone"] = len(attempts) - 1
+    return best
+
+
+# -- report -------------------------------------------------------------------
+
+def median(rows, key):
+    vals = [r[key] for r in rows if key in r]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(results):
+    """{(server, scenario): medians and flags}."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["server"], r["scenario"]), []).append(r)
+    out = {}
+    for k, rows in groups.items():
+        s = {key: median(rows, key) for key in (
+            "rps", "cpu_us", "p50_ms", "p99_ms", "rss_kib", "pss_kib",
+            "handled_per_s", "handled_ratio", "drain_s", "server_cores",
+            "wrk_cores", "others_cores")}
+        s["rounds"] = len(rows)
+        s["redone"] = sum(r.get("redone", 0) for r in rows)
+        s["disturbed"] = sum(1 for r in rows if r["disturbed"])
+        s["status_errors"] = sum(r["status_errors"] for r in rows)
+        s["socket_errors"] = sum(r["socket_errors"] for r in rows)
+        s["timeouts"] = sum(r["timeouts"] for r in rows)
+        s["duplicates"] = sum(r.get("duplicates", 0) for r in rows)
+        s["backlog_left"] = max(r.get("backlog_left", 0) for r in rows)
+        out[k] = s
+    return out
+
+
+def fmt(v, spec, none="-"):
+    return none if v is None else format(v, spec)
+
+
+def table(summary, order):
+    head = ("| server | scenario | req/s | CPU µs/req | p50 ms | p99 ms | "
+            "RSS MiB | PSS MiB | handled/s | handled/acked | notes |")
+    lines = [head, "|" + "---|" * 11]
+    for key in order:
+        if key not in summary:
+            continue
+        s = summary[key]
+        notes = []
+        if s["wrk_cores"] is not None and s["wrk_cores"] > 0.95:
+            notes.append("wrk-bound (%.2f cores)" % s["wrk_cores"])
+        if s["redone"]:
+            notes.append("%d redone" % s["redone"])
+        if s["disturbed"]:
+            notes.append("%d still disturbed" % s["disturbed"])
+        if s["status_errors"]:
+            notes.append("%d non-2xx" % s["status_errors"])
+        if s["socket_errors"] or s["timeouts"]:
+            notes.append("%d socket errors, %d timeouts" % (
+                s["socket_errors"], s["timeouts"]))
+        if s["duplicates"]:
+            notes.append("%d duplicates" % s["duplicates"])
+        if s["backlog_left"]:
+            notes.append("backlog %d left" % s["backlog_left"])
+        if s["drain_s"] is not None and s["drain_s"] >= 0.5:
+            notes.append("backlog %.1f s" % s["drain_s"])
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |"
+                     " %s |" % (
+                         key[0], key[1], fmt(s["rps"], ".0f"),
+                         fmt(s["cpu_us"], ".1f"), fmt(s["p50_ms"], ".2f"),
+                         fmt(s["p99_ms"], ".2f"),
+                         fmt(s["rss_kib"] / 1024.0, ".1f"),
+                         fmt(s["pss_kib"] / 1024.0, ".1f"),
+                         fmt(s["handled_per_s"], ".0f"),
+                         fmt(s["handled_ratio"], ".2f"),
+                         ", ".join(notes)))
+    return lines
+
+
+def ratios(summary, scenarios):
+    lines = ["| %s vs | scenario | req/s ratio | CPU/req ratio | RSS ratio |"
+             % MAIN, "|---|---|---|---|---|"]
+    for scen in scenarios:
+        w = summary.get((MAIN, scen))
+        if not w:
+            continue
+        for peer in PEERS:
+            p = summary.get((peer, scen))
+            if not p:
+                continue
+            lines.append("| %s | %s | %.2f× | %.2f× | %.2f× |" % (
+                peer, scen, w["rps"] / p["rps"], w["cpu_us"] / p["cpu_us"],
+                w["rss_kib"] / p["rss_kib"]))
+    return lines
+
+
+def targets(summary):
+    """[(target, met?, detail)] for the issue's targets (never asserted)."""
+    out = []
+    w = summary.get((MAIN, "text-ka"))
+    ng = summary.get(("nginx-lua", "text-ka"))
+    fl = summary.get(("floor", "text-ka"))
+
+    def ratio_target(name, value, limit, higher):
+        met = value >= limit if higher else value <= limit
+        if met:
+            how = "met (%.2f×; margin %.0f%%)" % (
+                value, abs(value - limit) / limit * 100)
+        else:
+            how = "MISSED by %.0f%% (%.2f× against %s %.2f×)" % (
+                abs(value - limit) / limit * 100, value,
+                "≥" if higher else "≤", limit)
+        out.append((name, met, how))
+
+    if w and ng:
+        ratio_target("walua normal CPU per event ≤ 1.0× nginx+lua "
+                     "(keep-alive text)", w["cpu_us"] / ng["cpu_us"], 1.0,
+                     False)
+        ratio_target("walua normal req/s ≥ 1.0× nginx+lua (keep-alive text)",
+                     w["rps"] / ng["rps"], 1.0, True)
+    if w and fl:
+        ratio_target("walua normal req/s ≥ 0.6× floor (keep-alive text)",
+                     w["rps"] / fl["rps"], 0.6, True)
+    if w:
+        hr = w["handled_ratio"]
+        out.append(("handling keeps up: handled ≥ 0.9× acknowledged "
+                    "during the run", hr >= 0.9,
+                    ("met (%.2f)" % hr) if hr >= 0.9 else
+                    "MISSED by %.0f%% (%.2f)" % ((0.9 - hr) / 0.9 * 100, hr)))
+        p99 = w["p99_ms"]
+        out.append(("p99 ack latency ≤ 5 ms at %d connections" % CONNECTIONS,
+                    p99 <= 5.0, ("met (%.2f ms)" % p99) if p99 <= 5.0 else
+                    "MISSED by %.0f%% (%.2f ms)" % ((p99 - 5) / 5 * 100,
+                                                    p99)))
+    if w and ng:
+        ratio_target("walua normal RSS under load ≤ nginx+lua's",
+                     w["rss_kib"] / ng["rss_kib"], 1.0, False)
+    fulls = [(k[0], s) for k, s in summary.items()
+             if k[0].startswith("walua-full-") and k[1] == "text-ka"]
+    for name, s in sorted(fulls):
+        v = s["rps"]
+        out.append(("durability full ≥ 2,000 events/s (%s)" % name,
+                    v >= 2000, ("met (%.0f events/s)" % v) if v >= 2000 else
+                    "MISSED by %.0f%% (%.0f events/s)" % (
+                        (2000 - v) / 2000 * 100, v)))
+    return out
+
+
+def sh(argv):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (p.stdout + p.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def environment():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    settings = " ".join("%s=%s" % (k, os.environ[k]) for k in sorted(
+        os.environ) if k.startswith("BENCH_") and k not in ("BENCH_COMMAND", "BENCH_FLOOR")
+        and os.environ[k].strip())
+    command = os.environ.get("BENCH_COMMAND") or " ".join(
+        ["python3"] + sys.argv)
+    return [
+        "- date: %s" % time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "- command: `%s`%s" % (command, (" with `%s`" % settings)
+                                if settings else ""),
+        "- `uname -a`: %s" % sh(["uname", "-a"]),
+        "- CPU: %s; nproc %d; server pinned to CPU %s, wrk to CPU %s"
+        " (%d thread%s, %d connections)" % (
+            cpu, os.cpu_count(), SERVER_CPU, WRK_CPU, WRK_THREADS,
+            "s" if WRK_THREADS > 1 else "", CONNECTIONS),
+        "- %d round%s of %g s per run; medians; a run is redone (at most %d"
+        " times) when other processes used more than %.2f of a core" % (
+            ROUNDS, "s" if ROUNDS > 1 else "", SECONDS, RETRIES, MAX_OTHERS),
+        "- versions: walua %s; %s; node %s; %s; libmicrohttpd %s" % (
+            sh([WALUA, "version"]), sh([nginx_bin() or "nginx", "-v"]),
+            sh([shutil.which("node") or "node", "-v"]),
+            sh(["wrk", "-v"]).split(" [")[0],
+            sh(["pkg-config", "--modversion", "libmicrohttpd"])),
+    ]
+
+
+def report(results, errors, order, scenarios):
+    summary = summarize(results)
+    lines = ["# walua benchmark%s" % (" (smoke)" if SMOKE else ""), ""]
+    lines += environment() + [""]
+    lines += table(summary, order) + [""]
+    lines += ["CPU µs/req: CPU time (user + system) of the server's whole "
+              "process tree per request, over wrk's run and (walua) until "
+              "the backlog was handled. RSS: VmRSS summed over the tree "
+              "after the run (PSS: shared pages counted once). handled/s "
+              "and handled/acked: walua_events_handled_total during wrk's "
+              "run. p50/p99: wrk's latency to the 200 (for walua: "
+              "committed).", ""]
+    lines += ratios(summary, scenarios) + [""]
+    tg = targets(summary)
+    if tg:
+        lines += ["Targets (reported, not asserted; %s):" % MAIN, ""]
+        lines += ["- %s: %s" % (name, how) for name, _, how in tg]
+        lines += [""]
+    if errors:
+        lines += ["Errors:", ""] + ["- " + e.replace("\n", "\n  ")
+                                    for e in errors] + [""]
+    text = "\n".join(lines)
+    print("\n" + text)
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
+        f.write(text)
+    print("written to %s" % os.path.relpath(RESULTS, ROOT))
+
+
+# -- main -------------------------------------------------------------------
+
+def check_tools(plan):
+    need = ["wrk"] + (["taskset"] if SERVER_CPU not in ("", "-") else [])
+    for t in need:
+        if not shutil.which(t):
+            sys.exit("bench: %s is not installed (make bench installs "
+                     "BENCH_DEBS)" % t)
+    if os.cpu_count() < 2 and SERVER_CPU == "0" and WRK_CPU == "1":
+        sys.exit("bench: needs 2 CPUs (server on 0, wrk on 1); set "
+                 "BENCH_SERVER_CPU=- BENCH_WRK_CPU=- to run unpinned")
+    for name, _ in plan:
+        if name == "floor" and not os.path.exists(FLOOR):
+            sys.exit("bench: %s not built (make bench builds it)" % FLOOR)
+        if name.startswith("walua-") and not os.path.exists(WALUA):
+            sys.exit("bench: %s not built" % WALUA)
+
+
+def main():
+    plan = parse_plan(os.environ["BENCH_PLAN"]) if os.environ.get(
+        "BENCH_PLAN", "").strip() else default_plan()
+    check_tools(plan)
+    order = [(n, s) for n, ss in plan for s in ss]
+    scenarios = [s for s in SCENARIOS if any(s in ss for _, ss in plan)]
+    print("bench: %d round%s of %g s; plan: %s" % (
+        ROUNDS, "s" if ROUNDS > 1 else "", SECONDS,
+        " ".join("%s:%s" % (n, ",".join(ss)) for n, ss in plan)), flush=True)
+    results, errors = [], []
+    failed_servers = set()
+    for rnd in range(1, ROUNDS + 1):
+        print("round %d/%d" % (rnd, ROUNDS), flush=True)
+        for name, scens in plan:
+            if name in failed_servers:
+                continue
+            if name in ("nginx-lua", "node") and not peer_available(name):
+                errors.append("%s: not installed (make bench installs "
+                              "BENCH_DEBS)" % name)
+                failed_servers.add(name)
+                continue
+            srv = Server(name)
+            ok = False
+            try:
+                srv.start()
+                for scen in scens:
+                    results.append(run_with_retries(srv, scen, rnd))
+                ok = True
+            except (BenchError, OSError, KeyError,
+                    subprocess.TimeoutExpired) as e:
+                msg = "%s (round %d): %s" % (name, rnd, e)
+                print("ERROR " + msg, flush=True)
+                errors.append(msg)
+                failed_servers.add(name)
+            finally:
+                srv.stop()
+                srv.cleanup(keep=not ok)
+                if not ok:
+                    errors.append("%s: its folder is kept: %s" % (
+                        name, srv.dir))
+    report(results, errors, order, scenarios)
+    bad = [k for k, s in summarize(results).items() if s["status_errors"]]
+    if bad:
+        print("FAIL: non-2xx answers from %s" % ", ".join(
+            "%s %s" % k for k in bad))
+    if errors:
+        print("FAIL: %d error%s (above)" % (len(errors),
+                                           "s" if len(errors) > 1 else ""))
+    return 1 if errors or bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

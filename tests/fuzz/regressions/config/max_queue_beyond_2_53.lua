@@ -1,0 +1,3 @@
+return {
+	limits = { max_queue = math.maxinteger // 2 },
+}
