@@ -51,10 +51,12 @@ end
 
 local COLUMNS = { "id", "url", "events", "active", "secret_key" }
 
+local json = require "walua.json"
+
 local function rows(list)
 	local out = {}
 	for i, w in ipairs(list) do out[i] = cli.masked(w) end
-	return out
+	return json.array(out)
 end
 
 if cmd == "list" then

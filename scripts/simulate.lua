@@ -239,6 +239,18 @@ local function kapso_body()
 	    phone_number_id = pnid }, "whatsapp.message.received"
 end
 
+-- What each provider sends: Kapso has no error, accepted or template
+-- event; only Insider forwards accepted and template; only Kapso has
+-- conversation events.
+local unsupported = {
+	kapso = { error = true, accepted = true, template = true },
+	meta = { accepted = true, template = true, conversation = true },
+	insider = { conversation = true },
+}
+if unsupported[provider] and unsupported[provider][opts.type] then
+	die(provider .. " sends no '" .. opts.type .. "' event", 2)
+end
+
 local body, event_name
 if provider == "kapso" then
 	body, event_name = kapso_body()

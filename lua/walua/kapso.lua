@@ -132,7 +132,7 @@ function M.webhooks.list(config_id, opts)
 		end
 		page = page + 1
 	end
-	return out, meta
+	return json.array(out), meta
 end
 
 function M.webhooks.get(config_id, id)

@@ -569,7 +569,7 @@ def measure(srv, scen):
     r.update(
         requests=reqs, rps=reqs / dur if dur else 0.0,
         cpu_us=(server_ticks / CLK * 1e6 / reqs) if reqs else 0.0,
-        server_cores=server_ticks / CLK / (t_wrk - t0),
+        server_cores=server_ticks / CLK / window,
         wrk_cores=wrk_ticks / CLK / (t_wrk - t0),
         p50_ms=w["p50_us"] / 1000.0, p99_ms=w["p99_us"] / 1000.0,
         rss_kib=rss, pss_kib=pss, window_s=window,
