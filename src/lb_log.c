@@ -95,6 +95,15 @@ lb_log_write(lua_State *L)
 			buf_puts(&b, ",\"conversation\":");
 			buf_json_string(&b, h->ev_conv, strlen(h->ev_conv));
 		}
+		/* the provider's message id, unless the fields give their own */
+		if (lua_type(L, 3) == LUA_TTABLE)
+			lua_pushliteral(L, "message_id");
+		if (h->ev_msgid != NULL && !(lua_type(L, 3) == LUA_TTABLE &&
+		    lua_rawget(L, 3) != LUA_TNIL)) {
+			buf_puts(&b, ",\"message_id\":");
+			buf_json_string(&b, h->ev_msgid, strlen(h->ev_msgid));
+		}
+		lua_settop(L, top + 1);
 	} else
 		buf_puts(&b, "\"handler\":true");
 	if (lua_type(L, 3) == LUA_TTABLE) {

@@ -319,7 +319,7 @@ lhost_handle(struct lhost *h, const char *id, const char *conv, int attempt,
 	lua_pushinteger(L, attempt);
 	lua_pushboolean(L, stale);
 	rc = lhost_call(h, 4, 0, timeout_ms);
-	h->ev_id = h->ev_conv = NULL;
+	h->ev_id = h->ev_conv = h->ev_msgid = NULL;
 	/* keep garbage from piling up between events (Redis paces it too) */
 	if (++calls % 64 == 0)
 		lua_gc(L, LUA_GCSTEP, 0);

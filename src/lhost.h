@@ -23,6 +23,7 @@ struct lhost {
 	int		 host;		/* ref: the table walua/host.lua returned */
 	const char	*ev_id;		/* the event being handled (borrowed) */
 	const char	*ev_conv;
+	const char	*ev_msgid;	/* the provider's message id, or NULL */
 };
 
 struct lhost	*lhost_new(size_t mem_limit, char *err, size_t errlen);

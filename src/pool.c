@@ -243,8 +243,8 @@ log_event(int level, const char *msg, const struct qitem *it,
 
 	snprintf(attempt, sizeof(attempt), "%d", it->attempts);
 	log_kv(level, msg, "event", it->id, "conversation", it->conv,
-	    "kind", it->kind, "#attempt", attempt, k1 ? k1 : "", v1, k2 ? k2 : "",
-	    v2, NULL);
+	    "kind", it->kind, "message_id", it->message_id, "#attempt",
+	    attempt, k1 ? k1 : "", v1, k2 ? k2 : "", v2, NULL);
 }
 
 /* The event's handler run failed: retry it later, or dead-letter it. */

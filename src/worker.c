@@ -225,6 +225,7 @@ worker_main(void)
 			break;
 		t0 = lhost_now_ns();
 		err[0] = '\0';
+		h->ev_msgid = *f[F_MSGID] ? f[F_MSGID] : NULL;
 		rc = lhost_handle(h, f[F_ID], *f[F_CONV] ? f[F_CONV] : NULL,
 		    atoi(f[F_ATTEMPT]), strcmp(f[F_FLAGS], "stale") == 0, nl + 1,
 		    in.len - (size_t)(nl + 1 - in.data),
