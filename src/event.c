@@ -27,7 +27,7 @@
 #include "luasrc.h"
 
 #define EVENT_MAX_DEPTH	64
-#define EVENT_FIELDS	6	/* per event, from normalize.for_inbox */
+#define EVENT_FIELDS	7	/* per event, from normalize.for_inbox */
 
 struct decoder {
 	lua_State	*L;
@@ -232,6 +232,10 @@ event_decode(const char *provider, const char *endpoint,
 		    field(L, base + 6, &e->json, &e->jsonlen) == -1 ||
 		    e->kind == NULL || e->json == NULL)
 			goto oom;
+		lua_rawgeti(L, -1, base + 7);
+		e->code = lua_isinteger(L, -1) ? (long long)lua_tointeger(L,
+		    -1) : 0;
+		lua_pop(L, 1);
 		if (e->dedup == NULL) {
 			/* no natural id: the body's SHA-256 and the index */
 			if (body_hash[0] == '\0')

@@ -15,6 +15,7 @@ struct event {
 	char		*status;		/* owned: a status event's status */
 	char		*json;			/* owned: the event for Lua */
 	size_t		 jsonlen;
+	long long	 code;			/* provider error code, or 0 */
 };
 
 /* The delivery headers the normalizer looks at (NULL: absent). */

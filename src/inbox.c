@@ -229,6 +229,11 @@ queue_new(struct inbox_ticket *r)
 		snprintf(labels, sizeof(labels), "provider=\"%s\",kind=\"%s\"",
 		    r->provider, e->kind);
 		metrics_inc("walua_events_acked_total", labels, 1);
+		if (e->code != 0) {
+			snprintf(labels, sizeof(labels),
+			    "provider=\"%s\",code=\"%lld\"", r->provider, e->code);
+			metrics_inc("walua_provider_errors_total", labels, 1);
+		}
 		nb.ev[j] = *e;
 		memset(e, 0, sizeof(*e));
 		memcpy(e->id, nb.ev[j].id, sizeof(e->id));

@@ -56,6 +56,8 @@ static const struct family families[] = {
 	{ "walua_outbound_requests_total", "counter",
 	    "Requests to provider APIs and other services, by api and status "
 	    "(code 0: no answer)" },
+	{ "walua_provider_errors_total", "counter",
+	    "Provider error codes received in events (130429: rate limit hit)" },
 	{ "walua_oauth_tokens_issued_total", "counter",
 	    "Access tokens issued by the OAuth2 token endpoint" },
 	{ "walua_auth_failures_total", "counter",
