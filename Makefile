@@ -15,7 +15,8 @@ SQLITE_PC ?= sqlite3
 
 # Debian 12 packages the build and the test suites need.
 DEBS = gcc make pkg-config liblua5.4-dev libmicrohttpd-dev lua-cjson-dev \
-	libcurl4-openssl-dev libssl-dev libsqlite3-dev python3 curl
+	libcurl4-openssl-dev libssl-dev libsqlite3-dev python3 curl \
+	$(FUZZ_DEBS)
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -110,18 +111,21 @@ run: deps
 	$(MAKE) --no-print-directory walua
 	./walua serve
 
+# The suites (tests/run.py): C units, Lua, integration, and a short run of
+# every fuzz target under ASan+UBSan (about 20 s; WALUA_NO_FUZZ=1 skips it).
 test: deps
-	$(MAKE) --no-print-directory test-programs
+	$(MAKE) --no-print-directory test-programs fuzz-programs
 	python3 tests/run.py
 
 # The same suites, everything built with ASan and UBSan in obj/asan.
 check: deps
 	$(MAKE) --no-print-directory ODIR=obj/asan BIN=obj/asan/walua \
-		SAN="$(SANITIZE)" CFLAGS="-O1 -g" test-programs
+		SAN="$(SANITIZE)" CFLAGS="-O1 -g" test-programs fuzz-programs
 	WALUA_BIN=obj/asan/walua WALUA_TESTBIN=obj/asan/tests \
-		ASAN_OPTIONS=detect_leaks=1 python3 tests/run.py
+		WALUA_ODIR=obj/asan ASAN_OPTIONS=detect_leaks=1 python3 tests/run.py
 
 clean:
 	rm -rf obj walua
 
 -include $(wildcard $(ODIR)/*.d)
+include tests/fuzz/fuzz.mk

@@ -53,6 +53,18 @@ decoder_init(lua_State *L)
 	lua_getfield(L, -1, "encode_max_depth");
 	lua_pushinteger(L, EVENT_MAX_DEPTH + 8);
 	lua_call(L, 1, 0);
+	/*
+	 * NaN and Infinity are not JSON: refuse them (400).  A number too
+	 * big for a double (1e999) is JSON and decodes to inf: encode that
+	 * as null rather than fail, which would answer 503 to a body that
+	 * will never get better.
+	 */
+	lua_getfield(L, -1, "decode_invalid_numbers");
+	lua_pushboolean(L, 0);
+	lua_call(L, 1, 0);
+	lua_getfield(L, -1, "encode_invalid_numbers");
+	lua_pushliteral(L, "null");
+	lua_call(L, 1, 0);
 	lua_pop(L, 1);
 	if (luasrc_load(L, "walua.normalize") != LUA_OK)
 		return lua_error(L);

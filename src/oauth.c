@@ -288,6 +288,10 @@ parse_basic(const char *h, char **id, char **secret)
 		len--;
 		n--;
 	}
+	if (n < 0) {			/* "====": padding and nothing else */
+		free(out);
+		return -1;
+	}
 	out[n] = '\0';
 	if (memchr(out, '\0', (size_t)n) != NULL ||
 	    (colon = strchr((char *)out, ':')) == NULL) {

@@ -119,10 +119,41 @@ def integration_suite():
             print("ok   %s (%.1fs)" % (full, time.time() - t0))
 
 
+def fuzz_suite():
+    """Each fuzz target: its regressions replayed, then ~5 s of fuzzing
+    (tests/fuzz/fuzz.mk); one test per target."""
+    global passed, failed
+    if os.environ.get("WALUA_NO_FUZZ") == "1":
+        return
+    odir = os.environ.get("WALUA_ODIR", "obj")
+    for t in ("normalize", "auth", "token", "config"):
+        name = "fuzz/" + t
+        if ONLY and ONLY not in name:
+            continue
+        t0 = time.time()
+        try:
+            p = subprocess.run(["make", "--no-print-directory", "-s",
+                                "ODIR=" + odir, "fuzz-smoke-" + t],
+                               capture_output=True, text=True, timeout=300)
+            ok = p.returncode == 0
+            out = p.stdout + p.stderr
+        except subprocess.TimeoutExpired:
+            ok, out = False, "timed out"
+        if ok:
+            passed += 1
+            print("ok   %s (%.1fs)" % (name, time.time() - t0))
+        else:
+            failed += 1
+            failures.append(name)
+            print("FAIL %s (%.1fs)\n%s" % (name, time.time() - t0,
+                                           out[-3000:]))
+
+
 def main():
     t0 = time.time()
     unit_suite()
     lua_suite()
+    fuzz_suite()
     integration_suite()
     if failures:
         print("\nfailed:\n  " + "\n  ".join(failures))

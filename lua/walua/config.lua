@@ -77,12 +77,12 @@ local schema = record({
 		api_url = str("https://app.kapso.ai/api/v1"),
 	}),
 	limits = record({
-		max_body = int(4194304, 1024, 1024 * 1024 * 1024),
+		max_body = int(4194304, 1024, 1024 * 1024 * 1024),	-- < 2^53
 		handler_timeout_ms = int(5000, 10, 3600 * 1000),
 		handler_memory_mb = int(64, 4, 65536),
-		max_queue = int(100000, 1),
+		max_queue = int(100000, 1, 1000000000),
 		retries = int(5, 0, 1000),
-		retry_backoff_ms = list(int(nil, 0),
+		retry_backoff_ms = list(int(nil, 0, 7 * 86400 * 1000),
 		    { 1000, 5000, 30000, 120000, 600000 }),
 		dedup_days = int(8, 1, 3650),
 		shutdown_timeout_ms = int(10000, 0, 3600 * 1000),

@@ -81,12 +81,6 @@ signature(const char *header, const char *body, size_t len)
 }
 
 int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	return 0;
-}
-
-int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char	*line, *header = NULL, hmac[65], *body;
