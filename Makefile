@@ -16,7 +16,7 @@ SQLITE_PC ?= sqlite3
 # Debian 12 packages the build and the test suites need.
 DEBS = gcc make pkg-config liblua5.4-dev libmicrohttpd-dev lua-cjson-dev \
 	libcurl4-openssl-dev libssl-dev libsqlite3-dev python3 curl \
-	$(FUZZ_DEBS)
+	$(FUZZ_DEBS) $(BENCH_SMOKE_DEBS)
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -111,8 +111,9 @@ run: deps
 	$(MAKE) --no-print-directory walua
 	./walua serve
 
-# The suites (tests/run.py): C units, Lua, integration, and a short run of
-# every fuzz target under ASan+UBSan (about 20 s; WALUA_NO_FUZZ=1 skips it).
+# The suites (tests/run.py): C units, Lua, integration, a short run of
+# every fuzz target under ASan+UBSan (about 20 s; WALUA_NO_FUZZ=1 skips it)
+# and a smoke run of the benchmark harness (WALUA_NO_BENCH=1 skips it).
 test: deps
 	$(MAKE) --no-print-directory test-programs fuzz-programs
 	python3 tests/run.py
@@ -129,3 +130,4 @@ clean:
 
 -include $(wildcard $(ODIR)/*.d)
 include tests/fuzz/fuzz.mk
+include tests/bench/bench.mk

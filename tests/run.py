@@ -149,12 +149,47 @@ def fuzz_suite():
                                            out[-3000:]))
 
 
+def bench_suite():
+    """make bench-smoke: the benchmark harness still runs (a few seconds,
+    one round, no targets asserted)."""
+    global passed, failed
+    if os.environ.get("WALUA_NO_BENCH") == "1" or (ONLY and
+                                                   ONLY not in "bench"):
+        return
+    t0 = time.time()
+    env = dict(os.environ)
+    if "WALUA_BIN" in env:
+        env["BIN"] = env["WALUA_BIN"]
+    try:
+        p = subprocess.run(["make", "--no-print-directory", "-s",
+                            "bench-smoke"] + (["BIN=" + env["WALUA_BIN"],
+                                               "ODIR=" + env.get(
+                                                   "WALUA_ODIR", "obj")]
+                                              if "WALUA_BIN" in env else []),
+                           capture_output=True, text=True, timeout=300,
+                           env=env)
+        ok, out = p.returncode == 0, p.stdout + p.stderr
+    except subprocess.TimeoutExpired:
+        ok, out = False, "timed out"
+    if ok:
+        passed += 1
+        print("ok   bench/smoke (%.1fs)" % (time.time() - t0))
+        print("\n".join("     " + l for l in out.splitlines()
+                        if l.startswith("|"))[:3000])
+    else:
+        failed += 1
+        failures.append("bench/smoke")
+        print("FAIL bench/smoke (%.1fs)\n%s" % (time.time() - t0,
+                                                out[-3000:]))
+
+
 def main():
     t0 = time.time()
     unit_suite()
     lua_suite()
     fuzz_suite()
     integration_suite()
+    bench_suite()
     if failures:
         print("\nfailed:\n  " + "\n  ".join(failures))
     print("time: %.0fs" % (time.time() - t0))

@@ -31,9 +31,10 @@ handled: req/s and p50/p99 latency (wrk), the server's CPU time per request
 (utime+stime of its whole process tree from /proc), its RSS after the run
 (VmRSS summed over the tree), for walua the events handled during the run
 (/metrics) and how long the backlog took.  A run is disturbed when the
-machine's busy time (/proc/stat) exceeds what the server, wrk and this
-script used by more than $BENCH_MAX_OTHERS (0.10) of a core; it is redone,
-at most $BENCH_RETRIES (2) times.  Rounds are interleaved; the table shows
+machine's busy time (/proc/stat, with irq, softirq and the hypervisor's
+steal) exceeds what the server, wrk, the kernel's threads and this script
+used by more than $BENCH_MAX_OTHERS (0.10) of a core; it is redone, at
+most $BENCH_RETRIES (2) times.  Rounds are interleaved; the table shows
 medians.
 
 Environment (defaults for the full run; --smoke: 1 round of 2 s, keep-alive
@@ -45,6 +46,8 @@ retries):
   BENCH_MAIN_WORKERS 1 (the "walua normal" compared with the peers)
   BENCH_PLAN  "server:scenario,scenario server:..." (overrides the plan)
   BENCH_RETRIES 2   BENCH_MAX_OTHERS 0.10   BENCH_DRAIN_SECONDS 30
+  BENCH_QUIET_SECONDS 30 (before a run, wait at most this long for the
+  other programs to use less than BENCH_MAX_OTHERS)
   BENCH_RESULTS tests/bench/RESULTS.md (smoke: obj/bench/RESULTS-smoke.md)
   WALUA_BIN ./walua   BENCH_FLOOR obj/bench/floor   BENCH_FLOOR_THREADS 1
   BENCH_COMMAND (the command line written to the results file)
@@ -57,7 +60,6 @@ import glob
 import http.client
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -91,6 +93,7 @@ WORKERS = [int(w) for w in env("BENCH_WORKERS", "1 2").split()]
 MAIN_WORKERS = int(env("BENCH_MAIN_WORKERS", str(WORKERS[0])))
 RETRIES = int(env("BENCH_RETRIES", "0" if SMOKE else "2"))
 MAX_OTHERS = float(env("BENCH_MAX_OTHERS", "0.10"))
+QUIET_SECONDS = float(env("BENCH_QUIET_SECONDS", "0" if SMOKE else "30"))
 DRAIN_SECONDS = float(env("BENCH_DRAIN_SECONDS", "10" if SMOKE else "30"))
 RESULTS = env("BENCH_RESULTS", os.path.join(
     ROOT, "obj", "bench", "RESULTS-smoke.md") if SMOKE
@@ -183,9 +186,14 @@ def machine_ticks():
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     # user nice system idle iowait irq softirq steal guest guest_nice;
-    # guest time is already inside user
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
-    return busy, (v[7] if len(v) > 7 else 0)
+    # guest time is already inside user.  irq and softirq count: a tick
+    # that lands in softirq (loopback traffic is processed there) is also
+    # charged to the task it interrupted, so the server's and wrk's times
+    # include theirs.  The steal (the hypervisor running another guest
+    # on our CPUs) counts as well: it slows the server as much as a program
+    # here would, and it is returned apart too, for the notes.
+    steal = v[7] if len(v) > 7 else 0
+    return v[0] + v[1] + v[2] + v[5] + v[6] + steal, steal
 
 
 def read_stat(pid):
@@ -234,6 +242,36 @@ def kernel_threads(table):
     time (softirq, writeback, the journal's commits) is the kernel working
     for the run, not another program."""
     return process_tree(2, table) if 2 in table else {}
+
+
+def thread_ticks(root, pids):
+    """{label: cpu ticks} by thread of a tree, for walua's breakdown: the
+    root's main thread, its other threads by name (MHD's are
+    "MHD-worker"), and its child processes (the handler workers)."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    st = f.read()
+            except OSError:
+                continue
+            comm = st[st.index("(") + 1:st.rindex(")")]
+            f = st[st.rindex(")") + 2:].split()
+            if pid != root:
+                label = "worker processes"
+            elif int(tid) == pid:
+                label = "main thread"
+            elif comm.startswith("MHD"):
+                label = "HTTP threads (%s)" % comm
+            else:
+                label = "other threads (writer, ...)"
+            out[label] = out.get(label, 0) + int(f[11]) + int(f[12])
+    return out
 
 
 def tree_cpu(tree):
@@ -526,6 +564,7 @@ def measure(srv, scen):
         m0, _, left = wait_backlog(srv, DRAIN_SECONDS)
     table0 = scan()
     tree0, kern0 = srv.tree(table0), kernel_threads(table0)
+    threads0 = thread_ticks(srv.proc.pid, tree0) if srv.walua else {}
     busy0, steal0 = machine_ticks()
     self0, kids0 = self_ticks(), children_ticks()
     t0 = time.time()
@@ -551,6 +590,7 @@ def measure(srv, scen):
     t1 = time.time()
     table1 = scan()
     tree1, kern1 = srv.tree(table1), kernel_threads(table1)
+    threads1 = thread_ticks(srv.proc.pid, tree1) if srv.walua else {}
     busy1, steal1 = machine_ticks()
     self1, kids1 = self_ticks(), children_ticks()
     rss, pss = tree_memory(tree1)
@@ -579,6 +619,9 @@ def measure(srv, scen):
         status_errors=w["status"],
         socket_errors=w["connect"] + w["read"] + w["write"],
         timeouts=w["timeout"])
+    if reqs and threads1:
+        r["threads_us"] = {k: (v - threads0.get(k, 0)) / CLK * 1e6 / reqs
+                           for k, v in threads1.items()}
     r["disturbed"] = r["others_cores"] > MAX_OTHERS
     if reqs == 0:
         raise BenchError("%s %s: wrk completed no request:\n%s" % (
@@ -592,8 +635,8 @@ def describe(r):
              r["server"], r["scenario"], r["rps"], r["cpu_us"], r["p50_ms"],
              r["p99_ms"], r["rss_kib"] / 1024.0, r["server_cores"],
              r["wrk_cores"], r["others_cores"]))
-    s += " (kernel threads %.2f, steal %.2f)" % (r["kernel_cores"],
-                                                r["steal_cores"])
+    s += " (steal %.2f of it; kernel threads %.2f)" % (
+        r["steal_cores"], r["kernel_cores"])
     if "acked" in r:
         s += "; handled %.0f/s (%.2f of acked), backlog %.1f s" % (
             r["handled_per_s"], r["handled_ratio"], r["drain_s"])
@@ -605,9 +648,41 @@ def describe(r):
     return s
 
 
+def wait_quiet(srv):
+    """Wait (at most QUIET_SECONDS) until other programs use less than
+    MAX_OTHERS of a core, measured over half a second with the server idle.
+    Returns the seconds waited."""
+    t0 = time.time()
+    said = False
+    while True:
+        table0 = scan()
+        tree0, kern0 = srv.tree(table0), kernel_threads(table0)
+        busy0, _ = machine_ticks()
+        self0, a = self_ticks(), time.time()
+        time.sleep(0.5)
+        table1 = scan()
+        tree1, kern1 = srv.tree(table1), kernel_threads(table1)
+        busy1, _ = machine_ticks()
+        others = ((busy1 - busy0) - cpu_delta(tree0, tree1) -
+                  cpu_delta(kern0, kern1) - (self_ticks() - self0))
+        load = others / CLK / (time.time() - a)
+        waited = time.time() - t0
+        if load <= MAX_OTHERS or waited >= QUIET_SECONDS:
+            if said:
+                print("  ... waited %.0f s (others now %.2f of a core)" % (
+                    waited, load), flush=True)
+            return waited
+        if not said:
+            print("  other programs use %.2f of a core: waiting up to %g s"
+                  " for quiet" % (load, QUIET_SECONDS), flush=True)
+            said = True
+
+
 def run_with_retries(srv, scen, rnd):
     attempts = []
     for attempt in range(RETRIES + 1):
+        if QUIET_SECONDS > 0:
+            wait_quiet(srv)
         r = measure(srv, scen)
         r["round"] = rnd
         r["attempt"] = attempt + 1
@@ -621,6 +696,7 @@ def run_with_retries(srv, scen, rnd):
                 srv.name, scen, r["others_cores"], MAX_OTHERS), flush=True)
     best = min(attempts, key=lambda a: a["others_cores"])
     best["redone"] = len(attempts) - 1
+    best["attempts_others"] = [a["others_cores"] for a in attempts]
     return best
 
 
@@ -641,7 +717,7 @@ def summarize(results):
         s = {key: median(rows, key) for key in (
             "rps", "cpu_us", "p50_ms", "p99_ms", "rss_kib", "pss_kib",
             "handled_per_s", "handled_ratio", "drain_s", "server_cores",
-            "wrk_cores", "others_cores")}
+            "wrk_cores", "others_cores", "steal_cores")}
         s["rounds"] = len(rows)
         s["redone"] = sum(r.get("redone", 0) for r in rows)
         s["disturbed"] = sum(1 for r in rows if r["disturbed"])
@@ -650,6 +726,10 @@ def summarize(results):
         s["timeouts"] = sum(r["timeouts"] for r in rows)
         s["duplicates"] = sum(r.get("duplicates", 0) for r in rows)
         s["backlog_left"] = max(r.get("backlog_left", 0) for r in rows)
+        labels = sorted({k for r in rows for k in r.get("threads_us", {})})
+        s["threads_us"] = {k: statistics.median(
+            [r["threads_us"].get(k, 0.0) for r in rows
+             if "threads_us" in r]) for k in labels}
         out[k] = s
     return out
 
@@ -680,6 +760,8 @@ def table(summary, order):
                 s["socket_errors"], s["timeouts"]))
         if s["duplicates"]:
             notes.append("%d duplicates" % s["duplicates"])
+        if s["steal_cores"] is not None and s["steal_cores"] > 0.05:
+            notes.append("steal %.2f" % s["steal_cores"])
         if s["backlog_left"]:
             notes.append("backlog %d left" % s["backlog_left"])
         if s["drain_s"] is not None and s["drain_s"] >= 0.5:
@@ -759,10 +841,12 @@ def targets(summary):
              if k[0].startswith("walua-full-") and k[1] == "text-ka"]
     for name, s in sorted(fulls):
         v = s["rps"]
+        hr = " acknowledged; handled/acked during the run %.2f" % (
+            s["handled_ratio"] or 0)
         out.append(("durability full ≥ 2,000 events/s (%s)" % name,
-                    v >= 2000, ("met (%.0f events/s)" % v) if v >= 2000 else
-                    "MISSED by %.0f%% (%.0f events/s)" % (
-                        (2000 - v) / 2000 * 100, v)))
+                    v >= 2000, ("met (%.0f events/s%s)" % (v, hr))
+                    if v >= 2000 else "MISSED by %.0f%% (%.0f events/s%s)" % (
+                        (2000 - v) / 2000 * 100, v, hr)))
     return out
 
 
@@ -796,7 +880,8 @@ def environment():
             cpu, os.cpu_count(), SERVER_CPU, WRK_CPU, WRK_THREADS,
             "s" if WRK_THREADS > 1 else "", CONNECTIONS),
         "- %d round%s of %g s per run; medians; a run is redone (at most %d"
-        " times) when other processes used more than %.2f of a core" % (
+        " times) when other programs (or the hypervisor's steal) used more"
+        " than %.2f of a core" % (
             ROUNDS, "s" if ROUNDS > 1 else "", SECONDS, RETRIES, MAX_OTHERS),
         "- versions: walua %s; %s; node %s; %s; libmicrohttpd %s" % (
             sh([WALUA, "version"]), sh([nginx_bin() or "nginx", "-v"]),
@@ -819,10 +904,31 @@ def report(results, errors, order, scenarios):
               "run. p50/p99: wrk's latency to the 200 (for walua: "
               "committed).", ""]
     lines += ratios(summary, scenarios) + [""]
+    brk = [k for k in order if k in summary and summary[k]["threads_us"]]
+    if brk:
+        lines += ["walua's CPU µs/req by thread (medians; a thread that "
+                  "exits during a run is not counted here):", ""]
+        for k in brk:
+            lines.append("- %s %s: %s" % (k[0], k[1], ", ".join(
+                "%s %.1f" % (label, v) for label, v in sorted(
+                    summary[k]["threads_us"].items(),
+                    key=lambda kv: -kv[1]))))
+        lines += [""]
     tg = targets(summary)
     if tg:
         lines += ["Targets (reported, not asserted; %s):" % MAIN, ""]
         lines += ["- %s: %s" % (name, how) for name, _, how in tg]
+        lines += [""]
+    redone = [r for r in results if r.get("redone")]
+    if redone:
+        lines += ["Runs redone because other programs used more than %.2f "
+                  "of a core (the least disturbed attempt is kept):" %
+                  MAX_OTHERS, ""]
+        for r in redone:
+            lines.append("- round %d %s %s: others (with steal) %s%s" % (
+                r["round"], r["server"], r["scenario"], ", ".join(
+                    "%.2f" % o for o in r["attempts_others"]),
+                "; still disturbed" if r["disturbed"] else ""))
         lines += [""]
     if errors:
         lines += ["Errors:", ""] + ["- " + e.replace("\n", "\n  ")
@@ -832,7 +938,8 @@ def report(results, errors, order, scenarios):
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
         f.write(text)
-    print("written to %s" % os.path.relpath(RESULTS, ROOT))
+    rel = os.path.relpath(RESULTS, ROOT)
+    print("written to %s" % (RESULTS if rel.startswith("..") else rel))
 
 
 # -- main -------------------------------------------------------------------
@@ -875,24 +982,22 @@ def main():
                 failed_servers.add(name)
                 continue
             srv = Server(name)
-            ok = False
+            failed = False
             try:
                 srv.start()
                 for scen in scens:
                     results.append(run_with_retries(srv, scen, rnd))
-                ok = True
             except (BenchError, OSError, KeyError,
                     subprocess.TimeoutExpired) as e:
+                failed = True
                 msg = "%s (round %d): %s" % (name, rnd, e)
                 print("ERROR " + msg, flush=True)
                 errors.append(msg)
+                errors.append("%s: its folder is kept: %s" % (name, srv.dir))
                 failed_servers.add(name)
             finally:
                 srv.stop()
-                srv.cleanup(keep=not ok)
-                if not ok:
-                    errors.append("%s: its folder is kept: %s" % (
-                        name, srv.dir))
+                srv.cleanup(keep=failed)
     report(results, errors, order, scenarios)
     bad = [k for k, s in summarize(results).items() if s["status_errors"]]
     if bad:
