@@ -10,6 +10,7 @@
 -- Options: --db PATH (default: the config's database), --json, --help.
 -- A running walua picks replayed events up within a second.
 
+local cli = require "walua.cli"
 local inbox = require "walua.inbox"
 local json = require "walua.json"
 local settings = require "walua.settings"
@@ -31,32 +32,19 @@ local function fail(msg)
 	os.exit(1)
 end
 
--- Parse the arguments: options anywhere, the rest positional.
-local opts, pos = { limit = 50, state = "all" }, {}
-local args = { ... }
-local i = 1
-while i <= #args do
-	local a = args[i]
-	if a == "--help" or a == "-h" then
-		print(USAGE)
-		os.exit(0)
-	elseif a == "--json" then
-		opts.json = true
-	elseif a == "--dead" then
-		opts.dead = true
-	elseif a == "--db" or a == "--limit" or a == "--state" then
-		i = i + 1
-		if args[i] == nil then fail(a .. " needs a value") end
-		opts[a:sub(3)] = args[i]
-	elseif a:sub(1, 2) == "--" then
-		fail("unknown option '" .. a .. "'\n" .. USAGE)
-	else
-		pos[#pos + 1] = a
-	end
-	i = i + 1
+local opts, pos = cli.parse({ ... }, { json = true, dead = true })
+if opts.help then
+	print(USAGE)
+	os.exit(0)
 end
+for k in pairs(opts) do
+	if not ({ json = 1, dead = 1, db = 1, limit = 1, state = 1 })[k] then
+		fail("unknown option '--" .. k .. "'\n" .. USAGE)
+	end
+end
+opts.state = opts.state or "all"
 local db = opts.db or settings.database
-local limit = tonumber(opts.limit) or fail("--limit needs a number")
+local limit = tonumber(opts.limit or 50) or fail("--limit needs a number")
 
 local function iso(ms)
 	if not ms then return "" end
@@ -64,40 +52,19 @@ local function iso(ms)
 end
 
 local function output(value, text)
-	if opts.json then
-		print(json.encode(value))
-	else
-		print(text)
-	end
+	cli.output(opts, value, text)
 end
 
--- A readable table of rows with the given columns.
+-- A readable table of rows, times shown as ISO 8601.
 local function tabulate(rows, cols)
-	local width, lines = {}, {}
-	for c, name in ipairs(cols) do width[c] = #name end
-	local cells = {}
+	local shown = {}
 	for r, row in ipairs(rows) do
-		cells[r] = {}
-		for c, name in ipairs(cols) do
-			local v = row[name]
-			if name:sub(-3) == "_ms" then v = iso(v) end
-			v = tostring(v == nil and "" or v):gsub("\n.*", " …")
-			if #v > 60 then v = v:sub(1, 57) .. "..." end
-			cells[r][c] = v
-			if #v > width[c] then width[c] = #v end
+		shown[r] = {}
+		for k, v in pairs(row) do
+			shown[r][k] = k:sub(-3) == "_ms" and iso(v) or v
 		end
 	end
-	local function line(values)
-		local out = {}
-		for c, v in ipairs(values) do
-			out[c] = v .. string.rep(" ", width[c] - #v)
-		end
-		return (table.concat(out, "  "):gsub("%s+$", ""))
-	end
-	lines[1] = line(cols)
-	for r = 1, #cells do lines[#lines + 1] = line(cells[r]) end
-	if #rows == 0 then lines[#lines + 1] = "(none)" end
-	return table.concat(lines, "\n")
+	return cli.table(shown, cols)
 end
 
 local cmd = pos[1]

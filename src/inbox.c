@@ -261,6 +261,42 @@ log_done(const struct op *o)
 	    "#attempt", attempts, "#duration_ms", ms, NULL);
 }
 
+static char *
+column(sqlite3_stmt *st, int i)
+{
+	if (sqlite3_column_type(st, i) == SQLITE_NULL)
+		return NULL;
+	return strdup((const char *)sqlite3_column_text(st, i));
+}
+
+/*
+ * The event of a row whose first columns are id, kind, conversation,
+ * message_id, status, body (kind or json NULL when memory ran out).
+ */
+static void
+row_event(sqlite3_stmt *st, struct event *e)
+{
+	memset(e, 0, sizeof(*e));
+	snprintf(e->id, sizeof(e->id), "%s", sqlite3_column_text(st, 0));
+	e->kind = column(st, 1);
+	e->conversation = column(st, 2);
+	e->message_id = column(st, 3);
+	e->status = column(st, 4);
+	e->json = column(st, 5);
+	e->jsonlen = e->json ? strlen(e->json) : 0;
+}
+
+static void
+event_free_fields(struct event *e)
+{
+	free(e->kind);
+	free(e->conversation);
+	free(e->dedup);
+	free(e->message_id);
+	free(e->status);
+	free(e->json);
+}
+
 /* Load events marked for replay into the queue (clearing the mark). */
 static void
 pick_up_replays(void)
@@ -277,24 +313,10 @@ pick_up_replays(void)
 	if (db_exec(wdb, "BEGIN IMMEDIATE") == -1)
 		return;
 	while (sqlite3_step(st) == SQLITE_ROW) {
-		memset(&e, 0, sizeof(e));
-		snprintf(e.id, sizeof(e.id), "%s", sqlite3_column_text(st, 0));
-		e.kind = strdup((const char *)sqlite3_column_text(st, 1));
-		if (sqlite3_column_type(st, 2) != SQLITE_NULL)
-			e.conversation = strdup((const char *)
-			    sqlite3_column_text(st, 2));
-		if (sqlite3_column_type(st, 3) != SQLITE_NULL)
-			e.message_id = strdup((const char *)
-			    sqlite3_column_text(st, 3));
-		if (sqlite3_column_type(st, 4) != SQLITE_NULL)
-			e.status = strdup((const char *)
-			    sqlite3_column_text(st, 4));
-		e.json = strdup((const char *)sqlite3_column_text(st, 5));
-		e.jsonlen = e.json ? strlen(e.json) : 0;
+		row_event(st, &e);
 		if ((cl = db_prepare(wdb, clr)) == NULL || e.kind == NULL ||
 		    e.json == NULL) {
-			free(e.kind); free(e.conversation); free(e.message_id);
-			free(e.status); free(e.json);
+			event_free_fields(&e);
 			break;
 		}
 		/* the statement cache resets st only on its own prepare */
@@ -302,8 +324,7 @@ pick_up_replays(void)
 		sqlite3_step(cl);
 		sqlite3_reset(cl);
 		if (queue_restore(&e, 0, 0) == -1) {
-			free(e.kind); free(e.conversation); free(e.message_id);
-			free(e.status); free(e.json);
+			event_free_fields(&e);
 			break;
 		}
 		n++;
@@ -513,27 +534,13 @@ load_pending(char *err, size_t errlen)
 		return -1;
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		memset(&e, 0, sizeof(e));
-		snprintf(e.id, sizeof(e.id), "%s", sqlite3_column_text(st, 0));
-		e.kind = strdup((const char *)sqlite3_column_text(st, 1));
-		if (sqlite3_column_type(st, 2) != SQLITE_NULL)
-			e.conversation = strdup((const char *)
-			    sqlite3_column_text(st, 2));
-		if (sqlite3_column_type(st, 3) != SQLITE_NULL)
-			e.message_id = strdup((const char *)
-			    sqlite3_column_text(st, 3));
-		if (sqlite3_column_type(st, 4) != SQLITE_NULL)
-			e.status = strdup((const char *)
-			    sqlite3_column_text(st, 4));
-		e.json = strdup((const char *)sqlite3_column_text(st, 5));
-		e.jsonlen = e.json ? strlen(e.json) : 0;
+		row_event(st, &e);
 		due = 0;
 		if (sqlite3_column_type(st, 7) != SQLITE_NULL)
 			due = now + (sqlite3_column_int64(st, 7) - now_wall);
 		if (e.kind == NULL || e.json == NULL ||
 		    queue_restore(&e, sqlite3_column_int(st, 6), due) == -1) {
-			free(e.kind); free(e.conversation); free(e.message_id);
-			free(e.status); free(e.json);
+			event_free_fields(&e);
 			sqlite3_reset(st);
 			snprintf(err, errlen, "inbox: out of memory loading "
 			    "pending events");
