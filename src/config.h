@@ -65,7 +65,8 @@ struct config {
 	char		*log_file;
 	char		*json;			/* the checked config, for workers */
 	size_t		 jsonlen;
-	int		 refs;			/* under the current-config lock */
+	int		 refs;			/* extra references, beyond the
+						 * creator's (under the lock) */
 };
 
 struct config	*config_load(const char *file, char *err, size_t errlen);

@@ -24,7 +24,6 @@ ipc_send(int fd, char type, const void *a, size_t alen, const void *b,
 	struct msghdr	 mh;
 	size_t		 total = 1 + alen + blen;
 	ssize_t		 n;
-	int		 i;
 
 	if (total > IPC_MAX_FRAME) {
 		errno = EMSGSIZE;
@@ -50,7 +49,8 @@ ipc_send(int fd, char type, const void *a, size_t alen, const void *b,
 			continue;
 		if (n == -1)
 			return -1;
-		for (i = 0; n > 0 && mh.msg_iovlen > 0; ) {
+		/* drop what was sent from the front of the vector */
+		while (n > 0 && mh.msg_iovlen > 0) {
 			if ((size_t)n >= mh.msg_iov[0].iov_len) {
 				n -= (ssize_t)mh.msg_iov[0].iov_len;
 				mh.msg_iov++;
@@ -62,7 +62,6 @@ ipc_send(int fd, char type, const void *a, size_t alen, const void *b,
 				n = 0;
 			}
 		}
-		(void)i;
 		while (mh.msg_iovlen > 0 && mh.msg_iov[0].iov_len == 0) {
 			mh.msg_iov++;
 			mh.msg_iovlen--;

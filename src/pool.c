@@ -380,19 +380,17 @@ start_gen(struct config *cfg)
 static void
 keep_restart_keys(struct config *n, const struct config *o)
 {
-	int	changed = 0;
-
 #define KEEP_STR(f, name) \
 	if (strcmp(n->f, o->f) != 0) { \
 		log_kv(LOG_WARN, "setting changed: restart walua to apply it", \
 		    "key", name, NULL); \
-		char *t = n->f; n->f = strdup(o->f); free(t); changed = 1; \
+		char *t = n->f; n->f = strdup(o->f); free(t); \
 	}
 #define KEEP_INT(f, name) \
 	if (n->f != o->f) { \
 		log_kv(LOG_WARN, "setting changed: restart walua to apply it", \
 		    "key", name, NULL); \
-		n->f = o->f; changed = 1; \
+		n->f = o->f; \
 	}
 	KEEP_STR(listen, "listen");
 	KEEP_STR(database, "database");
@@ -403,7 +401,6 @@ keep_restart_keys(struct config *n, const struct config *o)
 	KEEP_INT(http_timeout_s, "http.timeout_s");
 #undef KEEP_STR
 #undef KEEP_INT
-	(void)changed;
 }
 
 static void
