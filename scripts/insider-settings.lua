@@ -20,17 +20,8 @@ walua's own token endpoint settings (first oauth2.clients entry,
 oauth2.token_ttl).  Add --json for JSON.  Insider calls the URL to check it
 when saving: walua answers that probe with 200.]]
 
-local opts, pos = cli.parse({ ... }, { json = true, inactive = true })
-if opts.help then
-	print(USAGE)
-	os.exit(0)
-end
-local function usage_error(msg)
-	cli.die("walua run insider-settings: " .. msg .. "\n" .. USAGE, 2)
-end
-local function fail(err)
-	cli.die("walua run insider-settings: " .. tostring(err))
-end
+local opts, pos, usage_error, fail = cli.start("insider-settings", USAGE, { ... },
+    { json = true, inactive = true })
 local version = pos[1]
 if version ~= "v1" and version ~= "v2" then
 	usage_error("say v1 or v2")

@@ -25,18 +25,9 @@ failed, plus reply for conversational webhooks.  update fills what is not
 given from the current webhook, except the client secret, which a list
 only shows masked: it comes from the flags or walua's config.]]
 
-local opts, pos = cli.parse({ ... }, { json = true })
-if opts.help then
-	print(USAGE)
-	os.exit(0)
-end
+local opts, pos, usage_error, fail = cli.start("insider-webhooks", USAGE, { ... },
+    { json = true })
 local cmd = pos[1]
-local function usage_error(msg)
-	cli.die("walua run insider-webhooks: " .. msg .. "\n" .. USAGE, 2)
-end
-local function fail(err)
-	cli.die("walua run insider-webhooks: " .. tostring(err))
-end
 if not opts.phone then usage_error("--phone is required") end
 
 local client = ((settings.oauth2 or {}).clients or {})[1] or {}

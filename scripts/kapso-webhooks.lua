@@ -18,17 +18,8 @@ usage: walua run kapso-webhooks COMMAND --config-id ID [options] [--json]
 --secret-key defaults to the secret of the walua kapso endpoint at --url's
 path.  Secrets are shown masked.]]
 
-local opts, pos = cli.parse({ ... }, { json = true, inactive = true })
-if opts.help then
-	print(USAGE)
-	os.exit(0)
-end
-local function usage_error(msg)
-	cli.die("walua run kapso-webhooks: " .. msg .. "\n" .. USAGE, 2)
-end
-local function fail(err)
-	cli.die("walua run kapso-webhooks: " .. tostring(err))
-end
+local opts, pos, usage_error, fail = cli.start("kapso-webhooks", USAGE, { ... },
+    { json = true, inactive = true })
 local cmd = pos[1]
 local cfg = opts["config-id"]
 if not cfg then usage_error("--config-id is required") end

@@ -282,11 +282,7 @@ elseif kind == "oauth2" then
 	if not id or not secret then
 		die("no OAuth2 client: give --client-id and --client-secret")
 	end
-	local function form(s)
-		return (tostring(s):gsub("[^%w%-%._~]", function(c)
-			return string.format("%%%02X", c:byte())
-		end))
-	end
+	local form = http.urlencode
 	local tres, err = http.request{ method = "POST",
 	    url = scheme_host .. (o.path or "/oauth/token"),
 	    headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },

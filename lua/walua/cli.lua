@@ -114,6 +114,25 @@ function cli.output(opts, value, text)
 	end
 end
 
+-- The start every admin script shares: parse the arguments, answer
+-- --help, and give the two ways to stop (a usage error exits 2 with the
+-- usage; a failure exits 1 with the message, e.g. the provider's).
+function cli.start(name, usage, args, flags)
+	local opts, pos = cli.parse(args, flags)
+	if opts.help then
+		print(usage)
+		os.exit(0)
+	end
+	local prefix = "walua run " .. name .. ": "
+	local function usage_error(msg)
+		cli.die(prefix .. msg .. "\n" .. usage, 2)
+	end
+	local function fail(err)
+		cli.die(prefix .. tostring(err))
+	end
+	return opts, pos, usage_error, fail
+end
+
 -- A comma-separated list option as a list.
 function cli.list(s)
 	local out = {}

@@ -15,6 +15,14 @@ local json = require "walua.json"
 
 local http = { error = core.error }
 
+-- Percent-encode s for a URL path segment, query value or form field
+-- (RFC 3986 unreserved characters stay).
+function http.urlencode(s)
+	return (tostring(s):gsub("[^%w%-%._~]", function(c)
+		return string.format("%%%02X", c:byte())
+	end))
+end
+
 function http.request(opts)
 	if type(opts) ~= "table" then
 		error("http.request: expected a table, got " .. type(opts), 2)

@@ -96,11 +96,7 @@ local function digits(phone)
 	return d
 end
 
-local function urlencode(s)
-	return (tostring(s):gsub("[^%w%-%._~]", function(c)
-		return string.format("%%%02X", c:byte())
-	end))
-end
+local urlencode = http.urlencode
 
 -- One request; on a 429, wait Retry-After once if the budget allows.
 local function call(opts)

@@ -31,11 +31,7 @@ local function fail(msg, status)
 	return http.error(status, nil, msg)
 end
 
-local function urlencode(s)
-	return (tostring(s):gsub("[^%w%-%._~]", function(c)
-		return string.format("%%%02X", c:byte())
-	end))
-end
+local urlencode = http.urlencode
 
 local function provider_error(res)
 	local j = type(res.json) == "table" and res.json or {}
