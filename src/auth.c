@@ -5,6 +5,7 @@
  */
 #include "auth.h"
 
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -19,13 +20,32 @@
  * 1 when a and b are equal.  Both are hashed first so the time taken does
  * not depend on where they differ, nor on the secret's length.
  */
+static EVP_MD		*sha256_md;
+static pthread_once_t	 sha256_once = PTHREAD_ONCE_INIT;
+
+/* SHA256() looks the algorithm up on every call; look it up once. */
+static void
+sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static void
+sha256(const char *p, size_t len, unsigned char *md)
+{
+	pthread_once(&sha256_once, sha256_fetch);
+	if (sha256_md == NULL || EVP_Digest(p, len, md, NULL, sha256_md,
+	    NULL) != 1)
+		SHA256((const unsigned char *)p, len, md);
+}
+
 int
 auth_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
 	unsigned char	ha[SHA256_DIGEST_LENGTH], hb[SHA256_DIGEST_LENGTH];
 
-	SHA256((const unsigned char *)a, alen, ha);
-	SHA256((const unsigned char *)b, blen, hb);
+	sha256(a, alen, ha);
+	sha256(b, blen, hb);
 	return CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0 && alen == blen;
 }
 

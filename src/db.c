@@ -152,10 +152,22 @@ db_prepare(struct db *d, const char *sql)
 	return st;
 }
 
+/*
+ * Run one statement without results (sql a string literal, as for
+ * db_prepare): BEGIN, COMMIT and savepoints run on every group commit,
+ * and parsing them each time costs more than running them.
+ */
 int
 db_exec(struct db *d, const char *sql)
 {
-	return sqlite3_exec(d->h, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
 }
 
 const char *

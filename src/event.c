@@ -45,6 +45,11 @@ decoder_init(lua_State *L)
 {
 	struct decoder	*d = lua_touserdata(L, 1);
 
+	/*
+	 * Almost everything a body allocates is garbage once its events
+	 * are copied out: the generational collector is made for that.
+	 */
+	lua_gc(L, LUA_GCGEN, 0, 0);
 	luaL_openlibs(L);
 	luaL_requiref(L, "cjson", luaopen_cjson, 1);
 	lua_getfield(L, -1, "decode_max_depth");
@@ -265,8 +270,9 @@ oom:
 	event_batch_free(out);
 done:
 	lua_settop(L, top);
-	/* keep the decoder small between bodies of very different sizes */
-	lua_gc(L, LUA_GCSTEP, 0);
+	/* a big body's garbage is not kept until the next major cycle */
+	if (len > 256 * 1024)
+		lua_gc(L, LUA_GCCOLLECT);
 	return rc;
 }
 

@@ -13,7 +13,8 @@
  * nothing; the outcome reports are kept and written with the next commit.
  *
  * The supervisor reports outcomes (done, retry, dead) without waiting;
- * "event handled" is logged only once the done mark is committed.  On
+ * they ride along with the next group commit, and "event handled" is
+ * logged only once the done mark is committed.  On
  * start, pending events are loaded back into the queue in arrival order;
  * events an admin replays (`walua run inbox replay`) are picked up by a
  * poll every half second.
@@ -37,6 +38,7 @@
 #include "queue.h"
 
 #define POLL_MS		500		/* replayed events, unhealthy probe */
+#define MARKS_MS	10		/* done marks wait at most this */
 #define PRUNE_MS	60000
 #define PRUNE_ROWS	1000
 
@@ -62,12 +64,14 @@ static pthread_cond_t	 work_cv = PTHREAD_COND_INITIALIZER;
 static struct inbox_ticket	*reqs, **reqs_tail = &reqs;
 static struct op	*ops, **ops_tail = &ops;
 static int		 stopping;
+static int		 flush;		/* commit the reports now */
 static pthread_t	 writer;
 static int		 writer_started;
 static struct db	*wdb;			/* the writer's connection */
 static struct db	*rdb;			/* the supervisor's reader */
 static atomic_int	 healthy = 1;
 static atomic_long	 dead_count;
+static atomic_int	 unmarked;		/* done, mark not committed */
 static int64_t		 dedup_keep_ms = 8LL * 86400 * 1000;
 
 static void		 ranks_clear(void);
@@ -362,36 +366,35 @@ set_health(int ok, const char *why)
 	atomic_store(&healthy, ok);
 }
 
-/* One group commit of what was taken.  Returns 0 or -1. */
+/*
+ * One group commit of what was taken.  Returns 0 or -1.  Each request
+ * runs in a savepoint (one name serves: it is released before the next),
+ * so one that fails (queue full) is rolled back alone.
+ */
 static int
 commit_group(struct inbox_ticket *rq, struct op *op)
 {
 	struct inbox_ticket	*r;
 	struct op	*o;
 	int64_t		 now = db_now_ms(), t0 = queue_now_ms();
-	char		 sp[32];
-	int		 i = 0;
 
 	if (db_exec(wdb, "BEGIN IMMEDIATE") == -1)
 		return -1;
 	for (o = op; o != NULL; o = o->next)
 		if (apply_op(o, now) == -1)
 			goto fail;
-	for (r = rq; r != NULL; r = r->next, i++) {
-		snprintf(sp, sizeof(sp), "SAVEPOINT r%d", i);
-		if (db_exec(wdb, sp) == -1)
+	for (r = rq; r != NULL; r = r->next) {
+		if (db_exec(wdb, "SAVEPOINT r") == -1)
 			goto fail;
 		if (insert_request(r, now) == 0) {
-			snprintf(sp, sizeof(sp), "RELEASE r%d", i);
-			if (db_exec(wdb, sp) == -1)
+			if (db_exec(wdb, "RELEASE r") == -1)
 				goto fail;
 			continue;
 		}
 		r->rc = -1;
-		snprintf(sp, sizeof(sp), "ROLLBACK TO r%d", i);
-		db_exec(wdb, sp);
-		snprintf(sp, sizeof(sp), "RELEASE r%d", i);
-		db_exec(wdb, sp);
+		if (db_exec(wdb, "ROLLBACK TO r") == -1 ||
+		    db_exec(wdb, "RELEASE r") == -1)
+			goto fail;
 	}
 	if (db_exec(wdb, "COMMIT") == -1)
 		goto fail;
@@ -434,14 +437,21 @@ writer_main(void *arg)
 	struct op	*op, *o, *onext;
 	struct timespec	 ts;
 	int64_t		 last_poll = 0, last_prune = 0, now;
-	int		 rc;
+	int		 rc, n;
 
 	(void)arg;
+	pthread_setname_np(pthread_self(), "inbox-writer");	/* top -H */
 	pthread_mutex_lock(&mu);
 	for (;;) {
-		while (reqs == NULL && ops == NULL && !stopping) {
+		/*
+		 * Done marks wait for the next request's commit, at most
+		 * MARKS_MS (or until the supervisor asks): one commit then
+		 * serves many.  Other reports are written at once.
+		 */
+		while (reqs == NULL && (ops == NULL || !flush) && !stopping) {
 			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += POLL_MS * 1000000L;
+			ts.tv_nsec += (ops != NULL ? MARKS_MS : POLL_MS) *
+			    1000000L;
 			if (ts.tv_nsec >= 1000000000L) {
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000L;
@@ -458,6 +468,7 @@ writer_main(void *arg)
 		op = ops;
 		ops = NULL;
 		ops_tail = &ops;
+		flush = 0;
 		pthread_mutex_unlock(&mu);
 
 		rc = (rq != NULL || op != NULL) ? commit_group(rq, op) : 0;
@@ -469,8 +480,15 @@ writer_main(void *arg)
 			else if (r->rc == 0)
 				queue_new(r);
 		}
-		for (o = op; rc == 0 && o != NULL; o = o->next)
+		for (o = op, n = 0; rc == 0 && o != NULL; o = o->next) {
 			log_done(o);
+			n += o->type == OP_DONE;
+		}
+		if (n > 0) {
+			/* the supervisor may be holding events back: see pool.c */
+			atomic_fetch_sub(&unmarked, n);
+			queue_wake();
+		}
 		/* the HTTP side may free a ticket once told: read next first */
 		for (r = rq; r != NULL; r = rnext) {
 			rnext = r->next;
@@ -648,6 +666,8 @@ report(int type, const struct qitem *it, int64_t due_wall,
 		    "event", it->id, NULL);
 		return;
 	}
+	if (type == OP_DONE)
+		atomic_fetch_add(&unmarked, 1);
 	o->type = type;
 	memcpy(o->id, it->id, sizeof(o->id));
 	o->attempts = it->attempts;
@@ -662,7 +682,10 @@ report(int type, const struct qitem *it, int64_t due_wall,
 	pthread_mutex_lock(&mu);
 	*ops_tail = o;
 	ops_tail = &o->next;
-	pthread_cond_signal(&work_cv);
+	if (type != OP_DONE) {
+		flush = 1;
+		pthread_cond_signal(&work_cv);
+	}
 	pthread_mutex_unlock(&mu);
 }
 
@@ -671,6 +694,25 @@ void
 inbox_done(const struct qitem *it, long long duration_us)
 {
 	report(OP_DONE, it, 0, duration_us);
+}
+
+/* Events handled whose done mark is not committed yet. */
+int
+inbox_unmarked(void)
+{
+	return atomic_load(&unmarked);
+}
+
+/* Commit the waiting reports now (the supervisor is holding events). */
+void
+inbox_flush(void)
+{
+	pthread_mutex_lock(&mu);
+	if (!flush) {
+		flush = 1;
+		pthread_cond_signal(&work_cv);
+	}
+	pthread_mutex_unlock(&mu);
 }
 
 void

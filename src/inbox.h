@@ -29,6 +29,8 @@ struct inbox_ticket {
 
 int	inbox_submit(struct inbox_ticket *, const struct config *);
 void	inbox_done(const struct qitem *, long long duration_us);
+int	inbox_unmarked(void);
+void	inbox_flush(void);
 void	inbox_retry(const struct qitem *, int64_t due_wall_ms);
 void	inbox_dead(const struct qitem *);
 int	inbox_healthy(void);

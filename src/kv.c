@@ -137,41 +137,6 @@ kv_incr(struct db *d, const char *key, int64_t by, int64_t expires_ms,
 }
 
 /*
- * Mark event id done after attempt, and record the status rank handled
- * for message_id (rank 0: none), in one transaction.  Returns 1, 0 when
- * it was already done (a re-run), -1 on a database error.
- */
-int
-kv_event_done(struct db *d, const char *id, int attempt,
-    const char *message_id, int rank, int64_t now_ms)
-{
-	static const char sql[] = "UPDATE events SET state = 1, attempts = ?2,"
-	    " done_ms = ?3, due_ms = NULL WHERE id = ?1 AND state = 0";
-	sqlite3_stmt	*st;
-	int		 changed;
-
-	if (db_exec(d, "BEGIN IMMEDIATE") == -1)
-		return -1;
-	if ((st = db_prepare(d, sql)) == NULL)
-		goto fail;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, attempt);
-	sqlite3_bind_int64(st, 3, now_ms);
-	if (step_done(st) == -1)
-		goto fail;
-	changed = sqlite3_changes(d->h);
-	if (rank > 0 && message_id != NULL &&
-	    kv_status_set(d, message_id, rank, now_ms) == -1)
-		goto fail;
-	if (db_exec(d, "COMMIT") == -1)
-		goto fail;
-	return changed == 1 ? 1 : 0;
-fail:
-	db_exec(d, "ROLLBACK");
-	return -1;
-}
-
-/*
  * Store an issued OAuth2 token (by its hash) until expires_ms, dropping a
  * few expired ones on the way.
  */

@@ -20,8 +20,6 @@ int	kv_set(struct db *, const char *key, const char *value,
 int	kv_del(struct db *, const char *key);
 int	kv_incr(struct db *, const char *key, int64_t by, int64_t expires_ms,
 	    int64_t now_ms, int64_t *result);
-int	kv_event_done(struct db *, const char *id, int attempt,
-	    const char *message_id, int rank, int64_t now_ms);
 int	kv_status_rank(struct db *, const char *message_id);
 int	kv_status_set(struct db *, const char *message_id, int rank,
 	    int64_t now_ms);

@@ -42,9 +42,9 @@ lb_store_close(void)
 }
 
 /*
- * This worker's connection, opened on first use (also used to mark events
- * done); NULL when it cannot be opened.  Synchronous NORMAL whatever the
- * durability: losing a done mark to a power cut only re-runs a handler.
+ * This worker's connection, opened on first use; NULL when it cannot be
+ * opened.  At most synchronous NORMAL: walua.store is a
+ * handler's scratch state, not the inbox.
  */
 struct db *
 lb_store_conn(void)

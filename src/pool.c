@@ -48,6 +48,8 @@ extern char **environ;
 
 enum { W_LOADING, W_IDLE, W_BUSY, W_CLOSED };
 
+#define MARKS_AHEAD	4	/* events running or unmarked, per worker */
+
 struct gen {
 	int		 id;
 	struct config	*cfg;		/* one reference, this generation's */
@@ -485,16 +487,10 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 	retire = nl != NULL && (size_t)(nl - p) > 7 &&
 	    memcmp(nl - 7, "\tretire", 7) == 0;
 	metrics_observe("walua_handler_duration_seconds", (double)us / 1e6);
-	if (strcmp(result, "ok") == 0 || strcmp(result, "okx") == 0) {
+	if (strcmp(result, "ok") == 0) {
 		metrics_inc("walua_events_handled_total", "result=\"ok\"", 1);
 		inbox_note_rank(it->message_id, inbox_status_rank(it->status));
-		/*
-		 * The worker marked it done in the database itself, before
-		 * taking another event ("ok"), so a crash re-runs only what
-		 * was in flight; "okx": it could not, the inbox writer will.
-		 */
-		if (result[2] == 'x')
-			inbox_done(it, us);
+		inbox_done(it, us);
 		queue_done(it);
 	} else {
 		char *msg = strndup(nl ? nl + 1 : "",
@@ -569,23 +565,40 @@ stale(const struct qitem *it)
 	    inbox_handled_rank(it->message_id) > rank;
 }
 
-/* Hand ready events to idle workers of the current generation. */
+/*
+ * Hand ready events to idle workers of the current generation.
+ *
+ * A handler's success reaches the database with the inbox writer's next
+ * group commit, not before the worker takes another event: that keeps
+ * workers off the database's write lock.  What a crash of walua would
+ * run again is what is running plus what is handled but not yet marked;
+ * holding events back while those reach MARKS_AHEAD per worker keeps
+ * that bound (SPEC §9, "at most the events in flight").  The writer
+ * wakes us after its commit.
+ */
 static void
 dispatch(void)
 {
 	struct worker	*w;
 	struct qitem	*it;
 	struct buf	 hdr = { 0 };
-	int		 timeout;
+	int		 timeout, busy = 0;
 
 	if (current == NULL)
 		return;
 	timeout = current->cfg->limits.handler_timeout_ms;
+	for (w = workers; w != NULL; w = w->next)
+		busy += w->state == W_BUSY;
 	for (w = workers; w != NULL; w = w->next) {
 		if (w->gen != current || w->state != W_IDLE)
 			continue;
+		if (busy + inbox_unmarked() >= MARKS_AHEAD * current->target) {
+			inbox_flush();
+			break;
+		}
 		if ((it = queue_take()) == NULL)
 			break;
+		busy++;
 		buf_reset(&hdr);
 		buf_printf(&hdr, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", it->id,
 		    it->attempts, stale(it) ? "stale" : "", it->kind,

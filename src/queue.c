@@ -133,8 +133,9 @@ queue_clear_wake(void)
 		;
 }
 
-static void
-wake(void)
+/* Wake the supervisor's loop (any thread may). */
+void
+queue_wake(void)
 {
 	uint64_t one = 1;
 
@@ -327,7 +328,7 @@ queue_push(struct event_batch *b, long max_queue)
 		all_append(it);
 	}
 	pthread_mutex_unlock(&mu);
-	wake();
+	queue_wake();
 	rc = 0;
 out:
 	for (i = 0; i < b->n; i++)
@@ -446,7 +447,7 @@ queue_restore(struct event *e, int attempts, int64_t due_ms)
 	}
 	all_append(it);
 	pthread_mutex_unlock(&mu);
-	wake();
+	queue_wake();
 	return 0;
 }
 

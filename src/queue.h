@@ -45,6 +45,7 @@ int64_t		 queue_tick(int64_t now_ms);
 void		 queue_stats(struct queue_stats *);
 int		 queue_wake_fd(void);
 void		 queue_clear_wake(void);
+void		 queue_wake(void);
 int64_t		 queue_now_ms(void);
 
 #endif

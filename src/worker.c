@@ -9,12 +9,9 @@
  *   EVENT  "<id>\t<attempt>\t<flags>\t<kind>\t<message id>\t<status rank>
  *          \t<conversation>\n<event JSON>"; flags is "stale" for a status
  *          older than one already handled
- *   DONE   "<ok|okx|error|timeout|nomem>\t<microseconds>[\tretire]\n<error>";
+ *   DONE   "<ok|error|timeout|nomem>\t<microseconds>[\tretire]\n<error>";
  *          "retire": the worker exits after this (its state is full)
- * A handler's success is marked in the database by the worker itself
- * before it answers DONE "ok" and takes another event, so a crash of
- * walua re-runs only the events whose handler was running ("okx": the
- * mark could not be written; the supervisor has the inbox write it).
+ * The supervisor has the inbox writer record the outcome.
  * The worker exits when the supervisor closes the socket.  A worker that
  * hangs where no hook reaches is killed by the supervisor; that is why
  * handlers run in their own process.
@@ -33,9 +30,7 @@
 #include "buf.h"
 #include "client.h"
 #include "config.h"
-#include "db.h"
 #include "ipc.h"
-#include "kv.h"
 #include "lb.h"
 #include "lhost.h"
 #include "log.h"
@@ -129,32 +124,6 @@ split(char *s, char **f, int n)
 	return 0;
 }
 
-/*
- * Mark the event done (and its status rank) in this worker's connection,
- * then log "event handled".  Returns 0, or -1 when the database failed.
- */
-static int
-mark_done(char **f, int64_t us)
-{
-	struct db	*d;
-	int		 rc;
-	char		 ms[32];
-
-	if ((d = lb_store_conn()) == NULL)
-		return -1;
-	rc = kv_event_done(d, f[F_ID], atoi(f[F_ATTEMPT]), *f[F_MSGID] ?
-	    f[F_MSGID] : NULL, atoi(f[F_RANK]), db_now_ms());
-	if (rc == -1)
-		return -1;
-	snprintf(ms, sizeof(ms), "%.3f", (double)us / 1000);
-	log_kv(LOG_DEBUG, rc == 1 ? "event handled" : "event handled again "
-	    "(it was already done: a re-run after a crash)", "event", f[F_ID],
-	    "conversation", *f[F_CONV] ? f[F_CONV] : NULL, "kind", f[F_KIND],
-	    "message_id", *f[F_MSGID] ? f[F_MSGID] : NULL, "#attempt",
-	    f[F_ATTEMPT], "#duration_ms", ms, NULL);
-	return 0;
-}
-
 /* Still above 90% of the memory cap after a full collection? */
 static int
 near_cap(struct lhost *h)
@@ -232,8 +201,6 @@ worker_main(void)
 		    cfg->limits.handler_timeout_ms, err, sizeof(err));
 		us = (lhost_now_ns() - t0) / 1000;
 		res = result_name(rc);
-		if (rc == LHOST_OK && mark_done(f, us) == -1)
-			res = "okx";
 		/*
 		 * A state that ran out of memory may keep what filled it
 		 * (tables held in upvalues): this worker retires after this

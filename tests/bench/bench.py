@@ -268,8 +268,10 @@ def thread_ticks(root, pids):
                 label = "main thread"
             elif comm.startswith("MHD"):
                 label = "HTTP threads (%s)" % comm
+            elif comm == "inbox-writer":
+                label = "inbox writer thread"
             else:
-                label = "other threads (writer, ...)"
+                label = "other threads (%s)" % comm
             out[label] = out.get(label, 0) + int(f[11]) + int(f[12])
     return out
 
