@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -643,6 +644,25 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 	log_kv(LOG_WARN, "http", "detail", msg, NULL);
 }
 
+/*
+ * http.threads 0: one thread per CPU walua may run on, at most 4 (more
+ * only wait for the one inbox writer).  Pinned to one CPU, one thread
+ * leaves the handlers their share of it.
+ */
+static unsigned int
+http_threads(const struct config *cfg)
+{
+	cpu_set_t	set;
+	int		n;
+
+	if (cfg->http_threads > 0)
+		return (unsigned int)cfg->http_threads;
+	if (sched_getaffinity(0, sizeof(set), &set) == -1)
+		return 2;
+	n = CPU_COUNT(&set);
+	return (unsigned int)(n < 1 ? 1 : n > 4 ? 4 : n);
+}
+
 /* Start serving cfg->listen.  Returns 0, or -1 with the reason in err. */
 int
 httpd_start(const struct config *cfg, char *err, size_t errlen)
@@ -671,7 +691,7 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	    NULL, on_request, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->http_threads,
+	    MHD_OPTION_THREAD_POOL_SIZE, http_threads(cfg),
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->http_max_connections,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->http_per_ip,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,

@@ -4,6 +4,8 @@
  *
  * The worker side blocks (ipc_recv); the supervisor reads without blocking
  * from its poll loop (ipc_fill, then ipc_next until it says no more).
+ * Both read into a reader's buffer, as much as is there: one read brings
+ * a frame whole, most of the time.
  */
 #include "ipc.h"
 
@@ -70,47 +72,43 @@ ipc_send(int fd, char type, const void *a, size_t alen, const void *b,
 	return 0;
 }
 
-static int
-read_full(int fd, void *p, size_t n)
+/* Drop the frames already returned from the front of r's buffer. */
+static void
+compact(struct ipc_reader *r)
 {
-	ssize_t	r;
-	size_t	off = 0;
-
-	while (off < n) {
-		r = read(fd, (char *)p + off, n - off);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		off += (size_t)r;
+	if (r->consumed > 0) {
+		memmove(r->in.data, r->in.data + r->consumed,
+		    r->in.len - r->consumed);
+		r->in.len -= r->consumed;
+		r->consumed = 0;
 	}
-	return 0;
 }
 
 /*
- * Read one frame (blocking) into payload (replacing what it held).
- * Returns 0, or -1 at end of file or on error.
+ * Read one frame (blocking fd): points p at its payload, valid and
+ * writable until the next call.  One read usually brings a whole frame
+ * (and whatever follows it).  Returns 0, or -1 at end of file or on error.
  */
 int
-ipc_recv(int fd, char *type, struct buf *payload)
+ipc_recv(int fd, struct ipc_reader *r, char *type, char **p, size_t *len)
 {
-	unsigned char	hdr[5];
-	size_t		len;
+	const char	*q;
+	ssize_t		 n;
+	int		 rc;
 
-	if (read_full(fd, hdr, sizeof(hdr)) == -1)
-		return -1;
-	len = ((size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 |
-	    (size_t)hdr[2] << 8 | hdr[3]);
-	if (len < 1 || len > IPC_MAX_FRAME)
-		return -1;
-	*type = (char)hdr[4];
-	buf_reset(payload);
-	if (buf_reserve(payload, len - 1) == -1 ||
-	    read_full(fd, payload->data, len - 1) == -1)
-		return -1;
-	payload->len = len - 1;
-	payload->data[payload->len] = '\0';
-	return 0;
+	compact(r);
+	while ((rc = ipc_next(r, type, &q, len)) == 0) {
+		if (buf_reserve(&r->in, 65536) == -1)
+			return -1;
+		n = read(fd, r->in.data + r->in.len, r->in.cap - r->in.len - 1);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		r->in.len += (size_t)n;
+	}
+	*p = r->in.data + (q - r->in.data);
+	return rc == 1 ? 0 : -1;
 }
 
 /*
@@ -120,21 +118,20 @@ ipc_recv(int fd, char *type, struct buf *payload)
 int
 ipc_fill(struct ipc_reader *r, int fd)
 {
+	size_t	room;
 	ssize_t	n;
 
-	if (r->consumed > 0) {		/* drop the frames already returned */
-		memmove(r->in.data, r->in.data + r->consumed,
-		    r->in.len - r->consumed);
-		r->in.len -= r->consumed;
-		r->consumed = 0;
-	}
+	compact(r);
 	for (;;) {
 		if (buf_reserve(&r->in, 65536) == -1)
 			return -1;
-		n = recv(fd, r->in.data + r->in.len, r->in.cap - r->in.len - 1,
-		    MSG_DONTWAIT);
+		room = r->in.cap - r->in.len - 1;
+		n = recv(fd, r->in.data + r->in.len, room, MSG_DONTWAIT);
 		if (n > 0) {
 			r->in.len += (size_t)n;
+			/* a short read took all there was: poll says when more */
+			if ((size_t)n < room)
+				return 0;
 			continue;
 		}
 		if (n == -1 && errno == EINTR)

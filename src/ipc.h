@@ -22,7 +22,8 @@ struct ipc_reader {
 
 int	ipc_send(int fd, char type, const void *a, size_t alen,
 	    const void *b, size_t blen);
-int	ipc_recv(int fd, char *type, struct buf *payload);
+int	ipc_recv(int fd, struct ipc_reader *, char *type, char **p,
+	    size_t *len);
 int	ipc_fill(struct ipc_reader *, int fd);
 int	ipc_next(struct ipc_reader *, char *type, const char **p, size_t *len);
 void	ipc_reader_free(struct ipc_reader *);

@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -441,6 +442,7 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 	char		 result[16];
 	long long	 us = 0;
 	const char	*nl;
+	size_t		 i;
 	int		 retire;
 
 	if (type == IPC_READY) {
@@ -481,8 +483,15 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 		return;
 	w->item = NULL;
 	w->state = W_IDLE;
-	result[0] = '\0';
-	sscanf(p, "%15[a-z]\t%lld", result, &us);
+	/* "<result>\t<microseconds>..." */
+	for (i = 0; i < len && i < sizeof(result) - 1 && p[i] >= 'a' &&
+	    p[i] <= 'z'; i++)
+		result[i] = p[i];
+	result[i] = '\0';
+	if (i < len && p[i] == '\t')
+		for (i++; i < len && p[i] >= '0' && p[i] <= '9' &&
+		    us < LLONG_MAX / 10 - 9; i++)
+			us = us * 10 + (p[i] - '0');
 	nl = memchr(p, '\n', len);
 	retire = nl != NULL && (size_t)(nl - p) > 7 &&
 	    memcmp(nl - 7, "\tretire", 7) == 0;
@@ -677,8 +686,9 @@ poll_once(int64_t deadline)
 	struct pollfd	 fds[260];
 	struct worker	*ws[260];
 	struct worker	*w;
-	int		 n = 0, i, timeout;
+	int		 n = 0, i, timeout, chld = 0;
 	int64_t		 now = queue_now_ms();
+	static int64_t	 last_reap;
 	unsigned char	 sig;
 
 	fds[n].fd = sigpipe[0];
@@ -703,14 +713,19 @@ poll_once(int64_t deadline)
 				reload();
 			else if ((sig == SIGTERM || sig == SIGINT) && !stopping)
 				return 1;
-			/* SIGCHLD: reaped below */
+			else if (sig == SIGCHLD)
+				chld = 1;
 		}
 	if (fds[1].revents & POLLIN)
 		queue_clear_wake();
 	for (i = 2; i < n; i++)
 		if (fds[i].revents != 0 && ws[i]->fd == fds[i].fd)
 			read_worker(ws[i]);
-	reap();
+	/* on SIGCHLD, and each second should one have been missed */
+	if (chld || now - last_reap >= 1000) {
+		last_reap = now;
+		reap();
+	}
 	return 0;
 }
 

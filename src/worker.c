@@ -18,6 +18,7 @@
  */
 #include "worker.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -156,14 +157,17 @@ result_name(int rc)
 int
 worker_main(void)
 {
-	struct buf	 in = { 0 }, out = { 0 };
+	struct ipc_reader rd = { 0 };
+	struct buf	 out = { 0 };
 	struct config	*cfg = NULL;
 	struct lhost	*h = NULL;
-	char		 type, err[16384], *nl, *f[NFIELDS];
+	char		 type, err[16384], *p, *nl, *f[NFIELDS];
+	size_t		 len;
 	const char	*res;
 	int		 rc, retire;
 	int64_t		 t0, us;
 
+	pthread_setname_np(pthread_self(), "walua-worker");	/* not "exe" */
 	/* the supervisor decides when workers stop; terminal signals go to it */
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
@@ -173,10 +177,10 @@ worker_main(void)
 		log_msg(LOG_ERROR, "worker: cannot initialise libcurl");
 	lb_http_set_metric_hook(send_metric);
 
-	while (ipc_recv(WORKER_FD, &type, &in) == 0) {
+	while (ipc_recv(WORKER_FD, &rd, &type, &p, &len) == 0) {
 		if (type == IPC_LOAD && h == NULL) {
 			buf_reset(&out);
-			h = load(in.data, in.len, &cfg, &out);
+			h = load(p, len, &cfg, &out);
 			if (h == NULL) {
 				ipc_send(WORKER_FD, IPC_READY, out.data,
 				    out.len, NULL, 0);
@@ -187,17 +191,17 @@ worker_main(void)
 		}
 		if (type != IPC_EVENT || h == NULL)
 			break;
-		if ((nl = memchr(in.data, '\n', in.len)) == NULL)
+		if ((nl = memchr(p, '\n', len)) == NULL)
 			break;
 		*nl = '\0';
-		if (split(in.data, f, NFIELDS) == -1)
+		if (split(p, f, NFIELDS) == -1)
 			break;
 		t0 = lhost_now_ns();
 		err[0] = '\0';
 		h->ev_msgid = *f[F_MSGID] ? f[F_MSGID] : NULL;
 		rc = lhost_handle(h, f[F_ID], *f[F_CONV] ? f[F_CONV] : NULL,
 		    atoi(f[F_ATTEMPT]), strcmp(f[F_FLAGS], "stale") == 0, nl + 1,
-		    in.len - (size_t)(nl + 1 - in.data),
+		    len - (size_t)(nl + 1 - p),
 		    cfg->limits.handler_timeout_ms, err, sizeof(err));
 		us = (lhost_now_ns() - t0) / 1000;
 		res = result_name(rc);
@@ -223,7 +227,7 @@ worker_main(void)
 	lb_store_close();
 	client_cleanup();
 	config_free(cfg);
-	buf_free(&in);
+	ipc_reader_free(&rd);
 	buf_free(&out);
 	return 0;
 }

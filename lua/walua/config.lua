@@ -89,7 +89,8 @@ local schema = record({
 	}),
 	-- Listener settings: read at start only (a change needs a restart).
 	http = record({
-		threads = int(2, 1, 64),
+		-- 0: one per CPU walua may run on (its affinity), at most 4
+		threads = int(0, 0, 64),
 		max_connections = int(1024, 1, 65536),
 		per_ip_connections = int(256, 0, 65536),	-- 0: no limit
 		timeout_s = int(30, 1, 3600),
