@@ -18,12 +18,19 @@
 #define CLIENT_CONNECT_MS	10000
 
 static CURL	*easy;
+static int	 curl_ready;
 
-/* Once per process, before any thread (curl_global_init is not MT-safe). */
-int
+/*
+ * On the first request: a worker whose handlers never call out does not
+ * pay for libcurl's TLS set-up (memory, start time).  The processes
+ * that use the client are single-threaded, as curl_global_init needs.
+ */
+static int
 client_init(void)
 {
-	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+	if (!curl_ready && curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK)
+		curl_ready = 1;
+	return curl_ready ? 0 : -1;
 }
 
 void
@@ -32,7 +39,9 @@ client_cleanup(void)
 	if (easy != NULL)
 		curl_easy_cleanup(easy);
 	easy = NULL;
-	curl_global_cleanup();
+	if (curl_ready)
+		curl_global_cleanup();
+	curl_ready = 0;
 }
 
 struct sink {
@@ -91,7 +100,8 @@ client_request(const struct client_req *req, struct client_resp *resp,
 	resp->status = 0;
 	buf_reset(&resp->body);
 	buf_reset(&resp->headers);
-	if (easy == NULL && (easy = curl_easy_init()) == NULL) {
+	if (client_init() == -1 || (easy == NULL &&
+	    (easy = curl_easy_init()) == NULL)) {
 		snprintf(err, errlen, "cannot start the HTTP client");
 		return -1;
 	}

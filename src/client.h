@@ -22,7 +22,6 @@ struct client_resp {
 	struct buf	 body;
 };
 
-int	client_init(void);
 void	client_cleanup(void);
 int	client_request(const struct client_req *, struct client_resp *,
 	    char *err, size_t errlen);

@@ -17,6 +17,7 @@
 #include "queue.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -40,6 +41,7 @@ static struct qitem	*retry_list;		/* unsorted; it stays short */
 static struct qitem	*all_head, *all_tail;
 static struct queue_stats st;
 static int		 wakefd = -1;
+static atomic_int	 wake_pending;	/* written, not yet cleared */
 
 int64_t
 queue_now_ms(void)
@@ -124,6 +126,12 @@ queue_wake_fd(void)
 	return wakefd;
 }
 
+/*
+ * The supervisor, before it looks at the queue: wakes asked for from now
+ * on write the eventfd again.  Drained first, then cleared: a wake in
+ * between finds the flag set and writes nothing, and what it announces
+ * is already in the queue the supervisor is about to look at.
+ */
 void
 queue_clear_wake(void)
 {
@@ -131,15 +139,20 @@ queue_clear_wake(void)
 
 	while (read(wakefd, &v, sizeof(v)) > 0)
 		;
+	atomic_store(&wake_pending, 0);
 }
 
-/* Wake the supervisor's loop (any thread may). */
+/*
+ * Wake the supervisor's loop (any thread may).  Once per turn of its
+ * loop is enough: the writer would otherwise write once per request.
+ */
 void
 queue_wake(void)
 {
 	uint64_t one = 1;
 
-	(void)!write(wakefd, &one, sizeof(one));
+	if (atomic_exchange(&wake_pending, 1) == 0)
+		(void)!write(wakefd, &one, sizeof(one));
 }
 
 static void

@@ -238,7 +238,6 @@ run_main(int argc, char **argv)
 		return 1;
 	}
 	*(void **)lua_getextraspace(L) = NULL;	/* no handler budget here */
-	client_init();
 	lua_pushcfunction(L, run_protected);
 	lua_pushlightuserdata(L, &a);
 	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {

@@ -173,8 +173,6 @@ worker_main(void)
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	dup2(2, 1);		/* stray stdout from libraries lands in the log */
-	if (client_init() == -1)
-		log_msg(LOG_ERROR, "worker: cannot initialise libcurl");
 	lb_http_set_metric_hook(send_metric);
 
 	while (ipc_recv(WORKER_FD, &rd, &type, &p, &len) == 0) {
