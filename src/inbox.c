@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -376,8 +377,10 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 {
 	struct inbox_ticket	*r;
 	struct op	*o;
-	int64_t		 now = db_now_ms(), t0 = queue_now_ms();
+	int64_t		 now = db_now_ms();
+	struct timespec	 t0, t1;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (db_exec(wdb, "BEGIN IMMEDIATE") == -1)
 		return -1;
 	for (o = op; o != NULL; o = o->next)
@@ -398,8 +401,10 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 	}
 	if (db_exec(wdb, "COMMIT") == -1)
 		goto fail;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	metrics_observe("walua_commit_duration_seconds",
-	    (double)(queue_now_ms() - t0) / 1000);
+	    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec -
+	    t0.tv_nsec) / 1e9);
 	return 0;
 fail:
 	set_health(0, db_error(wdb));
