@@ -78,6 +78,14 @@ $(ODIR)/luafiles.o: $(ODIR)/luafiles.c
 $(ODIR):
 	@mkdir -p $(ODIR)
 
+# `walua version` names the commit it was built from: main.o is rebuilt
+# when that changes (the file is rewritten only then).
+$(ODIR)/version: FORCE | $(ODIR)
+	$(Q)echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+$(ODIR)/main.o: $(ODIR)/version
+.PHONY: FORCE
+FORCE:
+
 # Test programs: one per C module, plus the Lua test runner.
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(ODIR)/tests/%,$(UNIT_SRCS))
