@@ -240,6 +240,7 @@ event_decode(const char *provider, const char *endpoint,
 		int		 base = EVENT_FIELDS * i;
 
 		out->n = i + 1;
+		e->prior_rank = -1;
 		event_new_id(e->id);
 		if (field(L, base + 1, &e->kind, NULL) == -1 ||
 		    field(L, base + 2, &e->conversation, NULL) == -1 ||

@@ -16,6 +16,11 @@ struct event {
 	char		*json;			/* owned: the event for Lua */
 	size_t		 jsonlen;
 	long long	 code;			/* provider error code, or 0 */
+	/* the status rank already handled for message_id, read by the
+	 * inbox writer in its commit (-1: not read), and the ranks cache
+	 * epoch then (see inbox_handled_rank) */
+	int		 prior_rank;
+	int		 prior_epoch;
 };
 
 /* The delivery headers the normalizer looks at (NULL: absent). */

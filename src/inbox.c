@@ -73,6 +73,7 @@ static struct db	*rdb;			/* the supervisor's reader */
 static atomic_int	 healthy = 1;
 static atomic_long	 dead_count;
 static atomic_int	 unmarked;		/* done, mark not committed */
+static atomic_int	 rank_epoch;		/* ranks_clear()s so far */
 static int64_t		 dedup_keep_ms = 8LL * 86400 * 1000;
 
 static void		 ranks_clear(void);
@@ -153,6 +154,12 @@ insert_request(struct inbox_ticket *r, int64_t now)
 			free(e->json);
 			e->json = NULL;
 			continue;
+		}
+		if (inbox_status_rank(e->status) > 0 && e->message_id != NULL) {
+			/* for ev.stale, read here: in this transaction it
+			 * costs a lookup, in the supervisor a read one */
+			e->prior_epoch = atomic_load(&rank_epoch);
+			e->prior_rank = kv_status_rank(wdb, e->message_id);
 		}
 		if ((st = db_prepare(wdb, sql)) == NULL)
 			return -1;
@@ -282,6 +289,7 @@ static void
 row_event(sqlite3_stmt *st, struct event *e)
 {
 	memset(e, 0, sizeof(*e));
+	e->prior_rank = -1;
 	snprintf(e->id, sizeof(e->id), "%s", sqlite3_column_text(st, 0));
 	e->kind = column(st, 1);
 	e->conversation = column(st, 2);
@@ -789,6 +797,7 @@ ranks_clear(void)
 		ranks[i] = NULL;
 	}
 	nranks = 0;
+	atomic_fetch_add(&rank_epoch, 1);
 }
 
 /* The supervisor heard that a status of rank was handled. */
@@ -821,18 +830,27 @@ inbox_note_rank(const char *message_id, int rank)
 }
 
 /*
- * The highest status rank already handled for message_id, for ev.stale.
+ * The highest status rank already handled for its message (ev.stale).
+ * What was handled since it was committed is in the cache (noted before
+ * its done mark is written); what was handled before, the writer read in
+ * that commit (it->prior_rank).  Only when the cache was cleared since,
+ * or for events loaded from the database, is the database asked here.
  * The supervisor thread only (it owns the reader connection).
  */
 int
-inbox_handled_rank(const char *message_id)
+inbox_handled_rank(const struct qitem *it)
 {
 	struct rank	*r;
-	int		 db_rank;
+	int		 rank = -1;
 
-	for (r = ranks[rank_hash(message_id)]; r != NULL; r = r->next)
-		if (strcmp(r->message_id, message_id) == 0)
-			return r->rank;
-	db_rank = rdb != NULL ? kv_status_rank(rdb, message_id) : 0;
-	return db_rank;
+	for (r = ranks[rank_hash(it->message_id)]; r != NULL; r = r->next)
+		if (strcmp(r->message_id, it->message_id) == 0) {
+			rank = r->rank;
+			break;
+		}
+	if (it->prior_rank >= 0 && it->prior_epoch == atomic_load(&rank_epoch))
+		return it->prior_rank > rank ? it->prior_rank : rank;
+	if (rank >= 0)
+		return rank;
+	return rdb != NULL ? kv_status_rank(rdb, it->message_id) : 0;
 }

@@ -37,6 +37,6 @@ int	inbox_healthy(void);
 long	inbox_dead_count(void);
 int	inbox_status_rank(const char *status);
 void	inbox_note_rank(const char *message_id, int rank);
-int	inbox_handled_rank(const char *message_id);
+int	inbox_handled_rank(const struct qitem *);
 
 #endif

@@ -49,7 +49,7 @@ extern char **environ;
 
 enum { W_LOADING, W_IDLE, W_BUSY, W_CLOSED };
 
-#define MARKS_AHEAD	4	/* events running or unmarked, per worker */
+#define MARKS_AHEAD	8	/* events running or unmarked, per worker */
 
 struct gen {
 	int		 id;
@@ -571,7 +571,7 @@ stale(const struct qitem *it)
 	int	rank = inbox_status_rank(it->status);
 
 	return rank > 0 && it->message_id != NULL &&
-	    inbox_handled_rank(it->message_id) > rank;
+	    inbox_handled_rank(it) > rank;
 }
 
 /*

@@ -290,6 +290,8 @@ take_event(struct qitem *it, struct event *e)
 	it->status = e->status;
 	it->json = e->json;
 	it->jsonlen = e->jsonlen;
+	it->prior_rank = e->prior_rank;
+	it->prior_epoch = e->prior_epoch;
 	e->kind = e->conversation = e->message_id = e->status = e->json = NULL;
 }
 

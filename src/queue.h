@@ -13,6 +13,8 @@ struct qitem {
 	char		*conv;		/* conversation key, or NULL */
 	char		*message_id;	/* or NULL */
 	char		*status;	/* a status event's status, or NULL */
+	int		 prior_rank;	/* see struct event */
+	int		 prior_epoch;
 	char		*json;
 	size_t		 jsonlen;
 	int		 attempts;	/* attempts started so far */

@@ -169,7 +169,7 @@ CRASH_SENDERS = 40
 # What one crash may run again, per worker: the event running plus those
 # handled whose done mark waits for the next group commit (pool.c's
 # MARKS_AHEAD; the README's guarantees).
-RERUNS_PER_WORKER = 4
+RERUNS_PER_WORKER = 8
 
 
 def crash_handler():
@@ -1135,6 +1135,22 @@ def test_10_stale_statuses():
         assert d.deliver(status_body(other, "delivered"))["events"] == 1
         line = d.wait_log(handled_for(other))[0]
         assert not line.get("stale"), line
+        # after a restart nothing is cached: the rank handled before comes
+        # from the database (read by the inbox writer in the commit)
+        third = "wamid.STALE-3"
+        assert d.deliver(status_body(third, "read"))["events"] == 1
+        d.wait_log(lambda l: l.get("msg") == "event handled" and
+                   l.get("message_id") == third)
+        assert d.stop() == 0
+        d.restart()
+        assert d.deliver(status_body(third, "delivered"))["events"] == 1
+        d.wait_log(lambda l: l.get("msg") == "event handled" and
+                   l.get("message_id") == third, count=2)
+        again = [l for l in d.find(handled_for(third))
+                 if l.get("status") == "delivered"][-1]
+        assert again.get("stale") is True, again
+        say("after a restart: delivered after read, stale %s",
+            again.get("stale"))
         assert d.stop() == 0
 
 
