@@ -673,6 +673,7 @@ report(int type, const struct qitem *it, int64_t due_wall,
     long long duration_us)
 {
 	struct op	*o;
+	int		 first;
 
 	if ((o = calloc(1, sizeof(*o))) == NULL) {
 		log_kv(LOG_ERROR, "inbox: out of memory recording an outcome",
@@ -693,12 +694,14 @@ report(int type, const struct qitem *it, int64_t due_wall,
 	if (type == OP_DONE)
 		o->rank = inbox_status_rank(it->status);
 	pthread_mutex_lock(&mu);
+	first = ops == NULL;
 	*ops_tail = o;
 	ops_tail = &o->next;
 	if (type != OP_DONE) {
 		flush = 1;
 		pthread_cond_signal(&work_cv);
-	}
+	} else if (first)	/* an idle writer now waits MARKS_MS at most */
+		pthread_cond_signal(&work_cv);
 	pthread_mutex_unlock(&mu);
 }
 
