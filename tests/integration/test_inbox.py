@@ -942,15 +942,14 @@ def test_08_database_disk_full():
             before = list(p.ok)
             sizes = {f: os.path.getsize(os.path.join(fs.dir, f))
                      for f in os.listdir(fs.dir)}
-            # fill the tmpfs until ENOSPC
+            # fill the tmpfs until ENOSPC (unbuffered: a buffered file
+            # would raise ENOSPC again when it is closed)
             filled = 0
-            with open(filler, "wb") as f:
+            with open(filler, "wb", buffering=0) as f:
                 chunk = b"\0" * 65536
                 try:
                     while True:
-                        f.write(chunk)
-                        f.flush()
-                        filled += len(chunk)
+                        filled += f.write(chunk)
                 except OSError:
                     pass
             say("files before filling %s; filler %d bytes", sizes, filled)
