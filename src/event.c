@@ -277,19 +277,25 @@ done:
 	return rc;
 }
 
+/* Free what e owns (not e itself). */
+void
+event_free(struct event *e)
+{
+	free(e->kind);
+	free(e->conversation);
+	free(e->dedup);
+	free(e->message_id);
+	free(e->status);
+	free(e->json);
+}
+
 void
 event_batch_free(struct event_batch *b)
 {
 	int	i;
 
-	for (i = 0; b->ev != NULL && i < b->n; i++) {
-		free(b->ev[i].kind);
-		free(b->ev[i].conversation);
-		free(b->ev[i].dedup);
-		free(b->ev[i].message_id);
-		free(b->ev[i].status);
-		free(b->ev[i].json);
-	}
+	for (i = 0; b->ev != NULL && i < b->n; i++)
+		event_free(&b->ev[i]);
 	free(b->ev);
 	b->ev = NULL;
 	b->n = 0;

@@ -39,6 +39,7 @@ struct event_batch {
 int	event_decode(const char *provider, const char *endpoint,
 	    const struct event_headers *, const char *body, size_t len,
 	    struct event_batch *out, char *err, size_t errlen);
+void	event_free(struct event *);
 void	event_batch_free(struct event_batch *);
 void	event_new_id(char out[EVENT_ID_LEN + 1]);
 void	event_shutdown(void);

@@ -299,17 +299,6 @@ row_event(sqlite3_stmt *st, struct event *e)
 	e->jsonlen = e->json ? strlen(e->json) : 0;
 }
 
-static void
-event_free_fields(struct event *e)
-{
-	free(e->kind);
-	free(e->conversation);
-	free(e->dedup);
-	free(e->message_id);
-	free(e->status);
-	free(e->json);
-}
-
 /* Load events marked for replay into the queue (clearing the mark). */
 static void
 pick_up_replays(void)
@@ -329,7 +318,7 @@ pick_up_replays(void)
 		row_event(st, &e);
 		if ((cl = db_prepare(wdb, clr)) == NULL || e.kind == NULL ||
 		    e.json == NULL) {
-			event_free_fields(&e);
+			event_free(&e);
 			break;
 		}
 		/* the statement cache resets st only on its own prepare */
@@ -337,7 +326,7 @@ pick_up_replays(void)
 		sqlite3_step(cl);
 		sqlite3_reset(cl);
 		if (queue_restore(&e, 0, 0) == -1) {
-			event_free_fields(&e);
+			event_free(&e);
 			break;
 		}
 		n++;
@@ -571,7 +560,7 @@ load_pending(char *err, size_t errlen)
 			due = now + (sqlite3_column_int64(st, 7) - now_wall);
 		if (e.kind == NULL || e.json == NULL ||
 		    queue_restore(&e, sqlite3_column_int(st, 6), due) == -1) {
-			event_free_fields(&e);
+			event_free(&e);
 			sqlite3_reset(st);
 			snprintf(err, errlen, "inbox: out of memory loading "
 			    "pending events");

@@ -81,12 +81,26 @@ conn(const struct config *cfg)
 	return tls_db;
 }
 
+/* Forget every failure count (mu held). */
+static void
+fails_clear(void)
+{
+	struct failures	*f, *fn;
+
+	for (f = fails; f != NULL; f = fn) {
+		fn = f->next;
+		free(f->client_id);
+		free(f);
+	}
+	fails = NULL;
+	nfails = 0;
+}
+
 /* Close every thread's connection; after the HTTP threads stopped. */
 void
 oauth_shutdown(void)
 {
 	struct cached	*c, *cn;
-	struct failures	*f, *fn;
 	int		 i;
 
 	pthread_mutex_lock(&mu);
@@ -99,13 +113,7 @@ oauth_shutdown(void)
 	}
 	cache = NULL;
 	ncache = 0;
-	for (f = fails; f != NULL; f = fn) {
-		fn = f->next;
-		free(f->client_id);
-		free(f);
-	}
-	fails = NULL;
-	nfails = 0;
+	fails_clear();
 	pthread_mutex_unlock(&mu);
 	tls_db = NULL;
 }
@@ -142,16 +150,8 @@ note_failure(const char *id, int64_t now)
 		if (strcmp(f->client_id, id) == 0)
 			break;
 	if (f == NULL) {
-		if (nfails >= 1024) {	/* a flood of made-up ids: start over */
-			struct failures *n;
-			for (f = fails; f != NULL; f = n) {
-				n = f->next;
-				free(f->client_id);
-				free(f);
-			}
-			fails = NULL;
-			nfails = 0;
-		}
+		if (nfails >= 1024)	/* a flood of made-up ids: start over */
+			fails_clear();
 		if ((f = calloc(1, sizeof(*f))) == NULL ||
 		    (f->client_id = strndup(id, 200)) == NULL) {
 			free(f);

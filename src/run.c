@@ -110,6 +110,17 @@ struct run_args {
 	int		 status;
 };
 
+/* The C modules an admin script may require. */
+static const luaL_Reg preloads[] = {
+	{ "cjson", open_cjson },
+	{ "walua.log", open_log },
+	{ "walua.store", luaopen_walua_store },
+	{ "walua.inbox", luaopen_walua_inbox },
+	{ "walua.httpc", luaopen_walua_httpc },
+	{ "walua.crypto", luaopen_walua_crypto },
+	{ NULL, NULL }
+};
+
 static int
 run_protected(lua_State *L)
 {
@@ -127,18 +138,7 @@ run_protected(lua_State *L)
 	lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
 	lua_pop(L, 1);
 	lua_getfield(L, -1, "preload");
-	lua_pushcfunction(L, open_cjson);
-	lua_setfield(L, -2, "cjson");
-	lua_pushcfunction(L, open_log);
-	lua_setfield(L, -2, "walua.log");
-	lua_pushcfunction(L, luaopen_walua_store);
-	lua_setfield(L, -2, "walua.store");
-	lua_pushcfunction(L, luaopen_walua_inbox);
-	lua_setfield(L, -2, "walua.inbox");
-	lua_pushcfunction(L, luaopen_walua_httpc);
-	lua_setfield(L, -2, "walua.httpc");
-	lua_pushcfunction(L, luaopen_walua_crypto);
-	lua_setfield(L, -2, "walua.crypto");
+	luaL_setfuncs(L, preloads, 0);
 	lua_pop(L, 2);
 
 	/* walua.settings: the checked config, decoded */

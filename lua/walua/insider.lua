@@ -306,6 +306,12 @@ local function phone_query(phone)
 	return "?phoneNumber=" .. urlencode(d)
 end
 
+-- A webhook's id: a number, or a string of digits.
+local function webhook_id(id)
+	return math.tointeger(id) ~= nil or (type(id) == "string" and
+	    id:match("^%d+$") ~= nil)
+end
+
 -- The API -----------------------------------------------------------------
 
 function M.settings_v1(t)
@@ -390,8 +396,7 @@ end
 function M.webhooks.update(phone, id, spec)
 	local q, bad = phone_query(phone)
 	if not q then return fail(bad) end
-	if math.tointeger(id) == nil and not (type(id) == "string" and
-	    id:match("^%d+$")) then
+	if not webhook_id(id) then
 		return fail("id must be the webhook's number")
 	end
 	bad = check_webhook(spec, false)
@@ -406,8 +411,7 @@ end
 function M.webhooks.delete(phone, id)
 	local q, bad = phone_query(phone)
 	if not q then return fail(bad) end
-	if math.tointeger(id) == nil and not (type(id) == "string" and
-	    id:match("^%d+$")) then
+	if not webhook_id(id) then
 		return fail("id must be the webhook's number")
 	end
 	local res, err = gateway("DELETE", "/api/wa/v2/webhooks/" ..

@@ -142,15 +142,12 @@ local function contact_name(contacts, from)
 	return p and str(p.name)
 end
 
-local function message_event(ctx, meta, m, contacts)
-	local ev = base(ctx, "message", m)
-	ev.phone_number_id, ev.display_phone_number = meta.pnid, meta.display
+-- What a message in Meta's format says (Kapso passes Meta's message on,
+-- with extras of its own): its type, id, time and content.
+local function message_content(ev, m)
 	ev.type = str(m.type) or "unknown"
-	ev.from = idstr(m.from)
 	ev.message_id = idstr(m.id)
 	ev.timestamp = timestamp(m.timestamp)
-	ev.name = contact_name(contacts, ev.from)
-	ev.conversation = conversation(meta.pnid, ev.from)
 	local t = ev.type
 	local body = tab(m[t])
 	if t == "text" then
@@ -170,6 +167,15 @@ local function message_event(ctx, meta, m, contacts)
 	end
 	local c = tab(m.context)
 	if c then ev.context = { from = idstr(c.from), id = idstr(c.id) } end
+end
+
+local function message_event(ctx, meta, m, contacts)
+	local ev = base(ctx, "message", m)
+	ev.phone_number_id, ev.display_phone_number = meta.pnid, meta.display
+	message_content(ev, m)
+	ev.from = idstr(m.from)
+	ev.name = contact_name(contacts, ev.from)
+	ev.conversation = conversation(meta.pnid, ev.from)
 	ev.errors = error_list(m.errors)
 	return ev
 end
@@ -315,37 +321,21 @@ end
 local kapso_status = { sent = true, delivered = true, read = true,
     failed = true }
 
--- The fields a Kapso message shares with a Meta one.
+-- A Kapso message: Meta's fields, and for media what Kapso adds (its
+-- own media URL and data).
 local function kapso_message(ev, m, conv)
-	local k = tab(m.kapso) or {}
-	ev.type = str(m.type) or "unknown"
-	ev.message_id = idstr(m.id)
-	ev.timestamp = timestamp(m.timestamp)
-	local t = ev.type
-	local body = tab(m[t])
-	if t == "text" then
-		ev.text = body and str(body.body)
-	elseif t == "interactive" and body then
-		local r = tab(body.button_reply) or tab(body.list_reply)
-		if r then ev.text, ev.reply_id = str(r.title), idstr(r.id) end
-	elseif t == "button" and body then
-		ev.text, ev.reply_id = str(body.text), idstr(body.payload)
-	elseif media_types[t] then
+	message_content(ev, m)
+	if media_types[ev.type] then
+		local k = tab(m.kapso) or {}
 		local md = tab(k.media_data) or {}
 		local mt = tab(k.message_type_data) or {}
-		ev.media = media(body or {})
+		ev.media = ev.media or {}
 		ev.media.url = ev.media.url or str(k.media_url) or str(md.url)
 		ev.media.mime_type = ev.media.mime_type or str(md.content_type)
 		ev.media.filename = ev.media.filename or str(md.filename)
 		ev.media.caption = ev.media.caption or str(mt.caption)
 		ev.text = ev.media.caption
-	elseif t == "location" then
-		ev.location = body
-	elseif t == "reaction" then
-		ev.reaction = body
 	end
-	local c = tab(m.context)
-	if c then ev.context = { from = idstr(c.from), id = idstr(c.id) } end
 	if conv then
 		local ck = tab(conv.kapso)
 		ev.name = ck and str(ck.contact_name)

@@ -264,6 +264,20 @@ def text_body(text, message_id, wa_id="905321234567",
                               "text": {"body": text}, "type": "text"}]}}]}]})
 
 
+def metric(d, name, labels=None):
+    """The value of one sample of /metrics, or None when absent."""
+    status, _, body = d.request("GET", "/metrics", timeout=5)
+    assert status == 200, (status, body)
+    want = name + ("{%s}" % labels if labels else "")
+    for line in body.decode().splitlines():
+        if line.startswith("#"):
+            continue
+        parts = line.rsplit(" ", 1)
+        if len(parts) == 2 and parts[0].replace(" ", "") == want:
+            return float(parts[1])
+    return None
+
+
 def walua(*args, timeout=30, cwd=None, env=None):
     """Run the walua binary with args; returns the CompletedProcess."""
     return subprocess.run([WALUA] + list(args), capture_output=True,

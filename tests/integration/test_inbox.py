@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-from harness import Daemon, text_body, walua, TOKEN
+from harness import Daemon, text_body, walua, metric, TOKEN
 
 WORKERS = 2
 
@@ -82,20 +82,6 @@ def status_body(message_id, status, recipient="905321234567",
 def sender(n):
     """A WhatsApp id for sender number n (one conversation each)."""
     return "90532%07d" % n
-
-
-def metric(d, name, labels=None):
-    """The value of one sample of /metrics, or None when absent."""
-    status, _, body = d.request("GET", "/metrics", timeout=5)
-    assert status == 200, (status, body)
-    want = name + ("{%s}" % labels if labels else "")
-    for line in body.decode().splitlines():
-        if line.startswith("#"):
-            continue
-        parts = line.rsplit(" ", 1)
-        if len(parts) == 2 and parts[0].replace(" ", "") == want:
-            return float(parts[1])
-    return None
 
 
 def inbox(d, *args, conf=None):

@@ -14,7 +14,8 @@ import socket
 import threading
 import time
 
-from harness import Daemon, text_body, default_endpoints, free_port, TOKEN
+from harness import (Daemon, text_body, default_endpoints, free_port,
+                     metric, TOKEN)
 
 
 def versioned(version, busy_ms=0):
@@ -54,20 +55,6 @@ def health(d):
     status, _, body = d.request("GET", "/healthz", timeout=5)
     assert status == 200, (status, body)
     return json.loads(body)
-
-
-def metric(d, name, labels=None):
-    """The value of one sample of /metrics, or None when absent."""
-    status, _, body = d.request("GET", "/metrics", timeout=5)
-    assert status == 200, (status, body)
-    want = name + ("{%s}" % labels if labels else "")
-    for line in body.decode().splitlines():
-        if line.startswith("#"):
-            continue
-        parts = line.rsplit(" ", 1)
-        if len(parts) == 2 and parts[0].replace(" ", "") == want:
-            return float(parts[1])
-    return None
 
 
 def deliver_and_wait(d, text, mid, **kw):
