@@ -55,6 +55,9 @@ lb_push_error(lua_State *L, int status, const char *code, const char *msg)
 	if (luaL_newmetatable(L, ERROR_MT)) {
 		lua_pushcfunction(L, error_tostring);
 		lua_setfield(L, -2, "__tostring");
+		/* shared by every error: hidden, so no script can change it */
+		lua_pushboolean(L, 0);
+		lua_setfield(L, -2, "__metatable");
 	}
 	lua_setmetatable(L, -2);
 	return 2;

@@ -66,7 +66,7 @@ function cli.masked(v)
 			out[k] = cli.masked(x)
 		end
 	end
-	if getmetatable(v) then setmetatable(out, getmetatable(v)) end
+	if getmetatable(v) == "walua.json.array" then json.array(out) end
 	return out
 end
 

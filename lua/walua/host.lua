@@ -19,27 +19,66 @@ local load, pcall, error, type, setmetatable, rawset, rawget, tostring =
     G.load, G.pcall, G.error, G.type, G.setmetatable, G.rawset, G.rawget,
     G.tostring
 local select, ipairs, pairs, next = G.select, G.ipairs, G.pairs, G.next
-local concat, format, match, gsub = table.concat, string.format,
-    string.match, string.gsub
+local concat, format, match, gsub, sub, rep = table.concat, string.format,
+    string.match, string.gsub, string.sub, string.rep
+local min = math.min
 
 -- Tables a script may not write, even with rawset: the read-only views
 -- and the script environments (weak: they go when their scripts go).
 local protected = setmetatable({}, { __mode = "k" })
 
+-- The view of each shared table (weak keys: a view lives while its
+-- table does), so one table always has one view.
+local views = setmetatable({}, { __mode = "k" })
+
+local function readonly_error(name)
+	return function(_, k)
+		error(format("%s is read-only (assigning '%s')", name,
+		    tostring(k)), 2)
+	end
+end
+
 -- A read-only view of t: reads pass through, writes raise, and the
--- metatable is hidden (lighttpd's "lua table is read-only").
-local function readonly(t, name)
-	local view = setmetatable({}, {
-		__index = t,
-		__newindex = function(_, k)
-			error(format("%s is read-only (assigning '%s')", name,
-			    tostring(k)), 2)
+-- metatable is hidden (lighttpd's "lua table is read-only").  A view is
+-- only as read-only as every way into it, so none hands out t or a table
+-- inside it: reads and pairs() give views of nested tables, # and ipairs
+-- see t's length, next() and rawget() see the (empty) view itself.
+-- flat: t holds no tables now or later (the standard libraries), so its
+-- reads may go straight to t, the fast path for string methods.
+local function readonly(t, name, flat)
+	local v = views[t]
+	if v then return v end
+	local index
+	if flat then
+		index = t
+	else
+		index = function(_, k)
+			local x = t[k]
+			if type(x) == "table" then
+				return readonly(x, name .. "." .. tostring(k))
+			end
+			return x
+		end
+	end
+	v = setmetatable({}, {
+		__index = index,
+		__newindex = readonly_error(name),
+		__pairs = function()
+			return function(_, k)
+				local x
+				k, x = next(t, k)
+				if type(x) == "table" then
+					x = readonly(x, name .. "." .. tostring(k))
+				end
+				return k, x
+			end, nil, nil
 		end,
-		__pairs = function() return next, t, nil end,
+		__len = function() return #t end,
 		__metatable = false,
 	})
-	protected[view] = true
-	return view
+	views[t] = v
+	protected[v] = true
+	return v
 end
 
 local function copy(t, keys)
@@ -64,12 +103,13 @@ local safe = {
 	setmetatable = setmetatable, getmetatable = getmetatable,
 	tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
 	_VERSION = _VERSION,
-	string = readonly(strlib, "string"),
-	table = readonly(table, "table"),
-	math = readonly(math, "math"),
-	utf8 = readonly(utf8, "utf8"),
-	coroutine = readonly(coroutine, "coroutine"),
-	os = readonly(copy(os, { "time", "clock", "date", "difftime" }), "os"),
+	string = readonly(strlib, "string", true),
+	table = readonly(table, "table", true),
+	math = readonly(math, "math", true),
+	utf8 = readonly(utf8, "utf8", true),
+	coroutine = readonly(coroutine, "coroutine", true),
+	os = readonly(copy(os, { "time", "clock", "date", "difftime" }), "os",
+	    true),
 }
 
 -- collectgarbage: reading the count and asking for a collection are fine;
@@ -108,16 +148,35 @@ preload["walua.log"] = function() return readonly(C.logmod, "walua.log") end
 preload["walua.store"] = function() return readonly(C.store, "walua.store") end
 preload["walua.httpc"] = function() return readonly(C.httpc, "walua.httpc") end
 preload["walua.crypto"] = function() return readonly(C.crypto, "walua.crypto") end
--- the running configuration (set by the worker), read-only
-local settings
-preload["walua.settings"] = function()
-	local function freeze(t, name)
-		if type(t) ~= "table" then return t end
-		local out = {}
-		for k, v in pairs(t) do out[k] = freeze(v, name .. "." .. k) end
-		return readonly(out, name)
+-- The running configuration (set by the worker), read-only.  walua's own
+-- modules (walua.insider, walua.kapso) read the credentials they call
+-- the providers with; handlers see every secret masked, as the admin
+-- scripts print them: they know a credential is set, never its value.
+local settings, masked
+local SECRET = { token = true, secret = true, app_secret = true,
+    verify_token = true, client_secret = true, refresh_token = true,
+    auth_key = true, api_key = true, access_token = true,
+    password_hash = true }
+
+local function mask(t)
+	local out = {}
+	for k, v in pairs(t) do
+		if type(v) == "table" then
+			v = mask(v)
+		elseif SECRET[k] and type(v) == "string" and v ~= "" then
+			v = sub(v, 1, min(4, #v // 4)) .. rep("*", 8)
+		end
+		out[k] = v
 	end
-	return freeze(settings or {}, "walua.settings")
+	return out
+end
+
+preload["walua.settings"] = function(internal)
+	if internal then
+		return readonly(settings or {}, "walua.settings")
+	end
+	masked = masked or mask(settings or {})
+	return readonly(masked, "walua.settings")
 end
 
 local cj = C.cjson	-- private lua-cjson: depth limits fixed by the C core
@@ -139,16 +198,24 @@ local function run_chunk(path, src, dir)
 	return res
 end
 
+-- require for chunks from dir.  walua's modules and cjson are shared by
+-- every script of the state, so a script gets a read-only view of them;
+-- a module beside the handler is the script's own (see the README on
+-- what module-level state means).
 local function require_from(dir)
+	local internal = dir == "lua/walua"
 	return function(name)
 		if type(name) ~= "string" then
 			error("require: module name must be a string", 2)
 		end
 		local key = name
+		if name == "walua.settings" and internal then
+			key = "walua.settings (internal)"
+		end
 		local m = loaded[key]
 		if m ~= nil then return m end
 		if preload[name] then
-			m = preload[name]()
+			m = preload[name](internal)
 		elseif match(name, "^walua%.[%w_]+$") and not private[name] then
 			local path = "lua/" .. gsub(name, "%.", "/") .. ".lua"
 			local src = C.readsrc(path)
@@ -156,6 +223,7 @@ local function require_from(dir)
 				error("module '" .. name .. "' not found", 2)
 			end
 			m = run_chunk(path, src, "lua/walua")
+			if type(m) == "table" then m = readonly(m, name) end
 		elseif match(name, "^[%w_]+$") or match(name, "^[%w_]+%.[%w_.]+$") then
 			local path = dir .. "/" .. gsub(name, "%.", "/") .. ".lua"
 			key = path
@@ -216,7 +284,7 @@ local handlers = {}
 
 -- The configuration walua.settings shows (its checked JSON).
 function H.set_settings(json)
-	settings = C.decode(json)
+	settings, masked = C.decode(json), nil
 end
 
 -- A fresh sandbox environment for chunks from dir (the test runner runs

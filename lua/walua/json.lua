@@ -11,14 +11,16 @@ local cjson = require "cjson"
 
 local json = { null = cjson.null }
 
-local ARRAY = { __name = "walua.json.array" }
+-- The metatable is protected: getmetatable() gives its name, so no script
+-- can change how the arrays of later events encode.
+local ARRAY = { __name = "walua.json.array", __metatable = "walua.json.array" }
 local SENTINEL = "\1walua:empty-array\1"
 local QUOTED = '"\\u0001walua:empty%-array\\u0001"'
 local used = false
 
 local function prep(v, depth)
 	if type(v) ~= "table" or depth > 64 then return v end
-	if getmetatable(v) == ARRAY and next(v) == nil then return SENTINEL end
+	if getmetatable(v) == ARRAY.__metatable and next(v) == nil then return SENTINEL end
 	local out = {}
 	for k, x in pairs(v) do out[k] = prep(x, depth + 1) end
 	return out
@@ -44,6 +46,7 @@ function json.array(t)
 		error("json.array: expected a table, got " .. type(t), 2)
 	end
 	used = true
+	if getmetatable(t) == ARRAY.__metatable then return t end
 	return setmetatable(t, ARRAY)
 end
 

@@ -30,7 +30,8 @@ local KINDS = {
 }
 
 local methods = {}
-local meta = { __index = methods }
+-- hidden: a script must not change the methods every router shares
+local meta = { __index = methods, __metatable = false }
 
 -- Raise at the caller of the method, so the message names the line of
 -- the handler script: level 3 from a method, 4 from check().

@@ -175,8 +175,7 @@ local function E(r, err)
 	end
 	return { ok = false, status = err.status, code = err.code,
 	    message = err.message, str = tostring(err),
-	    has_tostring = getmetatable(err) ~= nil and
-		getmetatable(err).__tostring ~= nil }
+	    has_tostring = not tostring(err):find("^table: ") }
 end
 local function out(t) print(json.encode(t)) end
 '''

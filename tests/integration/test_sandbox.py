@@ -46,7 +46,7 @@ import os
 import re
 import time
 
-from harness import Daemon, ROOT, text_body
+from harness import Daemon, ROOT, TOKEN, lua_str, text_body
 
 PLUGINS = os.path.join(ROOT, "tests", "plugins")
 BUDGET_MS = 500
@@ -131,10 +131,17 @@ def of_event(ev_id, *msgs):
 
 VICTIM = r'''-- an innocent second handler script in the same worker
 local log = require "walua.log"
+local json = require "walua.json"
+local router = require "walua.router"
+local http = require "walua.http"
 return function(ev)
+	local _, err = http.error(500, "X1", "boom")
 	log.info("victim", { text = ev.text, upper = string.upper("abc"),
 	    rep = string.rep("ab", 2), format = string.format("%d", 7),
 	    concat = table.concat({ "a", "b" }, "-"), pi = tostring(math.pi),
+	    method_upper = ("abc"):upper(), floor = math.floor(1.5),
+	    encode = json.encode({ 1 }), array = json.encode(json.array()),
+	    router = type(router.new().on_event), err = tostring(err),
 	    leak_lib = tostring(table.leak_lib),
 	    leak_rawset_g = tostring(leak_rawset_g) })
 end
@@ -443,7 +450,53 @@ def probe_ev_keep(r):
     assert l["cur_id"] != attack["event"]
 
 
+# What the next event and the victim see after an attack on the shared
+# tables (tests/plugins/shared_*.lua): the originals, whatever the path.
+REAL_SHARED = {
+    "method_upper": "ABC", "lib_upper": "ABC", "floor": 1,
+    "concat": "a-b", "char": "H", "running": "thread", "time": "integer",
+    "encode": "[1]", "router": "function", "route": "function",
+    "list": lambda v: v in ("function", "false"), "array": "[]",
+    "err": "boom (status 500, code X1)", "cjson": "[2]", "request": "false",
+    "sha": "ca978112", "log_info": "false", "method_rep": "abab",
+    "method_format": "7", "method_len": 4, "method_find": "3",
+}
+REAL_VICTIM = {
+    "upper": "ABC", "rep": "abab", "format": "7", "concat": "a-b",
+    "pi": "%.14g" % math.pi, "method_upper": "ABC", "floor": 1,
+    "encode": "[1]", "array": "[]", "router": "function",
+    "err": "boom (status 500, code X1)",
+}
+
+
+def probe_shared(r):
+    """The attack's own line says what it reached; the next event of
+    another conversation and another script must see the originals."""
+    name = r["name"]
+    p = fields(r["probe"])
+    reached = sorted(k for k, v in p.items() if v == "ran" or v == "table"
+                     or (isinstance(v, int) and v > 0))
+    say("%s: in the attack, writes that went through: %s", name,
+        ", ".join(reached) or "none")
+    bad = []
+    for l in r["next"]:
+        want = {k: v for k, v in REAL_SHARED.items() if k in l}
+        assert len(want) >= 5, ("too little probed", l)
+        bad += misses("the next conversation's handler sees", l, want)
+    assert r["victim"], "the victim script did not run"
+    for l in r["victim"]:
+        bad += misses("another script (next conversation) sees", l,
+                      REAL_VICTIM)
+    assert not bad, "%s: the attack changed what later events see:\n  " \
+        % name + "\n  ".join(bad)
+
+
 PROBES = {
+    "shared_pairs.lua": probe_shared,
+    "shared_next.lua": probe_shared,
+    "shared_getmetatable.lua": probe_shared,
+    "shared_require.lua": probe_shared,
+    "shared_string_methods.lua": probe_shared,
     "bytecode.lua": probe_bytecode,
     "no_io_os.lua": probe_no_io_os,
     "no_package.lua": probe_no_package,
@@ -549,6 +602,26 @@ def test_plugin_ev_keep():
     check_plugin("ev_keep.lua")
 
 
+def test_plugin_shared_pairs():
+    check_plugin("shared_pairs.lua", victim=True)
+
+
+def test_plugin_shared_next():
+    check_plugin("shared_next.lua", victim=True)
+
+
+def test_plugin_shared_getmetatable():
+    check_plugin("shared_getmetatable.lua", victim=True)
+
+
+def test_plugin_shared_require():
+    check_plugin("shared_require.lua", victim=True)
+
+
+def test_plugin_shared_string_methods():
+    check_plugin("shared_string_methods.lua", victim=True)
+
+
 def test_every_plugin_has_an_expectation_and_a_test():
     names = sorted(f for f in os.listdir(PLUGINS) if f.endswith(".lua"))
     assert names, "no plugins in %s" % PLUGINS
@@ -605,3 +678,46 @@ def test_stuck_worker_does_not_stop_the_other():
             wait_for(d, lambda l: l.get("msg") == "handled" and
                      l.get("conversation", "").endswith(NEXT_WA), 5,
                      name + " next event")
+
+
+# what handlers see of the configuration -------------------------------------
+SETTINGS_PROBE = r'''
+local log = require "walua.log"
+local settings = require "walua.settings"
+return function(ev)
+	local ep = settings.endpoints[1]
+	log.info("settings seen", { token = ep.auth.token, path = ep.path,
+	    client_secret = settings.insider.client_secret,
+	    client_id = settings.insider.client_id,
+	    api_key = settings.kapso.api_key, n_endpoints = #settings.endpoints,
+	    oauth_secret = settings.oauth2.clients[1].secret })
+end
+'''
+SECRETS = {"token": TOKEN, "client_secret": "gw-secret-abcdefghijkl",
+           "api_key": "kapso-key-abcdefghijkl",
+           "oauth_secret": "oauth-secret-abcdefghijkl"}
+
+
+def test_settings_show_handlers_masked_secrets():
+    """walua.settings gives handlers the configuration with every secret
+    masked (they learn a credential is set, never its value); walua's own
+    modules still call the providers with the real ones (test_outbound)."""
+    extra = ('insider = { client_id = "gw-client", client_secret = %s },\n'
+             'kapso = { api_key = %s },\n'
+             'oauth2 = { clients = { { id = "insider", secret = %s } } },'
+             % (lua_str(SECRETS["client_secret"]), lua_str(SECRETS["api_key"]),
+                lua_str(SECRETS["oauth_secret"])))
+    with Daemon(handlers={"probe.lua": SETTINGS_PROBE}, extra=extra,
+                workers=1) as d:
+        d.deliver(text_body("hi", new_id("S"), wa_id=NEXT_WA))
+        line, _ = wait_for(d, msg_is("settings seen"), 5, "settings line")
+        say("a handler sees: %s", json.dumps(fields(line), sort_keys=True))
+        for k, secret in SECRETS.items():
+            v = line.get(k)
+            assert isinstance(v, str) and v.endswith("********"), (k, v)
+            assert v[:-8] == secret[:len(v) - 8] and len(v) - 8 <= 4, (k, v)
+        assert line["client_id"] == "gw-client", line
+        assert line["path"] == "/webhooks/insider", line
+        assert line["n_endpoints"] == 2, line
+        for secret in SECRETS.values():
+            assert secret not in d.log_text(), "a secret reached the log"
