@@ -16,6 +16,7 @@
 #include "config.h"
 #include "event.h"
 #include "httpd.h"
+#include "lb.h"
 #include "inbox.h"
 #include "lhost.h"
 #include "log.h"
@@ -68,7 +69,10 @@ config_arg(int argc, char **argv, const char **file)
 	return 0;
 }
 
-/* walua check: load the config and compile each handler in the sandbox. */
+/*
+ * walua check: load the config and each handler script into a state built
+ * exactly as a worker builds its own (worker_state).
+ */
 static int
 cmd_check(const char *file)
 {
@@ -82,8 +86,7 @@ cmd_check(const char *file)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	if ((h = lhost_new((size_t)cfg->limits.handler_memory_mb << 20, err,
-	    sizeof(err))) == NULL) {
+	if ((h = worker_state(cfg, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		config_free(cfg);
 		return 1;
@@ -98,6 +101,7 @@ cmd_check(const char *file)
 	}
 	buf_free(&src);
 	lhost_free(h);
+	lb_store_close();
 	config_free(cfg);
 	if (bad)
 		return 1;

@@ -49,6 +49,29 @@ get_u32(const char **p, const char *end, uint32_t *v)
 	return 0;
 }
 
+/*
+ * The Lua state handler scripts load into, as a worker builds it: its
+ * memory cap, walua.settings and walua.store for cfg.  `walua check`
+ * loads the scripts into the same, so a script that passes check loads
+ * in serve.  NULL with the reason in err.
+ */
+struct lhost *
+worker_state(const struct config *cfg, char *err, size_t errlen)
+{
+	struct lhost	*h;
+
+	lb_store_setup(cfg->database, cfg->durability);
+	if ((h = lhost_new((size_t)cfg->limits.handler_memory_mb << 20, err,
+	    errlen)) == NULL)
+		return NULL;
+	if (lhost_set_settings(h, cfg->json, cfg->jsonlen) == -1) {
+		snprintf(err, errlen, "sandbox: cannot set walua.settings");
+		lhost_free(h);
+		return NULL;
+	}
+	return h;
+}
+
 /* Load config and scripts from a LOAD frame; errors go in errs. */
 static struct lhost *
 load(const char *p, size_t len, struct config **cfgp, struct buf *errs)
@@ -69,14 +92,11 @@ load(const char *p, size_t len, struct config **cfgp, struct buf *errs)
 	}
 	p += n;
 	log_set_level(cfg->log_level);
-	lb_store_setup(cfg->database, cfg->durability);
-	if ((h = lhost_new((size_t)cfg->limits.handler_memory_mb << 20, err,
-	    sizeof(err))) == NULL) {
+	if ((h = worker_state(cfg, err, sizeof(err))) == NULL) {
 		buf_puts(errs, err);
 		config_free(cfg);
 		return NULL;
 	}
-	lhost_set_settings(h, cfg->json, cfg->jsonlen);
 	while (p < end) {
 		if (get_u32(&p, end, &pl) == -1 || pl > (size_t)(end - p) ||
 		    pl >= sizeof(pathbuf))

@@ -224,3 +224,33 @@ def test_serve_refuses_a_broken_handler():
             raise AssertionError("walua serve started with a broken handler")
         assert rc != 0, (rc, both)
         assert "handler.lua:3:" in both, both
+
+
+# A handler that reads walua.settings and walua.store while it loads: it
+# loads in serve, so check must load it the same way (and say ok); one
+# that fails on what it reads fails in both.
+USES_SETTINGS_AND_STORE = r'''
+local settings = require "walua.settings"
+local store = require "walua.store"
+assert(settings.workers == 1, "settings not given: workers = " ..
+    tostring(settings.workers))
+assert(store.set("loaded-at", 1))
+return function(ev) end
+'''
+WANTS_TWO_WORKERS = USES_SETTINGS_AND_STORE.replace("== 1", "== 2")
+
+
+def test_check_loads_handlers_as_a_worker_does():
+    with Folder(handlers={"handler.lua": USES_SETTINGS_AND_STORE},
+                extra="workers = 1,") as f:
+        rc, out, both = check(f)
+        print("     check of a handler using settings and store at load: "
+              "exit %d: %s" % (rc, both.strip()[:200]))
+        assert rc == 0 and out.strip() == "configuration ok", both
+        with Daemon(handlers={"handler.lua": USES_SETTINGS_AND_STORE},
+                    workers=1) as d:
+            assert d.request("GET", "/healthz")[0] == 200
+    with Folder(handlers={"handler.lua": WANTS_TWO_WORKERS},
+                extra="workers = 1,") as f:
+        rc, out, both = check(f)
+        assert rc == 1 and "settings not given: workers = 1" in both, both
