@@ -308,7 +308,7 @@ pick_up_replays(void)
 	static const char clr[] = "UPDATE events SET requeue = 0 WHERE id = ?1";
 	sqlite3_stmt	*st, *cl;
 	struct event	 e;
-	int		 n = 0;
+	int		 n = 0, rc;
 
 	if ((st = db_prepare(wdb, sel)) == NULL)
 		return;
@@ -325,9 +325,13 @@ pick_up_replays(void)
 		sqlite3_bind_text(cl, 1, e.id, -1, SQLITE_TRANSIENT);
 		sqlite3_step(cl);
 		sqlite3_reset(cl);
-		if (queue_restore(&e, 0, 0) == -1) {
+		if ((rc = queue_restore(&e, 0, 0)) == -1) {
 			event_free(&e);
 			break;
+		}
+		if (rc == 1) {		/* already queued: it runs once */
+			event_free(&e);
+			continue;
 		}
 		n++;
 		log_kv(LOG_INFO, "event replayed", "event", e.id, NULL);
@@ -535,13 +539,20 @@ writer_main(void *arg)
 	return NULL;
 }
 
-/* Load the pending events into the queue, oldest first. */
+/*
+ * Load the pending events into the queue, oldest first.  Events replayed
+ * while walua was stopped are pending too: their replay marks are
+ * cleared in the same transaction, or the first poll would queue them a
+ * second time.
+ */
 static int
 load_pending(char *err, size_t errlen)
 {
 	static const char sql[] = "SELECT id, kind, conversation, message_id,"
 	    " status, body, attempts, due_ms FROM events WHERE state = 0"
 	    " ORDER BY seq";
+	static const char clr[] = "UPDATE events SET requeue = 0"
+	    " WHERE requeue = 1 AND state = 0";
 	sqlite3_stmt	*st;
 	struct event	 e;
 	int64_t		 now_wall = db_now_ms(), now = queue_now_ms(), due;
@@ -549,8 +560,10 @@ load_pending(char *err, size_t errlen)
 	int		 rc;
 	char		 count[32];
 
-	if ((st = db_prepare(wdb, sql)) == NULL) {
+	if (db_exec(wdb, "BEGIN IMMEDIATE") == -1 ||
+	    (st = db_prepare(wdb, sql)) == NULL) {
 		snprintf(err, errlen, "inbox: %s", db_error(wdb));
+		db_exec(wdb, "ROLLBACK");
 		return -1;
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -562,15 +575,19 @@ load_pending(char *err, size_t errlen)
 		    queue_restore(&e, sqlite3_column_int(st, 6), due) == -1) {
 			event_free(&e);
 			sqlite3_reset(st);
+			db_exec(wdb, "ROLLBACK");
 			snprintf(err, errlen, "inbox: out of memory loading "
 			    "pending events");
 			return -1;
 		}
+		event_free(&e);		/* what queue_restore left, if held */
 		n++;
 	}
 	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
+	if (rc != SQLITE_DONE || db_exec(wdb, clr) == -1 ||
+	    db_exec(wdb, "COMMIT") == -1) {
 		snprintf(err, errlen, "inbox: %s", db_error(wdb));
+		db_exec(wdb, "ROLLBACK");
 		return -1;
 	}
 	if (n > 0) {

@@ -11,7 +11,8 @@
  * conversation that is not busy and has items is on the ready list.  An
  * event with no conversation gets a qconv of its own.  All unfinished
  * items are also on one list in arrival order, for the oldest-pending
- * metric.  One mutex guards everything; the supervisor is woken through an
+ * metric, and in a hash by id, so that an event is never held twice (a
+ * replay picked up while the same event is already loaded).  One mutex guards everything; the supervisor is woken through an
  * eventfd.
  */
 #include "queue.h"
@@ -39,6 +40,8 @@ static size_t		 tsize, tcount;
 static struct qconv	*ready_head, *ready_tail;
 static struct qitem	*retry_list;		/* unsorted; it stays short */
 static struct qitem	*all_head, *all_tail;
+static struct qitem	**ids;			/* by id: every unfinished item */
+static size_t		 idsize, idcount;
 static struct queue_stats st;
 static int		 wakefd = -1;
 static atomic_int	 wake_pending;	/* written, not yet cleared */
@@ -65,11 +68,14 @@ hash(const char *s)
 int
 queue_init(void)
 {
-	tsize = 1024;
+	tsize = idsize = 1024;
 	if ((table = calloc(tsize, sizeof(*table))) == NULL)
 		return -1;
-	if ((wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+	if ((ids = calloc(idsize, sizeof(*ids))) == NULL ||
+	    (wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
+		free(ids);
 		free(table);
+		ids = NULL;
 		table = NULL;
 		return -1;
 	}
@@ -112,6 +118,9 @@ queue_free(void)
 		}
 	free(table);
 	table = NULL;
+	free(ids);
+	ids = NULL;
+	idcount = 0;
 	all_head = all_tail = NULL;
 	ready_head = ready_tail = NULL;
 	retry_list = NULL;
@@ -254,9 +263,56 @@ enqueue(struct qitem *it)
 	return 0;
 }
 
+/* The unfinished item with this id, or NULL. */
+static struct qitem *
+id_find(const char *id)
+{
+	struct qitem	*it;
+
+	for (it = ids[hash(id) & (idsize - 1)]; it != NULL; it = it->idnext)
+		if (strcmp(it->id, id) == 0)
+			return it;
+	return NULL;
+}
+
+static void
+id_grow(void)
+{
+	struct qitem	**nt, *it, *next;
+	size_t		 i, ns = idsize * 2, h;
+
+	if ((nt = calloc(ns, sizeof(*nt))) == NULL)
+		return;		/* keep the old table: slower, still right */
+	for (i = 0; i < idsize; i++)
+		for (it = ids[i]; it != NULL; it = next) {
+			next = it->idnext;
+			h = hash(it->id) & (ns - 1);
+			it->idnext = nt[h];
+			nt[h] = it;
+		}
+	free(ids);
+	ids = nt;
+	idsize = ns;
+}
+
+static void
+id_remove(struct qitem *it)
+{
+	struct qitem	**pp;
+
+	for (pp = &ids[hash(it->id) & (idsize - 1)]; *pp != NULL;
+	    pp = &(*pp)->idnext)
+		if (*pp == it) {
+			*pp = it->idnext;
+			idcount--;
+			return;
+		}
+}
+
 static void
 all_unlink(struct qitem *it)
 {
+	id_remove(it);
 	if (it->all_prev != NULL)
 		it->all_prev->all_next = it->all_next;
 	else
@@ -271,6 +327,12 @@ all_unlink(struct qitem *it)
 static void
 all_append(struct qitem *it)
 {
+	size_t h = hash(it->id) & (idsize - 1);
+
+	it->idnext = ids[h];
+	ids[h] = it;
+	if (++idcount > idsize)
+		id_grow();
 	it->all_prev = all_tail;
 	if (all_tail != NULL)
 		all_tail->all_next = it;
@@ -436,6 +498,9 @@ queue_dead(struct qitem *it)
 /*
  * Queue one event loaded from the inbox (at start, or replayed), taking
  * e's strings: handed out now, or at due_ms (monotonic) if later.
+ * Returns 0, 1 when an event of that id is already held (e is left as it
+ * was: an event runs once however often it is loaded), or -1 when out of
+ * memory.
  */
 int
 queue_restore(struct event *e, int attempts, int64_t due_ms)
@@ -446,6 +511,11 @@ queue_restore(struct event *e, int attempts, int64_t due_ms)
 	if ((it = calloc(1, sizeof(*it))) == NULL)
 		return -1;
 	pthread_mutex_lock(&mu);
+	if (id_find(e->id) != NULL) {
+		pthread_mutex_unlock(&mu);
+		free(it);
+		return 1;
+	}
 	take_event(it, e);
 	it->attempts = attempts;
 	it->acked_ms = now;

@@ -23,7 +23,7 @@ struct qitem {
 	char		*last_error;
 	/* private */
 	struct qconv	*c;
-	struct qitem	*next, *all_prev, *all_next;
+	struct qitem	*next, *all_prev, *all_next, *idnext;
 };
 
 struct queue_stats {

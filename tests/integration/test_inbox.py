@@ -576,6 +576,33 @@ def test_04_retry_dead_letter_replay():
         assert d.stop() == 0
 
 
+def test_04b_replay_while_stopped_runs_each_event_once():
+    """Dead letters replayed with the daemon down are pending when it
+    starts: the start-up load queues them, and the replay marks must not
+    queue them a second time."""
+    extra = "  limits = { retries = 0 },"
+    venoms = ["wamid.STOPPED-%d" % i for i in range(3)]
+    with Daemon(handlers={"handler.lua": poison_handler(["VENOM"])},
+                extra=extra) as d:
+        for i, m in enumerate(venoms):
+            assert d.deliver(text_body("VENOM %d" % i, m,
+                                       wa_id=sender(20 + i)))["events"] == 1
+        d.wait_log(is_msg("event dead-lettered"), count=3, timeout=10)
+        assert d.stop() == 0
+        assert inbox_json(d, "replay", "--dead") == {"replayed": 3}
+        d.write("handler.lua", poison_handler([]))
+        d.start()
+        for m in venoms:
+            d.wait_log(handled_for(m), timeout=10)
+        time.sleep(1.5)         # three of the writer's replay polls
+        counts = {m: len(d.find(handled_for(m))) for m in venoms}
+        say("replayed while stopped, then started: handled %s",
+            sorted(counts.values()))
+        assert all(n == 1 for n in counts.values()), counts
+        s = wait_stats(d, lambda s: s["pending"] == 0)
+        assert s["dead"] == 0 and s["done"] == 3, s
+
+
 # 5 ---------------------------------------------------------------------
 FAIL_ONCE = r'''
 local log = require "walua.log"

@@ -28,6 +28,24 @@ push(const char *conv, const char *id, long max)
 	return 0;
 }
 
+/* Load event id as the inbox does at start or on a replay. */
+static int
+restore(const char *id)
+{
+	struct event	e;
+	int		rc;
+
+	memset(&e, 0, sizeof(e));
+	snprintf(e.id, sizeof(e.id), "%s", id);
+	e.kind = strdup("message");
+	e.conversation = strdup("r");
+	e.json = strdup("{}");
+	e.jsonlen = 2;
+	rc = queue_restore(&e, 0, 0);
+	event_free(&e);
+	return rc;
+}
+
 int
 main(void)
 {
@@ -84,6 +102,28 @@ main(void)
 	CHECK(push("y", "y1", 2) == 0);
 	queue_stats(&st);
 	CHECK(st.oldest_ms != 0);
+
+	/* an event loaded while it is still held is refused, not doubled;
+	 * once finished, it may be loaded again (a later replay) */
+	a = queue_take();
+	b = queue_take();
+	CHECK(a != NULL && strcmp(a->id, "x2") == 0);
+	CHECK(b != NULL && strcmp(b->id, "y1") == 0);
+	queue_done(b);
+	CHECK(restore("x2") == 1);		/* in flight */
+	queue_retry(a, 10);
+	CHECK(restore("x2") == 1);		/* waiting for its retry */
+	CHECK(queue_tick(10) == -1);
+	CHECK(restore("x2") == 1);		/* waiting in its conversation */
+	a = queue_take();
+	CHECK(a != NULL && strcmp(a->id, "x2") == 0);
+	queue_done(a);
+	CHECK(restore("x2") == 0);		/* finished: a replay runs it */
+	a = queue_take();
+	CHECK(a != NULL && strcmp(a->id, "x2") == 0 && a->attempts == 1);
+	queue_done(a);
+	queue_stats(&st);
+	CHECK(st.inflight == 0 && st.waiting == 0 && st.retrying == 0);
 	queue_free();
 	return UNIT_DONE();
 }
