@@ -18,6 +18,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,7 +243,10 @@ read_table(lua_State *L, struct config *c)
 	    "handler_memory_mb");
 	c->limits.max_queue = intfield(L, sub, "max_queue");
 	c->limits.retries = (int)intfield(L, sub, "retries");
-	c->limits.dedup_days = (int)intfield(L, sub, "dedup_days");
+	lua_getfield(L, sub, "dedup_days");
+	/* rounded: the workers get it through JSON, with 14 digits */
+	c->limits.dedup_ms = (int64_t)llround(lua_tonumber(L, -1) * 86400000);
+	lua_pop(L, 1);
 	c->limits.shutdown_timeout_ms = (int)intfield(L, sub,
 	    "shutdown_timeout_ms");
 	lua_getfield(L, sub, "retry_backoff_ms");

@@ -3,6 +3,7 @@
 #define CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum { PROVIDER_INSIDER, PROVIDER_KAPSO, PROVIDER_META };
 enum { AUTH_BEARER, AUTH_OAUTH2, AUTH_KAPSO, AUTH_META };
@@ -35,7 +36,7 @@ struct limits {
 	int		 retries;
 	int		*backoff_ms;		/* nbackoff entries, last repeats */
 	int		 nbackoff;
-	int		 dedup_days;
+	int64_t		 dedup_ms;		/* dedup_days, in ms */
 	int		 shutdown_timeout_ms;
 };
 

@@ -40,8 +40,16 @@
 
 #define POLL_MS		500		/* replayed events, unhealthy probe */
 #define MARKS_MS	10		/* done marks wait at most this */
-#define PRUNE_MS	60000
-#define PRUNE_ROWS	1000
+/*
+ * Pruning: at most PRUNE_ROWS rows of each table per transaction (a few
+ * milliseconds of the writer's time); again after PRUNE_BUSY_MS while a
+ * table had more, which keeps up with PRUNE_ROWS * 1000 / PRUNE_BUSY_MS
+ * (50,000) events a second, several times what one instance takes in;
+ * else every PRUNE_MS.
+ */
+#define PRUNE_MS	1000
+#define PRUNE_BUSY_MS	10
+#define PRUNE_ROWS	500
 
 enum { OP_DONE, OP_RETRY, OP_DEAD };
 
@@ -215,6 +223,32 @@ apply_op(struct op *o, int64_t now)
 	return 0;
 }
 
+/*
+ * The code label of walua_provider_errors_total: the code itself for the
+ * first CODES_MAX codes seen, "other" after them, so a sender making up
+ * codes cannot grow /metrics without bound.  The writer thread only.
+ */
+#define CODES_MAX	64
+
+static const char *
+code_label(long long code)
+{
+	static long long	 seen[CODES_MAX];
+	static int		 nseen;
+	static char		 buf[32];
+	int			 i;
+
+	for (i = 0; i < nseen && seen[i] != code; i++)
+		;
+	if (i == nseen) {
+		if (nseen == CODES_MAX)
+			return "other";
+		seen[nseen++] = code;
+	}
+	snprintf(buf, sizeof(buf), "%lld", code);
+	return buf;
+}
+
 /* After a commit: queue the new events of r, in body order. */
 static void
 queue_new(struct inbox_ticket *r)
@@ -243,7 +277,8 @@ queue_new(struct inbox_ticket *r)
 		metrics_inc("walua_events_acked_total", labels, 1);
 		if (e->code != 0) {
 			snprintf(labels, sizeof(labels),
-			    "provider=\"%s\",code=\"%lld\"", r->provider, e->code);
+			    "provider=\"%s\",code=\"%s\"", r->provider,
+			    code_label(e->code));
 			metrics_inc("walua_provider_errors_total", labels, 1);
 		}
 		nb.ev[j] = *e;
@@ -436,6 +471,27 @@ probe(void)
 		db_exec(wdb, "ROLLBACK");
 }
 
+/*
+ * One batch of pruning, with the retention the running configuration
+ * asks for (a reload may change dedup_days).  *more: a table had more.
+ */
+static void
+prune(int *more)
+{
+	struct config	*cfg = config_get();
+	long		 n;
+	int		 rc;
+
+	if (cfg != NULL) {
+		dedup_keep_ms = cfg->limits.dedup_ms;
+		config_put(cfg);
+	}
+	rc = kv_prune(wdb, db_now_ms(), dedup_keep_ms, PRUNE_ROWS, &n);
+	*more = rc == 1;
+	if (n > 0)
+		metrics_inc("walua_pruned_rows_total", NULL, n);
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -443,7 +499,7 @@ writer_main(void *arg)
 	struct op	*op, *o, *onext;
 	struct timespec	 ts;
 	int64_t		 last_poll = 0, last_prune = 0, now;
-	int		 rc, n;
+	int		 rc, n, prune_more = 0;
 
 	(void)arg;
 	pthread_setname_np(pthread_self(), "inbox-writer");	/* top -H */
@@ -456,8 +512,8 @@ writer_main(void *arg)
 		 */
 		while (reqs == NULL && (ops == NULL || !flush) && !stopping) {
 			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += (ops != NULL ? MARKS_MS : POLL_MS) *
-			    1000000L;
+			ts.tv_nsec += (ops != NULL ? MARKS_MS : prune_more ?
+			    PRUNE_BUSY_MS : POLL_MS) * 1000000L;
 			if (ts.tv_nsec >= 1000000000L) {
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000L;
@@ -509,9 +565,10 @@ writer_main(void *arg)
 			pick_up_replays();
 			atomic_store(&dead_count, count_dead(wdb));
 		}
-		if (now - last_prune >= PRUNE_MS) {
+		if (now - last_prune >= (prune_more ? PRUNE_BUSY_MS :
+		    PRUNE_MS)) {
 			last_prune = now;
-			kv_prune(wdb, db_now_ms(), dedup_keep_ms, PRUNE_ROWS);
+			prune(&prune_more);
 		}
 
 		pthread_mutex_lock(&mu);
@@ -614,7 +671,7 @@ inbox_open(const struct config *cfg, char *err, size_t errlen)
 		wdb = NULL;
 		return -1;
 	}
-	dedup_keep_ms = (int64_t)cfg->limits.dedup_days * 86400 * 1000;
+	dedup_keep_ms = cfg->limits.dedup_ms;
 	if (load_pending(err, errlen) == -1) {
 		inbox_close();
 		return -1;
@@ -659,7 +716,7 @@ int
 inbox_submit(struct inbox_ticket *t, const struct config *cfg)
 {
 	t->max_queue = cfg->limits.max_queue;
-	t->dedup_ms = (int64_t)cfg->limits.dedup_days * 86400 * 1000;
+	t->dedup_ms = cfg->limits.dedup_ms;
 	t->rc = t->full = t->nnew = t->ndup = 0;
 	t->next = NULL;
 	pthread_mutex_lock(&mu);

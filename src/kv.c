@@ -222,11 +222,14 @@ kv_status_set(struct db *d, const char *message_id, int rank, int64_t now_ms)
 /*
  * Delete up to limit expired rows of each table (dedup keys past their
  * time, walua.store values past their TTL, status ranks and finished
- * events older than keep_ms).  Bounded, so the writer never stalls.
- * Returns the number of rows deleted, or -1.
+ * events older than keep_ms), in one transaction.  Bounded, so the writer
+ * never stalls long; the caller runs it again soon while a table had more
+ * (returns 1), at leisure when none had (0), or after an error (-1).
+ * *deleted gets the rows deleted.
  */
 int
-kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit)
+kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit,
+    long *deleted)
 {
 	static const char *const sqls[] = {
 	    "DELETE FROM dedup WHERE key IN (SELECT key FROM dedup"
@@ -240,17 +243,29 @@ kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit)
 	};
 	sqlite3_stmt	*st;
 	size_t		 i;
-	int		 n = 0;
+	int		 n, more = 0;
 
+	*deleted = 0;
+	if (db_exec(d, "BEGIN IMMEDIATE") == -1)
+		return -1;
 	for (i = 0; i < sizeof(sqls) / sizeof(sqls[0]); i++) {
 		if ((st = db_prepare(d, sqls[i])) == NULL)
-			return -1;
+			goto fail;
 		sqlite3_bind_int64(st, 1, now_ms);
 		sqlite3_bind_int64(st, 2, keep_ms);
 		sqlite3_bind_int(st, 3, limit);
 		if (step_done(st) == -1)
-			return -1;
-		n += sqlite3_changes(d->h);
+			goto fail;
+		n = sqlite3_changes(d->h);
+		*deleted += n;
+		if (n >= limit)
+			more = 1;
 	}
-	return n;
+	if (db_exec(d, "COMMIT") == -1)
+		goto fail;
+	return more;
+fail:
+	db_exec(d, "ROLLBACK");
+	*deleted = 0;
+	return -1;
 }

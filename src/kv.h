@@ -26,6 +26,7 @@ int	kv_status_set(struct db *, const char *message_id, int rank,
 int	kv_token_put(struct db *, const char *hash, const char *client,
 	    const char *scope, int64_t expires_ms, int64_t now_ms);
 int	kv_token_get(struct db *, const char *hash, int64_t *expires_ms);
-int	kv_prune(struct db *, int64_t now_ms, int64_t keep_ms, int limit);
+int	kv_prune(struct db *, int64_t now_ms, int64_t keep_ms, int limit,
+	    long *deleted);
 
 #endif

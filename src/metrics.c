@@ -53,6 +53,9 @@ static const struct family families[] = {
 	    "Handler worker processes that died or were stopped" },
 	{ "walua_commit_duration_seconds", "histogram",
 	    "Time one inbox commit took (a group of requests and outcomes)" },
+	{ "walua_pruned_rows_total", "counter",
+	    "Expired rows deleted (dedup keys, finished events, status ranks, "
+	    "store values past their TTL)" },
 	{ "walua_outbound_requests_total", "counter",
 	    "Requests to provider APIs and other services, by api and status "
 	    "(code 0: no answer)" },

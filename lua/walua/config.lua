@@ -17,6 +17,9 @@ end
 local function int(default, min, max)
 	return { kind = "integer", default = default, min = min, max = max }
 end
+local function num(default, min, max)
+	return { kind = "number", default = default, min = min, max = max }
+end
 local function enum(values, default)
 	return { kind = "enum", values = values, default = default }
 end
@@ -84,7 +87,8 @@ local schema = record({
 		retries = int(5, 0, 1000),
 		retry_backoff_ms = list(int(nil, 0, 7 * 86400 * 1000),
 		    { 1000, 5000, 30000, 120000, 600000 }),
-		dedup_days = int(8, 1, 3650),
+		-- a fraction is fine: 0.5 keeps keys twelve hours
+		dedup_days = num(8, 1 / 86400, 3650),
 		shutdown_timeout_ms = int(10000, 0, 3600 * 1000),
 	}),
 	-- Listener settings: read at start only (a change needs a restart).
@@ -162,6 +166,17 @@ function check(spec, v, where, dir)
 			fail(where, "must be at most " .. spec.max)
 		end
 		return v
+	elseif k == "number" then
+		if type(v) ~= "number" or v ~= v then
+			fail(where, "expected a number, got " .. type(v))
+		end
+		if spec.min and v < spec.min then
+			fail(where, "must be at least " .. spec.min)
+		end
+		if spec.max and v > spec.max then
+			fail(where, "must be at most " .. spec.max)
+		end
+		return v + 0.0
 	elseif k == "enum" then
 		for _, x in ipairs(spec.values) do
 			if v == x then return v end

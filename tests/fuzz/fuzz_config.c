@@ -97,7 +97,7 @@ compare(const struct config *c, const struct config *w)
 	FIELD(c->limits.nbackoff == w->limits.nbackoff);
 	for (i = 0; i < c->limits.nbackoff; i++)
 		FIELD(c->limits.backoff_ms[i] == w->limits.backoff_ms[i]);
-	FIELD(c->limits.dedup_days == w->limits.dedup_days);
+	FIELD(c->limits.dedup_ms == w->limits.dedup_ms);
 	FIELD(c->limits.shutdown_timeout_ms ==
 	    w->limits.shutdown_timeout_ms);
 	FIELD(c->http_threads == w->http_threads);

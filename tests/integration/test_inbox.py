@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -1355,3 +1356,65 @@ def test_14_done_mark_committed_soon_when_quiet():
         # one slow outlier on a busy machine is tolerated, not a habit
         assert gaps[len(gaps) // 2] < 150, gaps
         assert d.stop() == 0
+
+
+# 15 --------------------------------------------------------------------
+def batch_body(n, tag):
+    """An Insider body of n text messages, each its own conversation."""
+    msgs = [{"from": sender(i), "id": "wamid.%s-%d" % (tag, i),
+             "timestamp": "1749416383", "text": {"body": "hi"},
+             "type": "text"} for i in range(n)]
+    return json.dumps({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{
+            "field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "908502123456",
+                             "phone_number_id": "106540352242922"},
+                "contacts": [], "messages": msgs}}]}]})
+
+
+def test_15_pruning_keeps_up_with_a_sustained_rate():
+    """With dedup_days of 2 s and ~1,000 events/s for 12 s, the dedup keys
+    and finished events kept stay bounded by what 2 s (plus the time to
+    handle and prune) brings, instead of growing with everything taken
+    in."""
+    keep_s, seconds, per_post, posts_per_s = 2, 12, 50, 20
+    extra = "  limits = { dedup_days = %d / 86400 }," % keep_s
+    with Daemon(handlers={"handler.lua": "return function(ev) end\n"},
+                extra=extra, log_level="info") as d:
+        db = sqlite3.connect(os.path.join(d.dir, "walua.db"), timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        hdr = {"Content-Type": "application/json",
+               "Authorization": "Bearer " + d.token}
+        t0 = time.time()
+        sent, samples, n = 0, [], 0
+        next_sample = t0 + 1
+        while time.time() - t0 < seconds:
+            body = batch_body(per_post, "PRUNE%d" % n)
+            n += 1
+            conn.request("POST", "/webhooks/insider", body, hdr)
+            r = conn.getresponse()
+            assert r.status == 200, (r.status, r.read())
+            sent += json.loads(r.read())["events"]
+            if time.time() >= next_sample:
+                rows = [db.execute("SELECT count(*) FROM %s" % t)
+                        .fetchone()[0] for t in ("dedup", "events")]
+                samples.append((round(time.time() - t0), sent, *rows))
+                next_sample += 1
+            ahead = t0 + n / posts_per_s - time.time()
+            if ahead > 0:
+                time.sleep(ahead)
+        rate = sent / (time.time() - t0)
+        conn.close()
+        pruned = metric(d, "walua_pruned_rows_total")
+        db.close()
+        say("%.0f events/s for %ds, dedup_days = %d s; (s, taken in, dedup "
+            "rows, event rows): %s; rows pruned %s", rate, seconds, keep_s,
+            samples, pruned)
+        bound = rate * (keep_s + 3)
+        late = [s for s in samples if s[0] >= keep_s + 3]
+        assert late and sent > 2 * bound, (sent, bound, samples)
+        for s, _, dedup, events in late:
+            assert dedup <= bound and events <= bound, \
+                "rows grew past %d at %ds: %r" % (bound, s, samples)
