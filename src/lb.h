@@ -18,8 +18,10 @@ int	lb_json_decode_event(lua_State *L);	/* a stored event; raises */
 void	lb_json_integerize(lua_State *L, int idx, int depth);
 
 /* lb_util.c */
+struct buf;
 int	lb_push_error(lua_State *L, int status, const char *code,
 	    const char *msg);
+struct buf *lb_newbuf(lua_State *L);	/* freed by Lua's collector */
 
 /* lb_http.c, lb_crypto.c */
 int	luaopen_walua_httpc(lua_State *L);

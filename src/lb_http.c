@@ -89,6 +89,18 @@ push_headers(lua_State *L, const struct buf *raw)
 	}
 }
 
+/* An HTTP method is a token: it goes into the request line as it is. */
+static int
+valid_method(const char *s, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < len; i++)
+		if (!isalpha((unsigned char)s[i]))
+			return 0;
+	return len > 0 && len <= 16;
+}
+
 static int
 valid_label(const char *s)
 {
@@ -112,17 +124,24 @@ do_request(lua_State *L, int idx)
 	const char		*hdrs[HTTP_MAX_HEADERS + 1];
 	struct client_req	 req;
 	struct client_resp	 resp = { 0, { 0 }, { 0 } };
+	struct buf		*body, *headers;
 	char			 err[512], labels[96];
 	const char		*api = "http", *method, *url;
-	size_t			 bodylen = 0;
+	size_t			 bodylen = 0, len;
 	int			 n = 0, top, rc;
 
 	luaL_checktype(L, idx, LUA_TTABLE);
 	top = lua_gettop(L);
+	/* the answer's buffers belong to Lua from the start: pushing the
+	 * result may raise (out of memory) after curl filled them */
+	body = lb_newbuf(L);
+	headers = lb_newbuf(L);
 	lua_getfield(L, idx, "url");
 	url = luaL_checkstring(L, -1);
 	lua_getfield(L, idx, "method");
-	method = luaL_optstring(L, -1, "GET");
+	method = luaL_optlstring(L, -1, "GET", &len);
+	luaL_argcheck(L, valid_method(method, len), idx, "method must be an HTTP "
+	    "token (letters, such as GET or PATCH)");
 	lua_getfield(L, idx, "api");
 	if (!lua_isnil(L, -1)) {
 		api = luaL_checkstring(L, -1);
@@ -151,6 +170,9 @@ do_request(lua_State *L, int idx)
 		luaL_checktype(L, t, LUA_TTABLE);
 		lua_pushnil(L);
 		while (lua_next(L, t) != 0) {
+			/* each "Name: value" stays on the stack: room for it,
+			 * the key, the value and the next pair */
+			luaL_checkstack(L, 4, "too many headers");
 			const char *k = luaL_checkstring(L, -2);
 			const char *v = luaL_checkstring(L, -1);
 
@@ -171,26 +193,28 @@ do_request(lua_State *L, int idx)
 	req.headers = hdrs;
 
 	rc = client_request(&req, &resp, err, sizeof(err));
+	*body = resp.body;
+	*headers = resp.headers;
 	snprintf(labels, sizeof(labels), "api=\"%s\",code=\"%d\"", api,
 	    rc == 0 ? resp.status : 0);
 	if (metric_hook != NULL)
 		metric_hook("walua_outbound_requests_total", labels);
 	if (rc == -1) {
-		buf_free(&resp.body);
-		buf_free(&resp.headers);
 		lua_settop(L, top);
 		return lb_push_error(L, -1, NULL, err);
 	}
-	lua_settop(L, top);
+	lua_settop(L, top + 2);				/* the two buffers */
 	lua_createtable(L, 0, 4);
 	lua_pushinteger(L, resp.status);
 	lua_setfield(L, -2, "status");
-	lua_pushlstring(L, resp.body.data ? resp.body.data : "", resp.body.len);
+	lua_pushlstring(L, body->data ? body->data : "", body->len);
 	lua_setfield(L, -2, "body");
-	push_headers(L, &resp.headers);
-	buf_free(&resp.body);
-	buf_free(&resp.headers);
+	push_headers(L, headers);
 	lua_setfield(L, -2, "headers");
+	buf_free(body);
+	buf_free(headers);
+	lua_replace(L, top + 1);
+	lua_settop(L, top + 1);
 	return 1;
 }
 

@@ -79,7 +79,7 @@ lb_log_write(lua_State *L)
 	const char	*lv = luaL_checkstring(L, 1);
 	const char	*msg = luaL_checkstring(L, 2);
 	int		 level = log_level_parse(lv), top;
-	struct buf	 b = { 0 };
+	struct buf	*b;
 	char		 key[128];
 
 	if (level < 0)
@@ -88,24 +88,25 @@ lb_log_write(lua_State *L)
 		return 0;
 	top = lua_gettop(L);
 	lua_getfield(L, lua_upvalueindex(1), "encode");	/* (sp += 1) */
+	b = lb_newbuf(L);	/* a field's __tostring may raise: (sp += 1) */
 	if (h != NULL && h->ev_id != NULL) {
-		buf_puts(&b, "\"event\":");
-		buf_json_string(&b, h->ev_id, strlen(h->ev_id));
+		buf_puts(b, "\"event\":");
+		buf_json_string(b, h->ev_id, strlen(h->ev_id));
 		if (h->ev_conv != NULL) {
-			buf_puts(&b, ",\"conversation\":");
-			buf_json_string(&b, h->ev_conv, strlen(h->ev_conv));
+			buf_puts(b, ",\"conversation\":");
+			buf_json_string(b, h->ev_conv, strlen(h->ev_conv));
 		}
 		/* the provider's message id, unless the fields give their own */
 		if (lua_type(L, 3) == LUA_TTABLE)
 			lua_pushliteral(L, "message_id");
 		if (h->ev_msgid != NULL && !(lua_type(L, 3) == LUA_TTABLE &&
 		    lua_rawget(L, 3) != LUA_TNIL)) {
-			buf_puts(&b, ",\"message_id\":");
-			buf_json_string(&b, h->ev_msgid, strlen(h->ev_msgid));
+			buf_puts(b, ",\"message_id\":");
+			buf_json_string(b, h->ev_msgid, strlen(h->ev_msgid));
 		}
-		lua_settop(L, top + 1);
+		lua_settop(L, top + 2);
 	} else
-		buf_puts(&b, "\"handler\":true");
+		buf_puts(b, "\"handler\":true");
 	if (lua_type(L, 3) == LUA_TTABLE) {
 		lua_pushnil(L);
 		while (lua_next(L, 3) != 0) {
@@ -123,13 +124,13 @@ lb_log_write(lua_State *L)
 				lua_pop(L, 1);
 				continue;
 			}
-			add_value(L, &b, key, top + 1);
+			add_value(L, b, key, top + 1);
 		}
 	}
+	if (b->data != NULL)
+		log_line(level, msg, b->data);
+	buf_free(b);
 	lua_settop(L, top);
-	if (b.data != NULL)
-		log_line(level, msg, b.data);
-	buf_free(&b);
 	return 0;
 }
 

@@ -19,6 +19,9 @@
 #include "kv.h"
 #include "log.h"
 
+/* Longer TTLs (100 years, in seconds) are no expiry at all. */
+#define STORE_TTL_MAX	(100.0 * 365 * 86400)
+
 static struct db	*store_db;
 static char		*store_path;
 static int		 store_durability = DURABILITY_NORMAL;
@@ -92,8 +95,11 @@ expiry(lua_State *L, int idx)
 {
 	lua_Number ttl = luaL_optnumber(L, idx, 0);
 
+	luaL_argcheck(L, ttl == ttl, idx, "ttl must be a number of seconds");
 	luaL_argcheck(L, ttl >= 0, idx, "ttl must not be negative");
-	if (ttl == 0)
+	/* (int64_t) of a number past its range is undefined: math.huge,
+	 * or anything past STORE_TTL_MAX, keeps the value for good */
+	if (ttl == 0 || !(ttl <= STORE_TTL_MAX))
 		return 0;
 	return db_now_ms() + (int64_t)(ttl * 1000);
 }

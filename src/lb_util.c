@@ -4,7 +4,12 @@
  */
 #include "lb.h"
 
+#include <string.h>
+
+#include "buf.h"
+
 #define ERROR_MT	"walua.Error"
+#define BUF_MT		"walua.Buf"
 
 /* "message (status S, code C)" */
 static int
@@ -61,4 +66,33 @@ lb_push_error(lua_State *L, int status, const char *code, const char *msg)
 	}
 	lua_setmetatable(L, -2);
 	return 2;
+}
+
+static int
+buf_gc(lua_State *L)
+{
+	buf_free(luaL_checkudata(L, 1, BUF_MT));
+	return 0;
+}
+
+/*
+ * A struct buf owned by the userdata pushed: a binding that fills a buf
+ * and may then raise (a __tostring that errors, out of memory) leaves it
+ * to the collector instead of leaking it.  The binding may buf_free it
+ * early; the collector then frees nothing.  [-0, +1, m]
+ */
+struct buf *
+lb_newbuf(lua_State *L)
+{
+	struct buf *b = lua_newuserdatauv(L, sizeof(*b), 0);
+
+	memset(b, 0, sizeof(*b));
+	if (luaL_newmetatable(L, BUF_MT)) {
+		lua_pushcfunction(L, buf_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_pushboolean(L, 0);
+		lua_setfield(L, -2, "__metatable");
+	}
+	lua_setmetatable(L, -2);
+	return b;
 }

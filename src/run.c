@@ -126,7 +126,7 @@ run_protected(lua_State *L)
 {
 	struct run_args		*a = lua_touserdata(L, 1);
 	const struct luasrc	*f;
-	char			 path[512], chunk[520];
+	char			 path[512], chunk[520], *real;
 	struct buf		 src = { 0 };
 	char			 err[512];
 	int			 i;
@@ -164,11 +164,17 @@ run_protected(lua_State *L)
 		if (luaL_loadbufferx(L, f->data, f->len, chunk, "t") != LUA_OK)
 			return lua_error(L);
 	} else {
-		if (realpath(a->script, path) == NULL)
+		/* realpath allocates: a path may be as long as the system
+		 * allows, and nothing below may raise while it is held */
+		if ((real = realpath(a->script, NULL)) == NULL)
 			return luaL_error(L, "cannot find script '%s'",
 			    a->script);
-		if (luasrc_read(path, &src, err, sizeof(err)) == -1)
+		i = luasrc_read(real, &src, err, sizeof(err));
+		free(real);
+		if (i == -1) {
+			buf_free(&src);
 			return luaL_error(L, "%s", err);
+		}
 		snprintf(chunk, sizeof(chunk), "@%s", a->script);
 		i = luaL_loadbufferx(L, src.data, src.len, chunk, "t");
 		buf_free(&src);

@@ -1329,6 +1329,93 @@ def test_walua_http_basics():
         assert took < 8, took
 
 
+HEADERS_SCRIPT = r'''
+local http = require "walua.http"
+local log = require "walua.log"
+local U = ...
+local h = {}
+for i = 1, 60 do h["X-H" .. i] = "v" .. i end
+local R = {}
+local r, err = http.get(U .. "/echo", { headers = h })
+R.sixty = r and r.json and r.json.headers or E(r, err)
+for _, m in ipairs({ "GET\r\nX-Evil: 1", "GET /x", "", "G\0ET" }) do
+	local ok, e = pcall(http.request, { url = U .. "/echo", method = m })
+	R[#R + 1] = ok and "sent" or tostring(e)
+end
+R.patch = (http.request{ url = U .. "/echo", method = "PATCH" } or {}).status
+-- a field whose __tostring raises: the log call fails, nothing leaks
+local function rss()
+	for line in io.lines("/proc/self/status") do
+		local kb = line:match("^VmRSS:%s+(%d+)")
+		if kb then return tonumber(kb) end
+	end
+end
+local bad = setmetatable({ f = print }, { __tostring = function() error("no") end })
+local pad = string.rep("x", 2000)
+for _ = 1, 2000 do pcall(log.debug, "m", { a = pad, b = bad }) end
+collectgarbage()
+local before = rss()
+for _ = 1, 20000 do pcall(log.debug, "m", { a = pad, b = bad }) end
+collectgarbage()
+R.log_growth_kib = rss() - before
+out(R)
+'''
+
+
+def test_walua_http_many_headers_and_bad_methods():
+    """60 request headers all reach the server (each is kept on the Lua
+    stack while curl runs); a method that is not an HTTP token raises
+    before anything is sent; a log call whose field raises in __tostring
+    leaks nothing (20,000 of them leaked 40 MiB before)."""
+    with Scratch() as s, TinyServer() as tiny:
+        conf = write_conf(s, 'log_level = "debug"')
+        r = run_lua(s, HEADERS_SCRIPT, conf, tiny.url, what="headers")
+        got = {k: v for k, v in r["sixty"].items() if k.startswith("x-h")}
+        assert got == {"x-h%d" % i: "v%d" % i for i in range(1, 61)}, \
+            r["sixty"]
+        for e in r["1"], r["2"], r["3"], r["4"]:
+            assert "method must be an HTTP token" in e, r
+        assert r["patch"] == 200, r
+        assert not any("Evil" in repr(x) for x in tiny.srv.seen)
+        print("     60 headers sent; bad methods refused; RSS grew %d KiB "
+              "over 20,000 raising log calls" % r["log_growth_kib"])
+        assert r["log_growth_kib"] < 4096, r["log_growth_kib"]
+
+
+STORE_TTL_SCRIPT = r'''
+local store = require "walua.store"
+local R = {}
+for name, ttl in pairs({ huge = math.huge, big = 1e300, day = 86400 }) do
+	R[name .. "_set"] = store.set("ttl-" .. name, name, ttl)
+	R[name .. "_get"] = store.get("ttl-" .. name)
+end
+R.nan = select(2, pcall(store.set, "ttl-nan", 1, 0 / 0))
+out(R)
+'''
+
+
+def test_store_ttl_past_range_and_a_long_script_path():
+    """A TTL of math.huge (or past 100 years) keeps the value for good (it
+    was cast to an integer out of range: undefined, and the value came
+    back expired); a NaN TTL raises.  The script runs from a path longer
+    than 512 bytes (a fixed buffer took it before)."""
+    with Scratch() as s:
+        conf = write_conf(s, 'database = "walua.db"')
+        deep = os.path.join(s.dir, *(["d" * 60] * 12))
+        os.makedirs(deep)
+        with open(os.path.join(deep, "store.lua"), "w") as f:
+            f.write(LUA_PRELUDE + STORE_TTL_SCRIPT)
+        path = os.path.join(deep, "store.lua")
+        assert len(path) > 700, len(path)
+        p = wrun(path, conf=conf)
+        assert p.returncode == 0, show(p)
+        r = out_json(p, "store ttl")
+        print("     from a %d-byte path: %s" % (len(path), json.dumps(r)))
+        for name in ("huge", "big", "day"):
+            assert r[name + "_set"] is True and r[name + "_get"] == name, r
+        assert "number of seconds" in r["nan"], r
+
+
 # walua.crypto --------------------------------------------------------------
 CRYPTO_SCRIPT = r'''
 local crypto = require "walua.crypto"
