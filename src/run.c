@@ -25,6 +25,7 @@
 #include "client.h"
 #include "config.h"
 #include "lb.h"
+#include "lb_ctx.h"
 #include "luasrc.h"
 
 /* package.searchers entry: embedded lua/walua/NAME.lua modules. */
@@ -237,7 +238,7 @@ run_main(int argc, char **argv)
 		free(rest);
 		return 1;
 	}
-	*(void **)lua_getextraspace(L) = NULL;	/* no handler budget here */
+	lb_ctx_set(L, NULL);		/* no handler, no budget here */
 	lua_pushcfunction(L, run_protected);
 	lua_pushlightuserdata(L, &a);
 	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
