@@ -5,10 +5,11 @@
  * Admin scripts are trusted: they get the full standard library plus the
  * walua modules (walua.json, walua.log, walua.store, walua.inbox and
  * walua.settings, the loaded configuration).  `-c FILE` anywhere on the
- * command line names walua's config (SPEC §8), else ./walua.conf.lua when
- * present, else the built-in demo.  The script gets its arguments in
- * `arg` (arg[0] is the script) and as `...`; a number it returns is the
- * exit status, and an error it raises prints the message and exits 1.
+ * command line names walua's config (README, Commands), else
+ * ./walua.conf.lua when present, else the built-in demo.  The script gets
+ * its arguments in `arg` (arg[0] is the script) and as `...`; a number it
+ * returns is the exit status, and an error it raises prints the message
+ * and exits 1.
  */
 #include "run.h"
 
@@ -70,8 +71,9 @@ msghandler(lua_State *L)
 }
 
 /*
- * SPEC §3/§8: the admin scripts also read these variables, which win over
- * the config file.  [-0, +0, m] on the settings table at the top.
+ * The admin scripts also read these variables, which win over the config
+ * file (README, Admin scripts).  [-0, +0, m] on the settings table at the
+ * top.
  */
 static void
 env_overrides(lua_State *L)
