@@ -16,10 +16,8 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
-/*
- * 1 when a and b are equal.  Both are hashed first so the time taken does
- * not depend on where they differ, nor on the secret's length.
- */
+#include "hex.h"
+
 static EVP_MD		*sha256_md;
 static pthread_once_t	 sha256_once = PTHREAD_ONCE_INIT;
 
@@ -39,6 +37,11 @@ sha256(const char *p, size_t len, unsigned char *md)
 		SHA256((const unsigned char *)p, len, md);
 }
 
+/*
+ * 1 when a and b are equal.  Both are hashed first so the time taken does
+ * not depend on where they differ, nor on the secret's length.  The one
+ * constant-time compare: walua.crypto's equal() is this too.
+ */
 int
 auth_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
@@ -47,19 +50,6 @@ auth_equal(const char *a, size_t alen, const char *b, size_t blen)
 	sha256(a, alen, ha);
 	sha256(b, blen, hb);
 	return CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0 && alen == blen;
-}
-
-static void
-hex(const unsigned char *md, size_t n, char *out)
-{
-	static const char	digits[] = "0123456789abcdef";
-	size_t			i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[md[i] >> 4];
-		out[2 * i + 1] = digits[md[i] & 15];
-	}
-	out[2 * n] = '\0';
 }
 
 /* Lower-case hex HMAC-SHA256 of data under key, into out (65 bytes). */
@@ -72,7 +62,7 @@ auth_hmac_hex(const char *key, const void *data, size_t len, char out[65])
 	if (HMAC(EVP_sha256(), key, (int)strlen(key), data, len, md,
 	    &mdlen) == NULL)
 		mdlen = 0;
-	hex(md, mdlen, out);
+	hex_encode(md, mdlen, out);
 }
 
 void
@@ -81,7 +71,7 @@ auth_sha256_hex(const void *data, size_t len, char out[65])
 	unsigned char	md[SHA256_DIGEST_LENGTH];
 
 	SHA256(data, len, md);
-	hex(md, sizeof(md), out);
+	hex_encode(md, sizeof(md), out);
 }
 
 /*

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hex.h"
+
 int
 buf_reserve(struct buf *b, size_t more)
 {
@@ -74,10 +76,9 @@ buf_printf(struct buf *b, const char *fmt, ...)
 int
 buf_json_string(struct buf *b, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
 	size_t		 i;
 	unsigned char	 c;
-	char		 esc[6] = { '\\', 'u', '0', '0', 0, 0 };
+	char		 esc[7] = { '\\', 'u', '0', '0' };	/* \u00XX\0 */
 
 	if (buf_reserve(b, n + 2) == -1 || buf_append(b, "\"", 1) == -1)
 		return -1;
@@ -94,8 +95,7 @@ buf_json_string(struct buf *b, const char *s, size_t n)
 			if (buf_append(b, "\\t", 2) == -1)
 				return -1;
 		} else if (c < 0x20 || c == 0x7f) {
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
+			hex_encode(&c, 1, esc + 4);
 			if (buf_append(b, esc, 6) == -1)
 				return -1;
 		} else if (buf_append(b, &s[i], 1) == -1)

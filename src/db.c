@@ -21,7 +21,7 @@
  * events: the inbox.  state 0 pending, 1 done, 2 dead; due_ms is the
  * wall-clock time of a pending retry; requeue marks events an admin
  * replayed, for the running daemon to pick up.
- * dedup: claimed keys (SPEC §9) until expires_ms.
+ * dedup: claimed dedup keys (README, HTTP answers) until expires_ms.
  * statuses: the highest status rank handled per message (ev.stale).
  * kv: walua.store.  oauth_tokens: issued tokens, by SHA-256.
  */

@@ -24,6 +24,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "auth.h"
 #include "luasrc.h"
 
 #define EVENT_MAX_DEPTH	64
@@ -142,22 +143,6 @@ event_new_id(char out[EVENT_ID_LEN + 1])
 	    atomic_fetch_add(&counter, 1) & 0xffffff);
 }
 
-/* Hex SHA-256 of p into out (65 bytes). */
-static void
-sha256_hex(const char *p, size_t len, char *out)
-{
-	static const char	 hex[] = "0123456789abcdef";
-	unsigned char		 md[SHA256_DIGEST_LENGTH];
-	int			 i;
-
-	SHA256((const unsigned char *)p, len, md);
-	for (i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[2 * SHA256_DIGEST_LENGTH] = '\0';
-}
-
 /*
  * Copy item idx of the list at the top of the stack into *out (a string,
  * or NULL for false).  Returns -1 only when memory runs out.  [-0, +0, -]
@@ -257,7 +242,7 @@ event_decode(const char *provider, const char *endpoint,
 		if (e->dedup == NULL) {
 			/* no natural id: the body's SHA-256 and the index */
 			if (body_hash[0] == '\0')
-				sha256_hex(body, len, body_hash);
+				auth_sha256_hex(body, len, body_hash);
 			if (asprintf(&e->dedup, "h:%s:%d", body_hash, i) == -1) {
 				e->dedup = NULL;
 				goto oom;

@@ -10,7 +10,7 @@ struct event {
 	char		 id[EVENT_ID_LEN + 1];
 	char		*kind;			/* owned */
 	char		*conversation;		/* owned; NULL: no ordering */
-	char		*dedup;			/* owned: the key of SPEC §9 */
+	char		*dedup;			/* owned: the dedup key */
 	char		*message_id;		/* owned, or NULL */
 	char		*status;		/* owned: a status event's status */
 	char		*json;			/* owned: the event for Lua */

@@ -11,7 +11,6 @@ int	lb_log_write(lua_State *L);
 int	luaopen_walua_log(lua_State *L);	/* writer at the top */
 
 /* lb_json.c */
-int	luaopen_walua_json(lua_State *L);	/* walua.json: safe API */
 int	lb_json_open_cjson(lua_State *L);	/* the handlers' `cjson` */
 int	lb_json_decode_raise(lua_State *L);	/* cjson.decode; raises */
 int	lb_json_decode_event(lua_State *L);	/* a stored event; raises */

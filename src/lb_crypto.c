@@ -17,18 +17,17 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "auth.h"
+#include "hex.h"
+
+/* Push the lower-case hex of the n bytes at p.  [-0, +1, m] */
 static void
 push_hex(lua_State *L, const unsigned char *p, size_t n)
 {
-	static const char	 digits[] = "0123456789abcdef";
-	luaL_Buffer		 b;
-	size_t			 i;
-	char			*out = luaL_buffinitsize(L, &b, 2 * n);
+	luaL_Buffer	 b;
+	char		*out = luaL_buffinitsize(L, &b, 2 * n + 1);
 
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
+	hex_encode(p, n, out);		/* and a NUL, not pushed */
 	luaL_pushresultsize(&b, 2 * n);
 }
 
@@ -75,19 +74,18 @@ lb_crypto_random_hex(lua_State *L)
 	return 1;
 }
 
-/* Equal strings, in time that does not depend on where they differ. */
+/*
+ * Equal strings, in time that depends neither on where they differ nor on
+ * their lengths (auth_equal, the compare webhook auth uses).
+ */
 static int
 lb_crypto_equal(lua_State *L)
 {
 	size_t		 alen, blen;
 	const char	*a = luaL_checklstring(L, 1, &alen);
 	const char	*b = luaL_checklstring(L, 2, &blen);
-	unsigned char	 ha[SHA256_DIGEST_LENGTH], hb[SHA256_DIGEST_LENGTH];
 
-	SHA256((const unsigned char *)a, alen, ha);
-	SHA256((const unsigned char *)b, blen, hb);
-	lua_pushboolean(L, CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0 &&
-	    alen == blen);
+	lua_pushboolean(L, auth_equal(a, alen, b, blen));
 	return 1;
 }
 

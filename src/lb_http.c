@@ -21,7 +21,7 @@
 #include <time.h>
 
 #include "client.h"
-#include "lhost.h"
+#include "lb_ctx.h"
 
 #define HTTP_DEFAULT_TIMEOUT_MS	10000
 #define HTTP_MAX_RESPONSE	(8u << 20)
@@ -40,11 +40,11 @@ lb_http_set_metric_hook(void (*fn)(const char *family, const char *labels))
 static long
 remaining_ms(lua_State *L)
 {
-	struct lhost	*h = lhost_of(L);
+	struct lb_ctx	*ctx = lb_ctx_of(L);
 
-	if (h == NULL || h->deadline_ns == 0)
+	if (ctx == NULL || ctx->deadline_ns == 0)
 		return -1;
-	return (long)((h->deadline_ns - lhost_now_ns()) / 1000000);
+	return (long)((ctx->deadline_ns - lb_ctx_now_ns()) / 1000000);
 }
 
 /* The timeout a call may use: asked (or default), within the budget. */

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "buf.h"
-#include "lhost.h"
+#include "lb_ctx.h"
 #include "log.h"
 
 static const char *reserved[] = { "ts", "level", "msg", "event",
@@ -75,7 +75,7 @@ add_value(lua_State *L, struct buf *b, const char *k, int encode)
 int
 lb_log_write(lua_State *L)
 {
-	struct lhost	*h = lhost_of(L);
+	struct lb_ctx	*ctx = lb_ctx_of(L);
 	const char	*lv = luaL_checkstring(L, 1);
 	const char	*msg = luaL_checkstring(L, 2);
 	int		 level = log_level_parse(lv), top;
@@ -89,20 +89,22 @@ lb_log_write(lua_State *L)
 	top = lua_gettop(L);
 	lua_getfield(L, lua_upvalueindex(1), "encode");	/* (sp += 1) */
 	b = lb_newbuf(L);	/* a field's __tostring may raise: (sp += 1) */
-	if (h != NULL && h->ev_id != NULL) {
+	if (ctx != NULL && ctx->ev_id != NULL) {
 		buf_puts(b, "\"event\":");
-		buf_json_string(b, h->ev_id, strlen(h->ev_id));
-		if (h->ev_conv != NULL) {
+		buf_json_string(b, ctx->ev_id, strlen(ctx->ev_id));
+		if (ctx->ev_conv != NULL) {
 			buf_puts(b, ",\"conversation\":");
-			buf_json_string(b, h->ev_conv, strlen(h->ev_conv));
+			buf_json_string(b, ctx->ev_conv,
+			    strlen(ctx->ev_conv));
 		}
 		/* the provider's message id, unless the fields give their own */
 		if (lua_type(L, 3) == LUA_TTABLE)
 			lua_pushliteral(L, "message_id");
-		if (h->ev_msgid != NULL && !(lua_type(L, 3) == LUA_TTABLE &&
+		if (ctx->ev_msgid != NULL && !(lua_type(L, 3) == LUA_TTABLE &&
 		    lua_rawget(L, 3) != LUA_TNIL)) {
 			buf_puts(b, ",\"message_id\":");
-			buf_json_string(b, h->ev_msgid, strlen(h->ev_msgid));
+			buf_json_string(b, ctx->ev_msgid,
+			    strlen(ctx->ev_msgid));
 		}
 		lua_settop(L, top + 2);
 	} else

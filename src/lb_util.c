@@ -1,6 +1,7 @@
 /*
  * lb_util.c - helpers shared by the binding modules: the error object
- * every binding returns as `nil, err` (SPEC §7).
+ * every binding returns as `nil, err`: { status, code, message } with a
+ * __tostring.
  */
 #include "lb.h"
 

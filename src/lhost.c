@@ -19,13 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
 
 #include "lb.h"
+#include "lb_ctx.h"
 #include "log.h"
 #include "luasrc.h"
 
@@ -36,19 +36,14 @@
  */
 #define LHOST_HOOK_COUNT	10000
 
-int64_t
-lhost_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-struct lhost *
+/* The lhost running L: the userdata lhost_alloc is given.  [-0, +0, -] */
+static struct lhost *
 lhost_of(lua_State *L)
 {
-	return *(struct lhost **)lua_getextraspace(L);
+	void	*ud;
+
+	lua_getallocf(L, &ud);
+	return ud;
 }
 
 static void *
@@ -79,10 +74,10 @@ lhost_hook(lua_State *L, lua_Debug *ar)
 	struct lhost	*h = lhost_of(L);
 
 	(void)ar;
-	if (h->deadline_ns == 0)
+	if (h->ctx.deadline_ns == 0)
 		return;
 	if (!h->tripped) {
-		if (lhost_now_ns() < h->deadline_ns)
+		if (lb_ctx_now_ns() < h->ctx.deadline_ns)
 			return;
 		h->tripped = 1;
 		/* from now on, raise at every line and every instruction */
@@ -125,12 +120,13 @@ lhost_call(struct lhost *h, int nargs, int nresults, int timeout_ms)
 	h->tripped = 0;
 	if (timeout_ms > 0) {
 		/* the deadline must be set before the hook can see it */
-		h->deadline_ns = lhost_now_ns() + (int64_t)timeout_ms * 1000000;
+		h->ctx.deadline_ns = lb_ctx_now_ns() +
+		    (int64_t)timeout_ms * 1000000;
 		lua_sethook(L, lhost_hook, LUA_MASKCOUNT, LHOST_HOOK_COUNT);
 	}
 	rc = lua_pcall(L, nargs, nresults, base);
 	lua_sethook(L, NULL, 0, 0);
-	h->deadline_ns = 0;
+	h->ctx.deadline_ns = 0;
 	lua_remove(L, base);
 	return rc;
 }
@@ -219,7 +215,7 @@ lhost_new(size_t mem_limit, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	*(struct lhost **)lua_getextraspace(h->L) = h;
+	lb_ctx_set(h->L, &h->ctx);
 	lua_atpanic(h->L, at_panic);
 	lua_pushcfunction(h->L, init_protected);
 	if (lhost_call(h, 0, 1, 0) != LUA_OK) {
@@ -309,8 +305,8 @@ lhost_handle(struct lhost *h, const char *id, const char *conv, int attempt,
 	int		 rc;
 	static unsigned	 calls;
 
-	h->ev_id = id;
-	h->ev_conv = conv;
+	h->ctx.ev_id = id;
+	h->ctx.ev_conv = conv;
 	lua_rawgeti(L, LUA_REGISTRYINDEX, h->host);
 	lua_getfield(L, -1, "handle");
 	lua_remove(L, -2);
@@ -319,7 +315,7 @@ lhost_handle(struct lhost *h, const char *id, const char *conv, int attempt,
 	lua_pushinteger(L, attempt);
 	lua_pushboolean(L, stale);
 	rc = lhost_call(h, 4, 0, timeout_ms);
-	h->ev_id = h->ev_conv = h->ev_msgid = NULL;
+	h->ctx.ev_id = h->ctx.ev_conv = h->ctx.ev_msgid = NULL;
 	/* keep garbage from piling up between events (Redis paces it too) */
 	if (++calls % 64 == 0)
 		lua_gc(L, LUA_GCSTEP, 0);

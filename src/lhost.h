@@ -3,7 +3,8 @@
 #define LHOST_H
 
 #include <stddef.h>
-#include <stdint.h>
+
+#include "lb_ctx.h"
 
 struct lua_State;
 
@@ -18,12 +19,9 @@ struct lhost {
 	struct lua_State *L;
 	size_t		 mem_used;
 	size_t		 mem_limit;	/* 0: no cap */
-	int64_t		 deadline_ns;	/* CLOCK_MONOTONIC; 0: none armed */
 	int		 tripped;	/* the deadline fired during this call */
 	int		 host;		/* ref: the table walua/host.lua returned */
-	const char	*ev_id;		/* the event being handled (borrowed) */
-	const char	*ev_conv;
-	const char	*ev_msgid;	/* the provider's message id, or NULL */
+	struct lb_ctx	 ctx;		/* what the bindings see of a call */
 };
 
 struct lhost	*lhost_new(size_t mem_limit, char *err, size_t errlen);
@@ -35,9 +33,7 @@ int		 lhost_handle(struct lhost *, const char *id, const char *conv,
 		    int timeout_ms, char *err, size_t errlen);
 int		 lhost_call(struct lhost *, int nargs, int nresults,
 		    int timeout_ms);
-struct lhost	*lhost_of(struct lua_State *);
 int		 lhost_set_settings(struct lhost *, const char *json,
 		    size_t len);
-int64_t		 lhost_now_ns(void);
 
 #endif

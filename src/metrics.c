@@ -1,6 +1,6 @@
 /*
- * metrics.c - the /metrics families (SPEC §4), kept in the supervisor's
- * process and rendered in Prometheus text format.
+ * metrics.c - the /metrics families (README, HTTP answers), kept in the
+ * supervisor's process and rendered in Prometheus text format.
  *
  * A series is a family name plus its preformatted labels
  * (`endpoint="/x",code="200"`); callers only pass label values walua

@@ -28,6 +28,7 @@
 #include "config.h"
 #include "db.h"
 #include "event.h"
+#include "hex.h"
 #include "kv.h"
 #include "log.h"
 #include "metrics.h"
@@ -395,7 +396,7 @@ oauth_token(const struct config *cfg, const char *authz, const char *ctype,
 	unsigned char			 raw[TOKEN_BYTES];
 	char				 token[2 * TOKEN_BYTES + 1], hash[65];
 	struct buf			 granted = { 0 };
-	int				 basic, wait, i, rc;
+	int				 basic, wait, rc;
 	int64_t				 now = db_now_ms();
 
 	memset(a, 0, sizeof(*a));
@@ -482,8 +483,7 @@ oauth_token(const struct config *cfg, const char *authz, const char *ctype,
 		answer_error(a, 500, "server_error", NULL);
 		goto done;
 	}
-	for (i = 0; i < TOKEN_BYTES; i++)
-		snprintf(token + 2 * i, 3, "%02x", raw[i]);
+	hex_encode(raw, sizeof(raw), token);
 	auth_sha256_hex(token, strlen(token), hash);
 	/* the expiry is fixed before the answer, so never shorter than told */
 	if (store_token(cfg, hash, cl->id, granted.data ? granted.data : "",

@@ -582,8 +582,8 @@ stale(const struct qitem *it)
  * workers off the database's write lock.  What a crash of walua would
  * run again is what is running plus what is handled but not yet marked;
  * holding events back while those reach MARKS_AHEAD per worker keeps
- * that bound (SPEC §9, "at most the events in flight").  The writer
- * wakes us after its commit.
+ * that bound (README, Handler scripts and the Lua API: "at most eight per
+ * worker").  The writer wakes us after its commit.
  */
 static void
 dispatch(void)

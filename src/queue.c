@@ -5,7 +5,7 @@
  * rule it enforces: events of one conversation are handed out one at a
  * time, in arrival order; a failed event waits for its retry time outside
  * its conversation, so it does not block the events that arrived after it,
- * and rejoins the conversation's tail when due (SPEC §6).
+ * and rejoins the conversation's tail when due.
  *
  * Each conversation with work is a qconv holding its waiting items; a
  * conversation that is not busy and has items is on the ready list.  An

@@ -5,10 +5,11 @@
  * Admin scripts are trusted: they get the full standard library plus the
  * walua modules (walua.json, walua.log, walua.store, walua.inbox and
  * walua.settings, the loaded configuration).  `-c FILE` anywhere on the
- * command line names walua's config (SPEC §8), else ./walua.conf.lua when
- * present, else the built-in demo.  The script gets its arguments in
- * `arg` (arg[0] is the script) and as `...`; a number it returns is the
- * exit status, and an error it raises prints the message and exits 1.
+ * command line names walua's config (README, Commands), else
+ * ./walua.conf.lua when present, else the built-in demo.  The script gets
+ * its arguments in `arg` (arg[0] is the script) and as `...`; a number it
+ * returns is the exit status, and an error it raises prints the message
+ * and exits 1.
  */
 #include "run.h"
 
@@ -25,6 +26,7 @@
 #include "client.h"
 #include "config.h"
 #include "lb.h"
+#include "lb_ctx.h"
 #include "luasrc.h"
 
 /* package.searchers entry: embedded lua/walua/NAME.lua modules. */
@@ -69,8 +71,9 @@ msghandler(lua_State *L)
 }
 
 /*
- * SPEC §3/§8: the admin scripts also read these variables, which win over
- * the config file.  [-0, +0, m] on the settings table at the top.
+ * The admin scripts also read these variables, which win over the config
+ * file (README, Admin scripts).  [-0, +0, m] on the settings table at the
+ * top.
  */
 static void
 env_overrides(lua_State *L)
@@ -243,7 +246,7 @@ run_main(int argc, char **argv)
 		free(rest);
 		return 1;
 	}
-	*(void **)lua_getextraspace(L) = NULL;	/* no handler budget here */
+	lb_ctx_set(L, NULL);		/* no handler, no budget here */
 	lua_pushcfunction(L, run_protected);
 	lua_pushlightuserdata(L, &a);
 	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {

@@ -33,6 +33,7 @@
 #include "config.h"
 #include "ipc.h"
 #include "lb.h"
+#include "lb_ctx.h"
 #include "lhost.h"
 #include "log.h"
 
@@ -214,14 +215,14 @@ worker_main(void)
 		*nl = '\0';
 		if (split(p, f, NFIELDS) == -1)
 			break;
-		t0 = lhost_now_ns();
+		t0 = lb_ctx_now_ns();
 		err[0] = '\0';
-		h->ev_msgid = *f[F_MSGID] ? f[F_MSGID] : NULL;
+		h->ctx.ev_msgid = *f[F_MSGID] ? f[F_MSGID] : NULL;
 		rc = lhost_handle(h, f[F_ID], *f[F_CONV] ? f[F_CONV] : NULL,
 		    atoi(f[F_ATTEMPT]), strcmp(f[F_FLAGS], "stale") == 0, nl + 1,
 		    len - (size_t)(nl + 1 - p),
 		    cfg->limits.handler_timeout_ms, err, sizeof(err));
-		us = (lhost_now_ns() - t0) / 1000;
+		us = (lb_ctx_now_ns() - t0) / 1000;
 		res = result_name(rc);
 		/*
 		 * A state that ran out of memory may keep what filled it

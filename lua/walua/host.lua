@@ -7,10 +7,11 @@
 -- globals are never used by handler code: every script runs with its own
 -- environment whose __index is the sandbox's globals.
 --
--- What handlers get (SPEC §6): base functions without dofile, loadfile,
--- load of bytecode, collectgarbage's control options; string (no dump),
--- table, math, utf8, coroutine, os.time/clock/date/difftime; print (to the
--- log); require for walua.*, cjson and modules beside the handler.
+-- What handlers get (README, Handler scripts and the Lua API): base
+-- functions without dofile, loadfile, load of bytecode, collectgarbage's
+-- control options; string (no dump), table, math, utf8, coroutine,
+-- os.time/clock/date/difftime; print (to the log); require for walua.*,
+-- cjson and modules beside the handler.
 
 local C = ...		-- log, readsrc, decode, cjson, store: see src/lhost.c
 

@@ -1,4 +1,4 @@
--- walua/insider.lua - Insider One's WhatsApp APIs (PROTOCOL §1.1).
+-- walua/insider.lua - Insider One's WhatsApp APIs (v1 and the v2 gateway).
 --
 --   insider.settings_v1{ is_active, webhook_url, api_key }      v1, x-ins-auth-key
 --   insider.settings{ webhook_url, from, auth_type, api_key | oauth2 = {...} }

@@ -1,4 +1,4 @@
--- walua/kapso.lua - Kapso's webhook management API (PROTOCOL §2.1).
+-- walua/kapso.lua - Kapso's webhook management API.
 --
 --   kapso.webhooks.list(config_id [, { url_cont, active, page, per_page }])
 --     -> records (every page unless page is given), meta

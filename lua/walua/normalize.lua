@@ -5,9 +5,10 @@
 -- Runs in the C core's decoder states on the HTTP threads (trusted code, no
 -- handler ever runs there) and in tests.  The body is decoded with cjson at
 -- the depth limit the C core fixed; every entry, change, message and status
--- becomes its own event, in body order.  The fields are those of SPEC §5;
--- `id` is given by the C core.  Ids stay strings, codes and timestamps
--- become integers, and ev.raw is the provider object the event came from.
+-- becomes its own event, in body order.  The fields are those of the
+-- README's Events section; `id` is given by the C core.  Ids stay strings,
+-- codes and timestamps become integers, and ev.raw is the provider object
+-- the event came from.
 
 local cjson = require "cjson"
 
@@ -290,7 +291,8 @@ local function is_accepted(body)
 	    contacts[1].input ~= nil
 end
 
--- Classify a decoded Insider or Meta body (PROTOCOL §1.2, in this order).
+-- Classify a decoded Insider or Meta body: a Meta envelope, a Cloud API
+-- error{}, On-Premise errors[], a template, an accepted send; in this order.
 local function classify(ctx, body, out)
 	if body.object == "whatsapp_business_account" then
 		envelope(ctx, body, out)
@@ -310,7 +312,7 @@ local function classify(ctx, body, out)
 	end
 end
 
--- Kapso (PROTOCOL §2.2-§2.3) ------------------------------------------
+-- Kapso: deliveries and their events ----------------------------------
 
 -- Kapso gives phone numbers with "+"; Meta's wa_id has digits only.
 local function wa_id(v)
@@ -495,8 +497,9 @@ function M.decode(provider, body, ctx)
 	return out
 end
 
--- The dedup key of SPEC §9 for events with a natural id; nil for the
--- others (the C core keys those by the body's SHA-256 and the index).
+-- The dedup key (README, HTTP answers) of events with a natural id; nil
+-- for the others (the C core keys those by the body's SHA-256 and the
+-- index).
 local function dedup_key(ev)
 	local id = ev.message_id
 	if not id then return nil end

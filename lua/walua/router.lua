@@ -22,8 +22,9 @@ local router = { VERSION = 1 }
 -- or with the on_<kind> names the host looks up.
 local RULES = {}
 
--- The kinds of SPEC §5; on() refuses others, so a typo such as "messages"
--- is an error at load rather than a rule that silently never fires.
+-- The event kinds (README, Events); on() refuses others, so a typo such as
+-- "messages" is an error at load rather than a rule that silently never
+-- fires.
 local KINDS = {
 	message = true, status = true, accepted = true, error = true,
 	template = true, conversation = true, unknown = true,

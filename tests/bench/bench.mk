@@ -1,5 +1,5 @@
-# tests/bench/bench.mk - the benchmark (SPEC §10); included by the main
-# Makefile after its variables (it uses BIN, ODIR, MHD_PC, CC, Q).
+# tests/bench/bench.mk - the benchmark (tests/bench/README.md); included by
+# the main Makefile after its variables (it uses BIN, ODIR, MHD_PC, CC, Q).
 #
 #   make bench          install BENCH_DEBS if missing, build, run floor,
 #                       nginx + lua, node and walua (normal, full; 1 and 2

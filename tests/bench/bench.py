@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""bench.py - walua's benchmark (SPEC §10): walua beside the floor and its
-peers, on the same machine, payloads and load.
+"""bench.py - walua's benchmark (README, Performance: where walua stands):
+walua beside the floor and its peers, on the same machine, payloads and
+load.
 
     python3 tests/bench/bench.py            the full run (make bench)
     python3 tests/bench/bench.py --smoke    one short round (make bench-smoke)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""fake_insider.py - a strict fake of Insider One's outbound APIs
-(PROTOCOL.md §1.1) for walua's tests.  Python 3 standard library only.
+"""fake_insider.py - a strict fake of Insider One's outbound APIs (v1 and
+the v2 gateway) for walua's tests.  Python 3 standard library only.
 
     from fake_insider import FakeInsider
     with FakeInsider(phones=["15551234567"]) as srv:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """fake_kapso.py - a strict fake of Kapso's legacy v1 management API for
-WhatsApp webhooks (PROTOCOL.md §2.1) for walua's tests.  Standard library only.
+WhatsApp webhooks for walua's tests.  Standard library only.
 
     from fake_kapso import FakeKapso
     with FakeKapso() as srv:

@@ -1,7 +1,7 @@
 """insider_client.py - a fake Insider One acting as an OAuth2 client of
-walua's token endpoint (PROTOCOL.md §1.2: Insider calls OUR token_url with
-client credentials, caches the access token, sends it as a Bearer token with
-every delivery, and stores one static refresh token).
+walua's token endpoint (Insider calls OUR token_url with client
+credentials, caches the access token, sends it as a Bearer token with every
+delivery, and stores one static refresh token).
 
     c = InsiderClient(d, "insider", SECRET, refresh_token=REFRESH)
     status, headers, body = c.deliver(text_body("hi", "wamid.X"))

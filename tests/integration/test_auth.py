@@ -1,7 +1,7 @@
-"""Authentication, black-box: SPEC §3 (oauth2, endpoints[].auth), §4 (HTTP
-answers, the token endpoint row), PROTOCOL §1.2 (what Insider One does as an
-OAuth2 client), §2.2 (Kapso signature), §3.1-§3.2 (Meta handshake and
-signature).
+"""Authentication, black-box: endpoints[].auth and oauth2 (README,
+Configuration), the answers and the token endpoint (README, HTTP answers),
+what Insider One does as an OAuth2 client (see insider_client.py), Kapso's
+signature, and Meta's subscription handshake and signature.
 
 "Nothing reached Lua" is proved without sleeping, as in test_http.py: the
 daemons run one worker; after the refusals a marker event is delivered and

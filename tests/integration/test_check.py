@@ -1,5 +1,6 @@
-"""SPEC §2 commands and §3 configuration: `walua check`, `walua version`,
-`walua --help`, and `walua serve` refusing a broken setup."""
+"""Commands and configuration (README, Commands and Configuration): `walua
+check`, `walua version`, `walua --help`, and `walua serve` refusing a broken
+setup."""
 import os
 import re
 import shutil

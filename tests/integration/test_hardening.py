@@ -1,5 +1,6 @@
-"""SPEC §4 and §9 at the HTTP edge: oversized and ambiguous requests, too
-many connections from one address, slow clients.
+"""The HTTP edge (README: HTTP answers, and "HTTP hardening" under Handler
+scripts and the Lua API): oversized and ambiguous requests, too many
+connections from one address, slow clients.
 
 Already covered in test_http.py, not repeated here:
   - test_body_size_limit: 413 for 4096 and 2049 bytes by Content-Length

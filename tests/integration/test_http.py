@@ -1,5 +1,5 @@
-"""SPEC §4 for bearer endpoints: every answer the daemon gives, what its body
-says, and what reached Lua (nothing, for every refusal).
+"""README, HTTP answers, for bearer endpoints: every answer the daemon gives,
+what its body says, and what reached Lua (nothing, for every refusal).
 
 "Nothing reached Lua" is proved without sleeping: after the refusals a
 marker event is delivered on the same conversation (and the refusal daemons

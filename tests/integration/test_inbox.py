@@ -4,9 +4,10 @@ replay, per-conversation order, database failure (503), backpressure,
 walua.store, stale statuses, graceful stop and resume, and the `inbox`
 admin script.
 
-SPEC §3 (database, durability, limits), §4 (answers, 503), §5 (ev.stale),
-§6 (retries, order), §7 (walua.store), §8 (`walua run inbox`), §9
-(guarantees: an acknowledged event is handled, and once).
+README: Configuration (database, durability, limits), HTTP answers (503,
+dedup keys), Events (ev.stale), Handler scripts and the Lua API (retries,
+order, walua.store), Admin scripts (`walua run inbox`); above all, an
+acknowledged event is handled, and once.
 
 Every test prints the numbers it measured ("# ..." lines).
 """

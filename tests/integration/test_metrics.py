@@ -1,5 +1,6 @@
-"""/metrics after a varied run: every family SPEC §4 and the issues name is
-there, with values that match what was done."""
+"""/metrics after a varied run: every family README, HTTP answers names,
+and walua_outbound_requests_total and walua_provider_errors_total, is there,
+with values that match what was done."""
 import json
 import re
 import signal

@@ -1,7 +1,8 @@
-"""The outbound side, black-box: SPEC §7 (walua.http, walua.crypto,
-walua.insider, walua.kapso), §8 (the admin scripts insider-webhooks,
-insider-settings, kapso-webhooks, simulate), PROTOCOL §1.1 (Insider One's
-v1 and gateway APIs) and §2.1 (Kapso's management API).
+"""The outbound side, black-box: walua.http, walua.crypto, walua.insider and
+walua.kapso (README, Handler scripts and the Lua API), and the admin scripts
+insider-webhooks, insider-settings, kapso-webhooks and simulate (README,
+Admin scripts), against Insider One's v1 and gateway APIs and Kapso's
+management API.
 
 The bindings and scripts run as `walua run -c CONF ...` against the strict
 fakes of tests/fakes (FakeInsider, FakeKapso), which record every request;
@@ -12,7 +13,8 @@ print one JSON line with their results.  Handler-side behaviour (send from a
 handler, a provider that never answers) runs in a real daemon.
 
 Every subprocess has a timeout, every fake and daemon is stopped, and the
-credential variables of SPEC §3 are removed from the environment of each
+credential variables (README, Admin scripts) are removed from the
+environment of each
 `walua run`, so a developer's own settings cannot leak into a test.
 """
 import hashlib

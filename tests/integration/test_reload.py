@@ -1,9 +1,10 @@
 """Reload (SIGHUP), graceful stop (SIGTERM, SIGINT) and per-conversation
 ordering, against a real daemon.
 
-SPEC §2 (signals), §3 (what SIGHUP applies), §6 (ordering), §9 (a reload
-never fails or drops a request; a reload whose scripts do not compile keeps
-the running ones and logs why).
+README: Commands (signals), Configuration (what SIGHUP applies), Handler
+scripts and the Lua API (ordering); and a reload never fails or drops a
+request, and a reload whose scripts do not compile keeps the running ones
+and logs why.
 """
 import http.client
 import json

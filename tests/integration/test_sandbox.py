@@ -1,4 +1,5 @@
-"""SPEC §6 (the sandbox) and §9: hostile handler scripts.
+"""The sandbox (README, Handler scripts and the Lua API): hostile handler
+scripts, none of which may crash the daemon.
 
 Each file in tests/plugins/ is one hostile handler script; its first line
 is `-- expect: <outcome>` with outcome one of

@@ -1,9 +1,9 @@
 -- test_kapso.lua - field-by-field expectations for walua.normalize, Kapso.
 --
--- One test per fixture under tests/fixtures/kapso/ (PROTOCOL.md §2.2-§2.3:
--- v2 events and message objects, the batch envelope, the legacy v1 payload,
--- a raw Meta forward), then the dedup keys that for_inbox gives (SPEC §9),
--- then header handling and fallbacks on inline bodies, and the rejections.
+-- One test per fixture under tests/fixtures/kapso/ (v2 events and message
+-- objects, the batch envelope, the legacy v1 payload, a raw Meta forward),
+-- then the dedup keys that for_inbox gives (README, HTTP answers), then
+-- header handling and fallbacks on inline bodies, and the rejections.
 -- Each event is compared whole, without `raw`; `raw` is checked by a field
 -- or two.  Uses the globals of testlib.lua; the runner calls T.finish().
 
@@ -94,7 +94,7 @@ local function kmsg(extra)
 end
 
 ---------------------------------------------------------------------------
--- whatsapp.message.received (PROTOCOL §2.3)
+-- whatsapp.message.received
 ---------------------------------------------------------------------------
 
 local function received(file, want)
@@ -221,10 +221,10 @@ end)
 -- A status's timestamp is the time of the status: Meta's own status object
 -- in kapso.statuses[] when Kapso passes it on (message.timestamp is when
 -- the message was sent).
--- SPEC §5: a status carries `pricing`.  Kapso gives Meta's raw status
--- objects in message.kapso.statuses[]; the entry of the event's own status
--- carries the pricing Meta sent with it (none for read).
-test("kapso status pricing from kapso.statuses[] (SPEC §5)", function()
+-- A status carries `pricing` (README, Events).  Kapso gives Meta's raw
+-- status objects in message.kapso.statuses[]; the entry of the event's own
+-- status carries the pricing Meta sent with it (none for read).
+test("kapso status pricing from kapso.statuses[]", function()
 	eq(status("message_sent.json", "sent", {
 		message_id = OUT_SHIP, timestamp = 1761661811,
 	}), PRICING_SERVICE, "sent: pricing")
@@ -502,7 +502,7 @@ test("kapso raw Meta forward is decoded as Meta's envelope", function()
 end)
 
 ---------------------------------------------------------------------------
--- Dedup keys (SPEC §9) through for_inbox
+-- Dedup keys (README, HTTP answers) through for_inbox
 ---------------------------------------------------------------------------
 
 -- for_inbox on a fixture: returns n and a list of per-event rows
@@ -814,8 +814,9 @@ test("kapso other events are unknown, with their name", function()
 	eq(evs[1], with(K, { kind = "unknown" }), "no name")
 end)
 
--- SPEC §5: nothing authenticated is silently dropped; the Meta provider
--- gives such a body one unknown event, and so must a Kapso forward of it.
+-- Nothing authenticated is silently dropped (README, HTTP answers): the
+-- Meta provider gives such a body one unknown event, and so must a Kapso
+-- forward of it.
 test("kapso Meta forward with nothing in it is one unknown event", function()
 	for _, body in ipairs({
 		'{"object":"whatsapp_business_account","entry":[]}',

@@ -1,8 +1,9 @@
 -- test_normalize.lua - field-by-field expectations for walua.normalize.
 --
--- One test per fixture under tests/fixtures/insider/ and tests/fixtures/meta/
--- (PROTOCOL.md §1.2 catalogue (a)-(i), §3.4-§3.6), plus the decoder's
--- rejections (not JSON, not an object, nested deeper than 64).  Each event is
+-- One test per fixture under tests/fixtures/insider/ (Insider One's payload
+-- shapes, a_ to i_ as the file names say) and tests/fixtures/meta/ (Meta's
+-- message, status and error objects), plus the decoder's rejections (not
+-- JSON, not an object, nested deeper than 64).  Each event is
 -- compared whole, without `raw`; `raw` is checked by a few fields only,
 -- because JSON numbers inside it may be floats.  Uses the globals of
 -- testlib.lua; the runner calls T.finish().
@@ -64,7 +65,7 @@ local function with(base, extra)
 end
 
 ---------------------------------------------------------------------------
--- Insider One (PROTOCOL §1.2)
+-- Insider One: the payload shapes it delivers
 ---------------------------------------------------------------------------
 
 local IPN = "113344556677889"		-- metadata.phone_number_id
@@ -417,7 +418,7 @@ test("insider object nested 40 deep is an unknown event", function()
 end)
 
 ---------------------------------------------------------------------------
--- Meta envelope (PROTOCOL §3.3-§3.6)
+-- Meta envelope: messages, statuses and errors
 ---------------------------------------------------------------------------
 
 local MPN = "106540352242922"
@@ -832,7 +833,8 @@ test("endpoint comes from ctx", function()
 end)
 
 ---------------------------------------------------------------------------
--- Rejected bodies (SPEC §4: not JSON, nested deeper than 64, not an object)
+-- Rejected bodies (README, HTTP answers: not JSON, nested deeper than 64,
+-- not an object)
 ---------------------------------------------------------------------------
 
 local function rejects(provider, body, what)

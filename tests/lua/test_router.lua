@@ -1,14 +1,14 @@
 -- test_router.lua - walua.router: rule order, matching and argument checks.
 --
--- Events are built by hand in the shape of SPEC §5.  The runner loads
--- testlib.lua first and calls T.finish() after this file.
+-- Events are built by hand in the shape the README's Events section gives.
+-- The runner loads testlib.lua first and calls T.finish() after this file.
 
 local router = require "walua.router"
 
 local seq = 0
 
--- An event of the given kind with the common fields of SPEC §5, plus the
--- kind's own fields from t.
+-- An event of the given kind with the common fields of every event
+-- (README, Events), plus the kind's own fields from t.
 local function event(kind, t)
 	seq = seq + 1
 	local ev = {

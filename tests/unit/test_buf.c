@@ -19,6 +19,9 @@ main(void)
 	CHECK(b.len == 0 && b.data[0] == '\0');
 	CHECK(buf_json_string(&b, "a\"b\\c\n\t\x01\xc3\xa7", 10) == 0);
 	CHECK_STR(b.data, "\"a\\\"b\\\\c\\n\\t\\u0001\xc3\xa7\"");
+	buf_reset(&b);
+	CHECK(buf_json_string(&b, "\x1f\x7f", 2) == 0);
+	CHECK_STR(b.data, "\"\\u001f\\u007f\"");
 	buf_free(&b);
 	CHECK(b.data == NULL && b.len == 0);
 	return UNIT_DONE();

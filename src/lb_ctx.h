@@ -1,0 +1,32 @@
+/*
+ * lb_ctx.h - the handler call in progress, as the Lua bindings see it.
+ *
+ * Some bindings need to know about the call that is running: walua.log
+ * tags each line with the event, walua.httpc keeps its timeouts within
+ * the handler's budget.  They need not know who runs it.  So the context
+ * is defined here, on the bindings' side, and the host fills it in:
+ * lhost.c keeps one in each struct lhost, points its state at it with
+ * lb_ctx_set and sets the fields around each call; a state that runs no
+ * handler (an admin script's) points at none.  The includes then go one
+ * way only: lhost.c includes lb.h and lb_ctx.h to open and feed the
+ * bindings, and no binding includes lhost.h.
+ */
+#ifndef LB_CTX_H
+#define LB_CTX_H
+
+#include <stdint.h>
+
+struct lua_State;
+
+struct lb_ctx {
+	int64_t		 deadline_ns;	/* on lb_ctx_now_ns(); 0: none armed */
+	const char	*ev_id;		/* the event being handled (borrowed) */
+	const char	*ev_conv;	/* its conversation, or NULL */
+	const char	*ev_msgid;	/* the provider's message id, or NULL */
+};
+
+struct lb_ctx	*lb_ctx_of(struct lua_State *);	/* NULL: no handler host */
+void		 lb_ctx_set(struct lua_State *, struct lb_ctx *);
+int64_t		 lb_ctx_now_ns(void);
+
+#endif
