@@ -13,9 +13,13 @@
  * ends its tokens.  Each HTTP thread has its own connection; tokens are
  * cached in memory with what they were issued for, so a delivery costs a
  * hash, a lookup and that check.  Refresh tokens come from the config and
- * are never rotated (Insider stores one).  Repeated wrong secrets for
- * one client id get 429 for a while; the right secret is still accepted,
- * so an attacker cannot lock Insider out.
+ * are never rotated (Insider stores one).
+ *
+ * Repeated wrong secrets for one configured client id get 429 for a
+ * while; the right secret is still accepted, so an attacker cannot lock
+ * Insider out.  Failures are counted per configured client, plus one
+ * count shared by every unknown id, so the table stays as small as the
+ * configuration and made-up ids cannot push a real client's count out.
  */
 #include "oauth.h"
 
@@ -52,7 +56,7 @@ struct cached {
 };
 
 struct failures {
-	char		*client_id;
+	char		*client_id;		/* a configured client's */
 	int		 count;
 	int64_t		 since_ms;
 	struct failures	*next;
@@ -61,8 +65,8 @@ struct failures {
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
 static struct cached	*cache;
 static int		 ncache;
-static struct failures	*fails;
-static int		 nfails;
+static struct failures	*fails;			/* per configured client */
+static struct failures	 strangers;		/* every unknown client id */
 
 static _Thread_local struct db	*tls_db;
 static struct db	*all_dbs[256];
@@ -101,7 +105,7 @@ fails_clear(void)
 		free(f);
 	}
 	fails = NULL;
-	nfails = 0;
+	memset(&strangers, 0, sizeof(strangers));
 }
 
 /* Empty the token cache (mu held): the database still has them all. */
@@ -136,53 +140,70 @@ oauth_shutdown(void)
 
 /* --- throttling wrong secrets ------------------------------------- */
 
+/*
+ * The failure count of client id (mu held): its own when cfg has that
+ * client, else the one shared by every unknown id.  With create, a
+ * configured client without one gets one, and counts of clients cfg no
+ * longer has are dropped; NULL when there is none (or no memory).
+ */
+static struct failures *
+failures_of(const struct config *cfg, const char *id, int create)
+{
+	struct failures	*f, **fp;
+
+	if (config_client(cfg, id) == NULL)
+		return &strangers;
+	for (f = fails; f != NULL; f = f->next)
+		if (strcmp(f->client_id, id) == 0)
+			return f;
+	if (!create)
+		return NULL;
+	for (fp = &fails; (f = *fp) != NULL; ) {
+		if (config_client(cfg, f->client_id) == NULL) {
+			*fp = f->next;
+			free(f->client_id);
+			free(f);
+		} else
+			fp = &f->next;
+	}
+	if ((f = calloc(1, sizeof(*f))) == NULL ||
+	    (f->client_id = strdup(id)) == NULL) {
+		free(f);
+		return NULL;
+	}
+	f->next = fails;
+	fails = f;
+	return f;
+}
+
 /* Seconds to wait when id is throttled, else 0. */
 static int
-throttled(const char *id, int64_t now)
+throttled(const struct config *cfg, const char *id, int64_t now)
 {
 	struct failures	*f;
 	int		 wait = 0;
 
 	pthread_mutex_lock(&mu);
-	for (f = fails; f != NULL; f = f->next)
-		if (strcmp(f->client_id, id) == 0) {
-			if (now - f->since_ms < FAIL_WINDOW_MS &&
-			    f->count >= FAIL_LIMIT)
-				wait = (int)((f->since_ms + FAIL_WINDOW_MS -
-				    now + 999) / 1000);
-			break;
-		}
+	if ((f = failures_of(cfg, id, 0)) != NULL &&
+	    now - f->since_ms < FAIL_WINDOW_MS && f->count >= FAIL_LIMIT)
+		wait = (int)((f->since_ms + FAIL_WINDOW_MS - now + 999) / 1000);
 	pthread_mutex_unlock(&mu);
 	return wait;
 }
 
 static void
-note_failure(const char *id, int64_t now)
+note_failure(const struct config *cfg, const char *id, int64_t now)
 {
 	struct failures	*f;
 
 	pthread_mutex_lock(&mu);
-	for (f = fails; f != NULL; f = f->next)
-		if (strcmp(f->client_id, id) == 0)
-			break;
-	if (f == NULL) {
-		if (nfails >= 1024)	/* a flood of made-up ids: start over */
-			fails_clear();
-		if ((f = calloc(1, sizeof(*f))) == NULL ||
-		    (f->client_id = strndup(id, 200)) == NULL) {
-			free(f);
-			pthread_mutex_unlock(&mu);
-			return;
+	if ((f = failures_of(cfg, id, 1)) != NULL) {
+		if (now - f->since_ms >= FAIL_WINDOW_MS) {
+			f->since_ms = now;
+			f->count = 0;
 		}
-		f->next = fails;
-		fails = f;
-		nfails++;
+		f->count++;
 	}
-	if (now - f->since_ms >= FAIL_WINDOW_MS) {
-		f->since_ms = now;
-		f->count = 0;
-	}
-	f->count++;
 	pthread_mutex_unlock(&mu);
 }
 
@@ -455,14 +476,14 @@ oauth_token(const struct config *cfg, const char *authz, const char *ctype,
 	cl = config_client(cfg, id);
 	if (cl == NULL || !auth_equal(secret, strlen(secret), cl->secret,
 	    strlen(cl->secret))) {
-		if ((wait = throttled(id, now)) > 0) {
+		if ((wait = throttled(cfg, id, now)) > 0) {
 			answer_error(a, 429, "invalid_client", "too many "
 			    "failed attempts for this client; retry later");
 			a->retry_after = wait;
 			snprintf(a->reason, sizeof(a->reason), "throttled");
 			goto done;
 		}
-		note_failure(id, now);
+		note_failure(cfg, id, now);
 		answer_error(a, 401, "invalid_client", "unknown client or "
 		    "wrong secret");
 		goto done;

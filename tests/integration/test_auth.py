@@ -836,6 +836,43 @@ def test_tokens_of_an_older_database_are_bound_on_first_use():
         assert_no_secret_in_db(d, [CLIENT_SECRET, NEW_SECRET, OTHER_SECRET])
 
 
+def test_throttle_survives_a_flood_of_made_up_client_ids():
+    cc = {"grant_type": "client_credentials"}
+    with auth_daemon() as d:
+        for i in range(5):
+            expect_error(tok(d, form=cc, basic=(CLIENT_ID, "bad-%d" % i)),
+                         401, "invalid_client", "wrong secret %d" % i,
+                         basic=True)
+        st, h, _ = tok(d, form=cc, basic=(CLIENT_ID, "bad-5"))
+        assert st == 429 and h.get("retry-after"), (st, h)
+        # 1,100 strangers, one request each (as many as fit in the window)
+        t0 = time.time()
+        codes = {}
+        for i in range(1100):
+            st, _, body = tok(d, form=dict(cc, client_id="made-up-%d" % i,
+                                           client_secret="x"))
+            assert st in (401, 429) and \
+                json_of(body).get("error") == "invalid_client", (i, st, body)
+            codes[st] = codes.get(st, 0) + 1
+        print("1,100 made-up client ids in %.1fs: %r" % (time.time() - t0,
+                                                          codes))
+        assert time.time() - t0 < 50, "too slow to stay in the window"
+        # the real client is still throttled for wrong secrets ...
+        st, h, body = tok(d, form=cc, basic=(CLIENT_ID, "bad-after-flood"))
+        assert st == 429, ("wrong secret after the flood: expected 429, got"
+                           " %d %r" % (st, body[:200]))
+        ra = h.get("retry-after", "")
+        assert ra.isdigit() and 0 < int(ra) <= 60, ("Retry-After", h)
+        # ... and the right secret still gets a token, as before the flood
+        t = expect_token(tok(d, form=cc, basic=(CLIENT_ID, CLIENT_SECRET)),
+                         "right secret while throttled")
+        assert_acked(d.post(OAUTH_EP, text_body("after flood", new_id("FL")),
+                            token=t))
+        # made-up ids are throttled as one group
+        assert codes.get(429, 0) >= 1100 - 5, codes
+        assert_no_secrets(d, config_secrets() + [t])
+
+
 # 3. signatures -------------------------------------------------------------
 # odd whitespace (tabs, CRLF, spaces between tokens) and non-ASCII text: the
 # HMAC is over these exact bytes; a re-encoded body would not match
