@@ -29,6 +29,7 @@
 #include <lualib.h>
 #include <lua-cjson.h>
 
+#include "auth.h"
 #include "luasrc.h"
 
 #define DEFAULT_FILE	"walua.conf.lua"
@@ -135,6 +136,28 @@ checked_alloc(lua_State *L, void *p)
 }
 
 /*
+ * The fingerprint of a client's secret, stored with each token issued to
+ * it so that a token dies when the secret changes: HMAC-SHA256 under the
+ * secret of a label and the client id (the secret itself is never
+ * stored, and equal secrets of two clients give different prints).
+ * [-0, +0, m]  may raise
+ */
+static void
+client_fingerprint(lua_State *L, struct oauth_client *cl)
+{
+	const char	*msg;
+	size_t		 len;
+
+	msg = lua_pushfstring(L, "walua oauth2 token binding\n%s", cl->id);
+	len = lua_rawlen(L, -1);
+	auth_hmac_hex(cl->secret, msg, len, cl->secret_fp);
+	lua_pop(L, 1);
+	if (strlen(cl->secret_fp) != 64)
+		luaL_error(L, "cannot fingerprint the secret of oauth2 client "
+		    "'%s'", cl->id);
+}
+
+/*
  * Fill c from the checked table at the top of the stack.  Runs protected;
  * raises only on memory exhaustion (c is then freed by the caller).
  */
@@ -220,6 +243,7 @@ read_table(lua_State *L, struct config *c)
 		cl->refresh_token = dupfield(L, -1, "refresh_token");
 		checked_alloc(L, cl->id);
 		checked_alloc(L, cl->secret);
+		client_fingerprint(L, cl);
 		lua_getfield(L, -1, "scopes");
 		cl->nscopes = (int)lua_rawlen(L, -1);
 		cl->scopes = calloc((size_t)cl->nscopes + 1, sizeof(char *));

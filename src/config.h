@@ -26,6 +26,7 @@ struct oauth_client {
 	char		*refresh_token;		/* secret; NULL: none */
 	char		**scopes;		/* NULL-terminated */
 	int		 nscopes;
+	char		 secret_fp[65];		/* binds tokens to the secret */
 };
 
 struct limits {

@@ -23,7 +23,9 @@
  * replayed, for the running daemon to pick up.
  * dedup: claimed dedup keys (README, HTTP answers) until expires_ms.
  * statuses: the highest status rank handled per message (ev.stale).
- * kv: walua.store.  oauth_tokens: issued tokens, by SHA-256.
+ * kv: walua.store.  oauth_tokens: issued tokens, by SHA-256, with their
+ * client, scopes and the fingerprint of the client's secret (secret_fp,
+ * schema version 2; NULL for rows written before it).
  */
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
@@ -55,9 +57,58 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY,"
 	"  value TEXT NOT NULL, expires_ms INTEGER) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS oauth_tokens (hash TEXT PRIMARY KEY,"
-	"  client_id TEXT NOT NULL, scope TEXT, expires_ms INTEGER NOT NULL)"
-	"  WITHOUT ROWID;"
-	"INSERT OR IGNORE INTO meta VALUES ('schema_version', '1');";
+	"  client_id TEXT NOT NULL, scope TEXT, expires_ms INTEGER NOT NULL,"
+	"  secret_fp TEXT) WITHOUT ROWID;"
+	"INSERT OR IGNORE INTO meta VALUES ('schema_version', '2');";
+
+/* The integer the query answers, or 0 (no row, or an error). */
+static int
+query_int(sqlite3 *h, const char *sql)
+{
+	sqlite3_stmt	*st;
+	int		 v = 0;
+
+	if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) != SQLITE_OK)
+		return 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+#define SCHEMA_VERSION	"SELECT CAST(value AS INTEGER) FROM meta" \
+	" WHERE key = 'schema_version'"
+#define HAS_SECRET_FP	"SELECT count(*) FROM pragma_table_info(" \
+	"'oauth_tokens') WHERE name = 'secret_fp'"
+
+/*
+ * Bring a database of an older schema up to date.  Version 1 had no
+ * oauth_tokens.secret_fp (CREATE TABLE IF NOT EXISTS left the old table
+ * as it was).  Under the write lock, so that of several connections
+ * opening at once exactly one migrates; the others then see version 2.
+ */
+static int
+migrate(sqlite3 *h, char **msg)
+{
+	if (query_int(h, SCHEMA_VERSION) >= 2)
+		return SQLITE_OK;
+	if (sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, msg) != SQLITE_OK)
+		return SQLITE_ERROR;
+	if (query_int(h, SCHEMA_VERSION) < 2 && ((query_int(h,
+	    HAS_SECRET_FP) == 0 && sqlite3_exec(h, "ALTER TABLE oauth_tokens"
+	    " ADD COLUMN secret_fp TEXT", NULL, NULL, msg) != SQLITE_OK) ||
+	    sqlite3_exec(h, "INSERT INTO meta VALUES ('schema_version', '2')"
+	    " ON CONFLICT (key) DO UPDATE SET value = excluded.value", NULL,
+	    NULL, msg) != SQLITE_OK)) {
+		sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
+		return SQLITE_ERROR;
+	}
+	if (sqlite3_exec(h, "COMMIT", NULL, NULL, msg) != SQLITE_OK) {
+		sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
+		return SQLITE_ERROR;
+	}
+	return SQLITE_OK;
+}
 
 int64_t
 db_now_ms(void)
@@ -98,7 +149,8 @@ db_open(const char *path, int durability, char *err, size_t errlen)
 	snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode = WAL;"
 	    "PRAGMA synchronous = %s;", sync);
 	if (sqlite3_exec(d->h, pragmas, NULL, NULL, &msg) != SQLITE_OK ||
-	    sqlite3_exec(d->h, schema, NULL, NULL, &msg) != SQLITE_OK) {
+	    sqlite3_exec(d->h, schema, NULL, NULL, &msg) != SQLITE_OK ||
+	    migrate(d->h, &msg) != SQLITE_OK) {
 		snprintf(err, errlen, "database '%s': %s", path,
 		    msg ? msg : sqlite3_errmsg(d->h));
 		sqlite3_free(msg);

@@ -6,6 +6,7 @@
  */
 #include "kv.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,15 +138,17 @@ kv_incr(struct db *d, const char *key, int64_t by, int64_t expires_ms,
 }
 
 /*
- * Store an issued OAuth2 token (by its hash) until expires_ms, dropping a
- * few expired ones on the way.
+ * Store an issued OAuth2 token (by its hash) with the fingerprint of its
+ * client's secret, until expires_ms, dropping a few expired ones on the
+ * way.
  */
 int
 kv_token_put(struct db *d, const char *hash, const char *client,
-    const char *scope, int64_t expires_ms, int64_t now_ms)
+    const char *scope, const char *secret_fp, int64_t expires_ms,
+    int64_t now_ms)
 {
 	static const char sql[] = "INSERT INTO oauth_tokens (hash, client_id,"
-	    " scope, expires_ms) VALUES (?1, ?2, ?3, ?4)";
+	    " scope, expires_ms, secret_fp) VALUES (?1, ?2, ?3, ?4, ?5)";
 	static const char prune[] = "DELETE FROM oauth_tokens WHERE hash IN"
 	    " (SELECT hash FROM oauth_tokens WHERE expires_ms < ?1 LIMIT 100)";
 	sqlite3_stmt	*st;
@@ -156,6 +159,7 @@ kv_token_put(struct db *d, const char *hash, const char *client,
 	sqlite3_bind_text(st, 2, client, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, scope, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, expires_ms);
+	sqlite3_bind_text(st, 5, secret_fp, -1, SQLITE_STATIC);
 	if (step_done(st) == -1)
 		return -1;
 	if ((st = db_prepare(d, prune)) != NULL) {
@@ -165,23 +169,65 @@ kv_token_put(struct db *d, const char *hash, const char *client,
 	return 0;
 }
 
-/* The expiry of the token with hash: 1 (found), 0 (unknown) or -1. */
+/*
+ * The token with hash into *t: 1 (found; kv_token_clear frees it), 0
+ * (unknown) or -1.
+ */
 int
-kv_token_get(struct db *d, const char *hash, int64_t *expires_ms)
+kv_token_get(struct db *d, const char *hash, struct kv_token *t)
 {
-	static const char sql[] = "SELECT expires_ms FROM oauth_tokens"
-	    " WHERE hash = ?1";
+	static const char sql[] = "SELECT client_id, coalesce(scope, ''),"
+	    " secret_fp, expires_ms FROM oauth_tokens WHERE hash = ?1";
 	sqlite3_stmt	*st;
+	const char	*s;
 	int		 rc;
 
+	memset(t, 0, sizeof(*t));
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		*expires_ms = sqlite3_column_int64(st, 0);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		t->unbound = sqlite3_column_type(st, 2) == SQLITE_NULL;
+		if ((s = (const char *)sqlite3_column_text(st, 0)) != NULL)
+			t->client_id = strdup(s);
+		if ((s = (const char *)sqlite3_column_text(st, 1)) != NULL)
+			t->scope = strdup(s);
+		if ((s = (const char *)sqlite3_column_text(st, 2)) != NULL)
+			snprintf(t->secret_fp, sizeof(t->secret_fp), "%s", s);
+		t->expires_ms = sqlite3_column_int64(st, 3);
+	}
 	sqlite3_reset(st);
+	if (rc == SQLITE_ROW && (t->client_id == NULL || t->scope == NULL)) {
+		kv_token_clear(t);
+		return -1;
+	}
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+void
+kv_token_clear(struct kv_token *t)
+{
+	free(t->client_id);
+	free(t->scope);
+	memset(t, 0, sizeof(*t));
+}
+
+/*
+ * Bind client's tokens stored without a secret fingerprint (by a walua
+ * that did not record one) to secret_fp.
+ */
+int
+kv_token_bind(struct db *d, const char *client, const char *secret_fp)
+{
+	static const char sql[] = "UPDATE oauth_tokens SET secret_fp = ?2"
+	    " WHERE client_id = ?1 AND secret_fp IS NULL";
+	sqlite3_stmt	*st;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, client, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, secret_fp, -1, SQLITE_STATIC);
+	return step_done(st);
 }
 
 /* The highest status rank handled for message_id: 0 when none. */

@@ -12,6 +12,16 @@
 
 struct db;
 
+/* An issued OAuth2 token as stored (kv_token_get). */
+struct kv_token {
+	char		*client_id;	/* caller frees (kv_token_clear) */
+	char		*scope;		/* granted scopes, space-separated */
+	char		 secret_fp[65];	/* the client's secret fingerprint
+					 * when issued */
+	int		 unbound;	/* stored without one (older walua) */
+	int64_t		 expires_ms;
+};
+
 int	kv_dedup_claim(struct db *, const char *key, const char *event_id,
 	    int64_t expires_ms, int64_t now_ms);
 int	kv_get(struct db *, const char *key, int64_t now_ms, char **value);
@@ -24,8 +34,11 @@ int	kv_status_rank(struct db *, const char *message_id);
 int	kv_status_set(struct db *, const char *message_id, int rank,
 	    int64_t now_ms);
 int	kv_token_put(struct db *, const char *hash, const char *client,
-	    const char *scope, int64_t expires_ms, int64_t now_ms);
-int	kv_token_get(struct db *, const char *hash, int64_t *expires_ms);
+	    const char *scope, const char *secret_fp, int64_t expires_ms,
+	    int64_t now_ms);
+int	kv_token_get(struct db *, const char *hash, struct kv_token *);
+void	kv_token_clear(struct kv_token *);
+int	kv_token_bind(struct db *, const char *client, const char *secret_fp);
 int	kv_prune(struct db *, int64_t now_ms, int64_t keep_ms, int limit,
 	    long *deleted);
 

@@ -5,12 +5,21 @@
  *
  * Tokens are 256 random bits, handed out once and stored only as their
  * SHA-256 in the database (table oauth_tokens), so they stay valid across
- * a restart and a database leak does not leak them.  Each HTTP thread has
- * its own connection; valid tokens are cached in memory until they
- * expire, so a delivery costs a hash and a lookup.  Refresh tokens come
- * from the config and are never rotated (Insider stores one).  Repeated
- * wrong secrets for one client id get 429 for a while; the right secret is
- * still accepted, so an attacker cannot lock Insider out.
+ * a restart and a database leak does not leak them.  A token is stored
+ * with its client id, its scopes and the fingerprint of the client's
+ * secret (config.c), and is accepted only while the configuration still
+ * has that client, with that secret, granting those scopes: removing a
+ * client, changing its secret or taking a scope away (SIGHUP or restart)
+ * ends its tokens.  Each HTTP thread has its own connection; tokens are
+ * cached in memory with what they were issued for, so a delivery costs a
+ * hash, a lookup and that check.  Refresh tokens come from the config and
+ * are never rotated (Insider stores one).
+ *
+ * Repeated wrong secrets for one configured client id get 429 for a
+ * while; the right secret is still accepted, so an attacker cannot lock
+ * Insider out.  Failures are counted per configured client, plus one
+ * count shared by every unknown id, so the table stays as small as the
+ * configuration and made-up ids cannot push a real client's count out.
  */
 #include "oauth.h"
 
@@ -40,12 +49,15 @@
 
 struct cached {
 	char		 hash[65];
+	char		 secret_fp[65];		/* as issued */
 	int64_t		 expires_ms;
+	const char	*scope;			/* in id[], after the id */
 	struct cached	*next;
+	char		 id[];			/* client id, NUL, scope, NUL */
 };
 
 struct failures {
-	char		*client_id;
+	char		*client_id;		/* a configured client's */
 	int		 count;
 	int64_t		 since_ms;
 	struct failures	*next;
@@ -54,8 +66,8 @@ struct failures {
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
 static struct cached	*cache;
 static int		 ncache;
-static struct failures	*fails;
-static int		 nfails;
+static struct failures	*fails;			/* per configured client */
+static struct failures	 strangers;		/* every unknown client id */
 
 static _Thread_local struct db	*tls_db;
 static struct db	*all_dbs[256];
@@ -94,26 +106,34 @@ fails_clear(void)
 		free(f);
 	}
 	fails = NULL;
-	nfails = 0;
+	memset(&strangers, 0, sizeof(strangers));
 }
 
-/* Close every thread's connection; after the HTTP threads stopped. */
-void
-oauth_shutdown(void)
+/* Empty the token cache (mu held): the database still has them all. */
+static void
+cache_clear(void)
 {
 	struct cached	*c, *cn;
-	int		 i;
 
-	pthread_mutex_lock(&mu);
-	for (i = 0; i < ndbs; i++)
-		db_close(all_dbs[i]);
-	ndbs = 0;
 	for (c = cache; c != NULL; c = cn) {
 		cn = c->next;
 		free(c);
 	}
 	cache = NULL;
 	ncache = 0;
+}
+
+/* Close every thread's connection; after the HTTP threads stopped. */
+void
+oauth_shutdown(void)
+{
+	int	i;
+
+	pthread_mutex_lock(&mu);
+	for (i = 0; i < ndbs; i++)
+		db_close(all_dbs[i]);
+	ndbs = 0;
+	cache_clear();
 	fails_clear();
 	pthread_mutex_unlock(&mu);
 	tls_db = NULL;
@@ -121,53 +141,70 @@ oauth_shutdown(void)
 
 /* --- throttling wrong secrets ------------------------------------- */
 
+/*
+ * The failure count of client id (mu held): its own when cfg has that
+ * client, else the one shared by every unknown id.  With create, a
+ * configured client without one gets one, and counts of clients cfg no
+ * longer has are dropped; NULL when there is none (or no memory).
+ */
+static struct failures *
+failures_of(const struct config *cfg, const char *id, int create)
+{
+	struct failures	*f, **fp;
+
+	if (config_client(cfg, id) == NULL)
+		return &strangers;
+	for (f = fails; f != NULL; f = f->next)
+		if (strcmp(f->client_id, id) == 0)
+			return f;
+	if (!create)
+		return NULL;
+	for (fp = &fails; (f = *fp) != NULL; ) {
+		if (config_client(cfg, f->client_id) == NULL) {
+			*fp = f->next;
+			free(f->client_id);
+			free(f);
+		} else
+			fp = &f->next;
+	}
+	if ((f = calloc(1, sizeof(*f))) == NULL ||
+	    (f->client_id = strdup(id)) == NULL) {
+		free(f);
+		return NULL;
+	}
+	f->next = fails;
+	fails = f;
+	return f;
+}
+
 /* Seconds to wait when id is throttled, else 0. */
 static int
-throttled(const char *id, int64_t now)
+throttled(const struct config *cfg, const char *id, int64_t now)
 {
 	struct failures	*f;
 	int		 wait = 0;
 
 	pthread_mutex_lock(&mu);
-	for (f = fails; f != NULL; f = f->next)
-		if (strcmp(f->client_id, id) == 0) {
-			if (now - f->since_ms < FAIL_WINDOW_MS &&
-			    f->count >= FAIL_LIMIT)
-				wait = (int)((f->since_ms + FAIL_WINDOW_MS -
-				    now + 999) / 1000);
-			break;
-		}
+	if ((f = failures_of(cfg, id, 0)) != NULL &&
+	    now - f->since_ms < FAIL_WINDOW_MS && f->count >= FAIL_LIMIT)
+		wait = (int)((f->since_ms + FAIL_WINDOW_MS - now + 999) / 1000);
 	pthread_mutex_unlock(&mu);
 	return wait;
 }
 
 static void
-note_failure(const char *id, int64_t now)
+note_failure(const struct config *cfg, const char *id, int64_t now)
 {
 	struct failures	*f;
 
 	pthread_mutex_lock(&mu);
-	for (f = fails; f != NULL; f = f->next)
-		if (strcmp(f->client_id, id) == 0)
-			break;
-	if (f == NULL) {
-		if (nfails >= 1024)	/* a flood of made-up ids: start over */
-			fails_clear();
-		if ((f = calloc(1, sizeof(*f))) == NULL ||
-		    (f->client_id = strndup(id, 200)) == NULL) {
-			free(f);
-			pthread_mutex_unlock(&mu);
-			return;
+	if ((f = failures_of(cfg, id, 1)) != NULL) {
+		if (now - f->since_ms >= FAIL_WINDOW_MS) {
+			f->since_ms = now;
+			f->count = 0;
 		}
-		f->next = fails;
-		fails = f;
-		nfails++;
+		f->count++;
 	}
-	if (now - f->since_ms >= FAIL_WINDOW_MS) {
-		f->since_ms = now;
-		f->count = 0;
-	}
-	f->count++;
 	pthread_mutex_unlock(&mu);
 }
 
@@ -368,16 +405,17 @@ grant_scopes(const struct oauth_client *cl, const char *asked, struct buf *out)
 	return 0;
 }
 
-/* Store a new token's hash; -1 when the database fails. */
+/* Store a new token's hash for cl; -1 when the database fails. */
 static int
-store_token(const struct config *cfg, const char *hash, const char *client,
-    const char *scope, int64_t expires_ms)
+store_token(const struct config *cfg, const char *hash,
+    const struct oauth_client *cl, const char *scope, int64_t expires_ms)
 {
 	struct db	*d = conn(cfg);
 
 	if (d == NULL)
 		return -1;
-	return kv_token_put(d, hash, client, scope, expires_ms, db_now_ms());
+	return kv_token_put(d, hash, cl->id, scope, cl->secret_fp, expires_ms,
+	    db_now_ms());
 }
 
 /*
@@ -439,14 +477,14 @@ oauth_token(const struct config *cfg, const char *authz, const char *ctype,
 	cl = config_client(cfg, id);
 	if (cl == NULL || !auth_equal(secret, strlen(secret), cl->secret,
 	    strlen(cl->secret))) {
-		if ((wait = throttled(id, now)) > 0) {
+		if ((wait = throttled(cfg, id, now)) > 0) {
 			answer_error(a, 429, "invalid_client", "too many "
 			    "failed attempts for this client; retry later");
 			a->retry_after = wait;
 			snprintf(a->reason, sizeof(a->reason), "throttled");
 			goto done;
 		}
-		note_failure(id, now);
+		note_failure(cfg, id, now);
 		answer_error(a, 401, "invalid_client", "unknown client or "
 		    "wrong secret");
 		goto done;
@@ -486,7 +524,7 @@ oauth_token(const struct config *cfg, const char *authz, const char *ctype,
 	hex_encode(raw, sizeof(raw), token);
 	auth_sha256_hex(token, strlen(token), hash);
 	/* the expiry is fixed before the answer, so never shorter than told */
-	if (store_token(cfg, hash, cl->id, granted.data ? granted.data : "",
+	if (store_token(cfg, hash, cl, granted.data ? granted.data : "",
 	    now + (int64_t)cfg->token_ttl * 1000) == -1) {
 		answer_error(a, 503, "temporarily_unavailable",
 		    "the token could not be stored");
@@ -516,47 +554,109 @@ done:
 	free(bsecret);
 }
 
-/* Is hash a live token?  Cache first, then the database. */
+/* Is the space-separated scope list made only of cl's scopes? */
+static int
+scopes_granted(const struct oauth_client *cl, const char *scope)
+{
+	size_t	len;
+	int	i, found;
+
+	for (;;) {
+		scope += strspn(scope, " ");
+		if ((len = strcspn(scope, " ")) == 0)
+			return 1;
+		for (found = 0, i = 0; i < cl->nscopes && !found; i++)
+			found = strlen(cl->scopes[i]) == len &&
+			    memcmp(cl->scopes[i], scope, len) == 0;
+		if (!found)
+			return 0;
+		scope += len;
+	}
+}
+
+/*
+ * Does a token issued to client id for scope, under the secret whose
+ * fingerprint is secret_fp, still hold in cfg?
+ */
+static int
+still_granted(const struct config *cfg, const char *id, const char *scope,
+    const char *secret_fp)
+{
+	const struct oauth_client	*cl = config_client(cfg, id);
+
+	return cl != NULL && auth_equal(secret_fp, strlen(secret_fp),
+	    cl->secret_fp, strlen(cl->secret_fp)) && scopes_granted(cl, scope);
+}
+
+/* Remember a token read from the database (mu held); no memory: skip. */
+static void
+cache_add(const char *hash, const struct kv_token *t)
+{
+	struct cached	*c;
+	size_t		 idlen = strlen(t->client_id);
+	size_t		 scopelen = strlen(t->scope);
+
+	if (ncache >= CACHE_MAX)
+		cache_clear();
+	if ((c = calloc(1, sizeof(*c) + idlen + scopelen + 2)) == NULL)
+		return;
+	memcpy(c->hash, hash, sizeof(c->hash));
+	memcpy(c->secret_fp, t->secret_fp, sizeof(c->secret_fp));
+	c->expires_ms = t->expires_ms;
+	memcpy(c->id, t->client_id, idlen + 1);
+	c->scope = c->id + idlen + 1;
+	memcpy(c->id + idlen + 1, t->scope, scopelen + 1);
+	c->next = cache;
+	cache = c;
+	ncache++;
+}
+
+/*
+ * Is hash a live token that cfg still grants?  Cache first, then the
+ * database.  A token stored without a secret fingerprint (by an older
+ * walua) is bound, on its first use, to its client's secret of the time.
+ */
 static int
 token_valid(const struct config *cfg, const char *hash, int64_t now)
 {
-	struct cached	*c;
-	struct db	*d;
-	int64_t		 exp = 0;
-	int		 found = 0;
+	const struct oauth_client	*cl;
+	struct cached			*c;
+	struct kv_token			 t;
+	struct db			*d;
+	int				 found;
 
 	pthread_mutex_lock(&mu);
 	for (c = cache; c != NULL; c = c->next)
 		if (strcmp(c->hash, hash) == 0) {
-			found = c->expires_ms > now;
+			found = c->expires_ms > now && still_granted(cfg,
+			    c->id, c->scope, c->secret_fp);
 			pthread_mutex_unlock(&mu);
 			return found;
 		}
 	pthread_mutex_unlock(&mu);
-	if ((d = conn(cfg)) == NULL ||
-	    (found = kv_token_get(d, hash, &exp)) == -1)
+	if ((d = conn(cfg)) == NULL || (found = kv_token_get(d, hash,
+	    &t)) == -1)
 		return -1;
-	if (!found || exp <= now)
+	if (!found)
 		return 0;
-	pthread_mutex_lock(&mu);
-	if (ncache >= CACHE_MAX) {		/* drop them all: the DB has them */
-		struct cached *n;
-		for (c = cache; c != NULL; c = n) {
-			n = c->next;
-			free(c);
+	if (t.unbound && t.expires_ms > now &&
+	    (cl = config_client(cfg, t.client_id)) != NULL) {
+		if (kv_token_bind(d, cl->id, cl->secret_fp) == -1) {
+			kv_token_clear(&t);
+			return -1;
 		}
-		cache = NULL;
-		ncache = 0;
+		memcpy(t.secret_fp, cl->secret_fp, sizeof(t.secret_fp));
+		t.unbound = 0;
 	}
-	if ((c = calloc(1, sizeof(*c))) != NULL) {
-		memcpy(c->hash, hash, sizeof(c->hash));
-		c->expires_ms = exp;
-		c->next = cache;
-		cache = c;
-		ncache++;
+	found = !t.unbound && t.expires_ms > now && still_granted(cfg,
+	    t.client_id, t.scope, t.secret_fp);
+	if (found) {
+		pthread_mutex_lock(&mu);
+		cache_add(hash, &t);
+		pthread_mutex_unlock(&mu);
 	}
-	pthread_mutex_unlock(&mu);
-	return 1;
+	kv_token_clear(&t);
+	return found;
 }
 
 /*

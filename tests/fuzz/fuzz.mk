@@ -52,7 +52,7 @@ FUZZ_ENV = UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	TMPDIR=$(abspath $(FUZZ_ODIR)/tmp)
 FUZZ_FLAGS = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 $(FUZZ_OPTS)
-# Most token requests grow state kept on purpose (the throttle table,
+# Most token requests grow state kept on purpose (the token cache,
 # SQLite's page cache), and libFuzzer then runs a full LeakSanitizer pass
 # per new input: 30 times slower.  The pass at exit still fails the run on
 # a leak; rerun with -detect_leaks=1 to find the input.

@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import sqlite3
 import time
 import urllib.parse
@@ -641,6 +642,235 @@ def test_token_endpoint_throttles_wrong_secrets():
         expect_token(tok(d, form=cc, basic=("other", "other-secret-55")),
                      "other client", scopes=["webhook.write"])
         assert_no_secrets(d, config_secrets() + [t1, t2, "other-secret-55"])
+
+
+
+def oauth_clients(clients):
+    """An oauth2 table with these clients (Lua source, one per entry)."""
+    return ('oauth2 = { path = "%s", token_ttl = 3600, clients = {\n  %s } },'
+            % (TOKEN_PATH, ",\n  ".join(clients)))
+
+
+def client_lua(cid, secret, scopes, refresh=None):
+    return ('{ id = %s, secret = %s,%s scopes = { %s } }'
+            % (lua_str(cid), lua_str(secret),
+               " refresh_token = %s," % lua_str(refresh) if refresh else "",
+               ", ".join(lua_str(s) for s in scopes)))
+
+
+def reconfigure(d, clients, reloads):
+    """Rewrite the config with these oauth2 clients, SIGHUP, and wait for
+    reload number `reloads` to be applied."""
+    d.write("walua.conf.lua", d.config_text(endpoints(), 1, "debug",
+                                            oauth_clients(clients)))
+    d.signal(signal.SIGHUP)
+    d.wait_log(lambda l: l.get("msg") == "reload ok", count=reloads)
+    assert not d.find(lambda l: l.get("msg") == "reload failed"), \
+        d.log_text()[-2000:]
+
+
+OTHER_SECRET = "other-secret-9f2c"
+OTHER = client_lua("other", OTHER_SECRET, ["webhook.write"])
+NEW_SECRET = "s3:cr+t/rotated-71"
+CC = {"grant_type": "client_credentials"}
+
+
+def other_client(d):
+    return InsiderClient(d, "other", OTHER_SECRET, token_path=TOKEN_PATH,
+                         endpoint=OAUTH_EP)
+
+
+def refused_everywhere(d, refused, o, accepted, when):
+    """Each (what, token) in refused is a 401 and stored nothing: the
+    other client's marker shows exactly `accepted` deliveries handled."""
+    for what, t in refused:
+        assert_invalid_token(d.post(OAUTH_EP, text_body(
+            "must not arrive", new_id("BD")), token=t), what + when)
+    lines = settle(d, o)
+    assert len(lines) == accepted and not [
+        l for l in lines if l.get("text") == "must not arrive"], \
+        (accepted, lines)
+
+
+def assert_no_secret_in_db(d, secrets):
+    _, dump = db_dump(d)
+    for s in secrets:
+        assert s not in dump, "a client secret is in the database"
+
+
+def test_tokens_refused_once_their_client_is_removed():
+    with auth_daemon(more_clients=OTHER) as d:
+        o = other_client(d)
+        b = (CLIENT_ID, CLIENT_SECRET)
+        # t1 is used (so it may be cached); t2 is only in the database
+        t1 = expect_token(tok(d, form=CC, basic=b), "t1")
+        t2 = expect_token(tok(d, form={"grant_type": "refresh_token",
+                                       "refresh_token": REFRESH}, basic=b),
+                          "t2", refresh=REFRESH)
+        assert_acked(d.post(OAUTH_EP, text_body("t1", new_id("RM")),
+                            token=t1), what="t1 before")
+        assert_acked(o.deliver(text_body("other", new_id("RM"))))
+
+        reconfigure(d, [OTHER], 1)
+        refused = [("t1 of a removed client", t1),
+                   ("t2 of a removed client", t2)]
+        refused_everywhere(d, refused, o, 2, "")
+        for what, grant in (("client_credentials", CC),
+                            ("refresh_token", {"grant_type": "refresh_token",
+                                               "refresh_token": REFRESH})):
+            expect_error(tok(d, form=grant, basic=b), 401, "invalid_client",
+                         what + " of a removed client", basic=True)
+        assert acked_total(d) == 2 + 1, "refused deliveries were stored"
+
+        assert d.stop() == 0
+        d.restart()
+        refused_everywhere(d, refused, o, 2, ", after a restart")
+        assert_no_secret_in_db(d, [CLIENT_SECRET, OTHER_SECRET, REFRESH])
+        assert_no_secrets(d, config_secrets() + [OTHER_SECRET, t1, t2] +
+                          o.issued)
+
+
+def test_tokens_refused_once_their_client_secret_changes():
+    with auth_daemon(more_clients=OTHER) as d:
+        o = other_client(d)
+        b = (CLIENT_ID, CLIENT_SECRET)
+        t1 = expect_token(tok(d, form=CC, basic=b), "t1")
+        t2 = expect_token(tok(d, form=CC, basic=b), "t2")
+        assert_acked(d.post(OAUTH_EP, text_body("t1", new_id("SC")),
+                            token=t1), what="t1 before")
+        assert_acked(o.deliver(text_body("other", new_id("SC"))))
+
+        reconfigure(d, [client_lua(CLIENT_ID, NEW_SECRET, SCOPES, REFRESH),
+                        OTHER], 1)
+        refused = [("t1 after the secret changed", t1),
+                   ("t2 after the secret changed", t2)]
+        refused_everywhere(d, refused, o, 2, "")
+        expect_error(tok(d, form=CC, basic=b), 401, "invalid_client",
+                     "old secret", basic=True)
+        nb = (CLIENT_ID, NEW_SECRET)
+        t3 = expect_token(tok(d, form=CC, basic=nb), "t3")
+        assert_acked(d.post(OAUTH_EP, text_body("t3", new_id("SC")),
+                            token=t3), what="a token of the new secret")
+        assert acked_total(d) == 3 + 1, "refused deliveries were stored"
+
+        assert d.stop() == 0
+        d.restart()
+        refused_everywhere(d, refused, o, 3, ", after a restart")
+        assert_acked(d.post(OAUTH_EP, text_body("t3", new_id("SC")),
+                            token=t3), what="t3 after a restart")
+        assert_no_secret_in_db(d, [CLIENT_SECRET, NEW_SECRET, OTHER_SECRET])
+        assert_no_secrets(d, config_secrets() + [NEW_SECRET, OTHER_SECRET,
+                                                 t1, t2, t3] + o.issued)
+
+
+def test_tokens_refused_once_a_scope_they_carry_is_removed():
+    with auth_daemon(more_clients=OTHER) as d:
+        o = other_client(d)
+        b = (CLIENT_ID, CLIENT_SECRET)
+        tw = expect_token(tok(d, form=dict(CC, scope="webhook.write"),
+                              basic=b), "tw", scopes=["webhook.write"])
+        tr = expect_token(tok(d, form=dict(CC, scope="webhook.read"),
+                              basic=b), "tr", scopes=["webhook.read"])
+        ta = expect_token(tok(d, form=CC, basic=b), "ta")   # both scopes
+        for t in (tw, tr, ta):
+            assert_acked(d.post(OAUTH_EP, text_body("scoped", new_id("SP")),
+                                token=t), what="before")
+
+        reconfigure(d, [client_lua(CLIENT_ID, CLIENT_SECRET,
+                                   ["webhook.write"], REFRESH), OTHER], 1)
+        assert_acked(d.post(OAUTH_EP, text_body("tw", new_id("SP")),
+                            token=tw), what="tw: its scope is still granted")
+        refused_everywhere(d, [("tr: its scope was removed", tr),
+                               ("ta: one of its scopes was removed", ta)],
+                           o, 4, "")
+        assert acked_total(d) == 4 + 1, "refused deliveries were stored"
+        assert_no_secrets(d, config_secrets() + [OTHER_SECRET, tw, tr, ta] +
+                          o.issued)
+
+
+def test_tokens_of_an_older_database_are_bound_on_first_use():
+    """A database written before tokens carried a secret fingerprint
+    (schema version 1): it opens, its tokens work until the client's
+    secret changes, and tokens of clients no longer configured do not."""
+    d = auth_daemon(more_clients=OTHER)
+    legacy, gone = "a1" * 32, "b2" * 32
+    exp = int(time.time() * 1000) + 3600 * 1000
+    con = sqlite3.connect(os.path.join(d.dir, "walua.db"))
+    con.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"
+        "CREATE TABLE oauth_tokens (hash TEXT PRIMARY KEY,"
+        "  client_id TEXT NOT NULL, scope TEXT, expires_ms INTEGER NOT NULL)"
+        "  WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('schema_version', '1');")
+    con.executemany("INSERT INTO oauth_tokens VALUES (?, ?, ?, ?)", [
+        (hashlib.sha256(legacy.encode()).hexdigest(), CLIENT_ID,
+         " ".join(SCOPES), exp),
+        (hashlib.sha256(gone.encode()).hexdigest(), "removed-client",
+         "webhook.write", exp)])
+    con.commit()
+    con.close()
+    with d:
+        o = other_client(d)
+        assert_acked(d.post(OAUTH_EP, text_body("legacy", new_id("LG")),
+                            token=legacy), what="a token of version 1")
+        refused = [("a version 1 token of a client no longer configured",
+                    gone)]
+        refused_everywhere(d, refused, o, 1, "")
+        con = sqlite3.connect(os.path.join(d.dir, "walua.db"), timeout=5)
+        try:
+            ver = con.execute("SELECT value FROM meta WHERE key ="
+                              " 'schema_version'").fetchone()[0]
+            fps = dict(con.execute("SELECT client_id, secret_fp"
+                                   " FROM oauth_tokens").fetchall())
+        finally:
+            con.close()
+        assert int(ver) >= 2, ver
+        assert HEX64.match(fps[CLIENT_ID] or ""), fps
+        assert fps["removed-client"] is None, fps
+
+        reconfigure(d, [client_lua(CLIENT_ID, NEW_SECRET, SCOPES, REFRESH),
+                        OTHER], 1)
+        refused.append(("a version 1 token after the secret changed",
+                        legacy))
+        refused_everywhere(d, refused, o, 1, "")
+        assert_no_secret_in_db(d, [CLIENT_SECRET, NEW_SECRET, OTHER_SECRET])
+
+
+def test_throttle_survives_a_flood_of_made_up_client_ids():
+    cc = {"grant_type": "client_credentials"}
+    with auth_daemon() as d:
+        for i in range(5):
+            expect_error(tok(d, form=cc, basic=(CLIENT_ID, "bad-%d" % i)),
+                         401, "invalid_client", "wrong secret %d" % i,
+                         basic=True)
+        st, h, _ = tok(d, form=cc, basic=(CLIENT_ID, "bad-5"))
+        assert st == 429 and h.get("retry-after"), (st, h)
+        # 1,100 strangers, one request each (as many as fit in the window)
+        t0 = time.time()
+        codes = {}
+        for i in range(1100):
+            st, _, body = tok(d, form=dict(cc, client_id="made-up-%d" % i,
+                                           client_secret="x"))
+            assert st in (401, 429) and \
+                json_of(body).get("error") == "invalid_client", (i, st, body)
+            codes[st] = codes.get(st, 0) + 1
+        print("1,100 made-up client ids in %.1fs: %r" % (time.time() - t0,
+                                                          codes))
+        assert time.time() - t0 < 50, "too slow to stay in the window"
+        # the real client is still throttled for wrong secrets ...
+        st, h, body = tok(d, form=cc, basic=(CLIENT_ID, "bad-after-flood"))
+        assert st == 429, ("wrong secret after the flood: expected 429, got"
+                           " %d %r" % (st, body[:200]))
+        ra = h.get("retry-after", "")
+        assert ra.isdigit() and 0 < int(ra) <= 60, ("Retry-After", h)
+        # ... and the right secret still gets a token, as before the flood
+        t = expect_token(tok(d, form=cc, basic=(CLIENT_ID, CLIENT_SECRET)),
+                         "right secret while throttled")
+        assert_acked(d.post(OAUTH_EP, text_body("after flood", new_id("FL")),
+                            token=t))
+        # made-up ids are throttled as one group
+        assert codes.get(429, 0) >= 1100 - 5, codes
+        assert_no_secrets(d, config_secrets() + [t])
 
 
 # 3. signatures -------------------------------------------------------------
