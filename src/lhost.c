@@ -266,12 +266,12 @@ lhost_set_settings(struct lhost *h, const char *json, size_t len)
 
 /*
  * Compile and run the handler script at path (text src); it must return a
- * function or a table.  The load itself has a budget too: a script that
- * loops at top level fails to load.
+ * function or a table.  Its top level has a budget too, the handler's
+ * (timeout_ms): a script that loops while it loads fails to load.
  */
 int
 lhost_load(struct lhost *h, const char *path, const char *src, size_t len,
-    char *err, size_t errlen)
+    int timeout_ms, char *err, size_t errlen)
 {
 	lua_State	*L = h->L;
 	char		*tb;
@@ -282,7 +282,7 @@ lhost_load(struct lhost *h, const char *path, const char *src, size_t len,
 	lua_remove(L, -2);
 	lua_pushstring(L, path);
 	lua_pushlstring(L, src, len);
-	if ((rc = lhost_call(h, 2, 0, 10000)) != LUA_OK) {
+	if ((rc = lhost_call(h, 2, 0, timeout_ms)) != LUA_OK) {
 		rc = failure(h, rc, err, errlen);
 		/* a load error names file:line; the host's frames say nothing */
 		if ((tb = strstr(err, "\nstack traceback:")) != NULL)

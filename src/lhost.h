@@ -27,7 +27,7 @@ struct lhost {
 struct lhost	*lhost_new(size_t mem_limit, char *err, size_t errlen);
 void		 lhost_free(struct lhost *);
 int		 lhost_load(struct lhost *, const char *path, const char *src,
-		    size_t len, char *err, size_t errlen);
+		    size_t len, int timeout_ms, char *err, size_t errlen);
 int		 lhost_handle(struct lhost *, const char *id, const char *conv,
 		    int attempt, int stale, const char *json, size_t len,
 		    int timeout_ms, char *err, size_t errlen);

@@ -93,7 +93,8 @@ cmd_check(const char *file)
 	}
 	for (i = 0; i < cfg->nhandlers; i++) {
 		if (luasrc_read(cfg->handlers[i], &src, err, sizeof(err)) == -1 ||
-		    lhost_load(h, cfg->handlers[i], src.data, src.len, err,
+		    lhost_load(h, cfg->handlers[i], src.data, src.len,
+		    cfg->limits.handler_timeout_ms, err,
 		    sizeof(err)) != 0) {
 			fprintf(stderr, "%s\n", err);
 			bad = 1;

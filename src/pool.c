@@ -164,6 +164,23 @@ gen_new(struct config *cfg, char *err, size_t errlen)
 	return g;
 }
 
+/*
+ * How long a worker may take to load every script: each script's top
+ * level has the handler budget (the hook stops Lua there), 1.5 times that
+ * covers what no hook stops (C code, as for a handler), plus time to
+ * start the process.  A worker past it is killed and its generation
+ * fails, so a script stuck at load, or a LOAD frame that never arrived,
+ * cannot hold `serve` or later reloads forever.
+ */
+static int64_t
+load_deadline_ms(const struct config *cfg)
+{
+	int64_t t = cfg->limits.handler_timeout_ms;
+
+	return (int64_t)(cfg->nhandlers > 0 ? cfg->nhandlers : 1) *
+	    (t + t / 2) + 2000;
+}
+
 /* Start one worker process for g and send it the LOAD frame. */
 static struct worker *
 spawn(struct gen *g)
@@ -216,6 +233,8 @@ spawn(struct gen *g)
 	setsockopt(w->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	w->gen = g;
 	w->state = W_LOADING;
+	w->started_ms = queue_now_ms();
+	w->kill_ms = w->started_ms + load_deadline_ms(g->cfg);
 	g->nlive++;
 	w->next = workers;
 	workers = w;
@@ -627,6 +646,34 @@ dispatch(void)
 	buf_free(&hdr);
 }
 
+/*
+ * A worker still loading past its deadline: kill it, and fail the
+ * generation it was loading (a respawn of the running one is simply
+ * respawned again, after the crash-loop brake).
+ */
+static void
+load_overdue(struct worker *w)
+{
+	struct gen	*g = w->gen;
+	char		 msg[128];
+
+	snprintf(msg, sizeof(msg), "worker %d did not load the handler "
+	    "scripts within %lld ms", (int)w->pid,
+	    (long long)(w->kill_ms - w->started_ms));
+	if (g == loading) {
+		g->failed = 1;
+		if (g->errors.len == 0)
+			buf_puts(&g->errors, msg);
+	} else {
+		log_kv(LOG_ERROR, "worker cannot load handlers", "error", msg,
+		    NULL);
+		g->respawn_ms = queue_now_ms() + 1000;
+	}
+	w->killed = 1;
+	kill(w->pid, SIGKILL);
+	close_worker(w);
+}
+
 /* Kill workers past their budget; keep the current generation staffed. */
 static int64_t
 supervise(int64_t now)
@@ -636,6 +683,12 @@ supervise(int64_t now)
 	int		 live = 0;
 
 	for (w = workers; w != NULL; w = w->next) {
+		if (w->state == W_LOADING) {
+			if (now >= w->kill_ms)
+				load_overdue(w);
+			else if (w->kill_ms < next)
+				next = w->kill_ms;
+		}
 		if (w->state == W_BUSY) {
 			if (now >= w->kill_ms && !w->killed) {
 				w->killed = 1;
@@ -781,7 +834,7 @@ pool_start(const char *file, struct config *cfg)
 	if (start_gen(cfg) == -1)
 		return -1;
 	while (loading != NULL && !loading->failed) {
-		if (poll_once(queue_now_ms() + 1000))
+		if (poll_once(supervise(queue_now_ms())))
 			return -1;
 	}
 	if (loading != NULL) {

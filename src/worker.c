@@ -18,12 +18,14 @@
  */
 #include "worker.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <lua.h>
@@ -110,7 +112,8 @@ load(const char *p, size_t len, struct config **cfgp, struct buf *errs)
 		p += sl;
 		memcpy(pathbuf, path, pl);
 		pathbuf[pl] = '\0';
-		if (lhost_load(h, pathbuf, src, sl, err, sizeof(err)) != 0) {
+		if (lhost_load(h, pathbuf, src, sl,
+		    cfg->limits.handler_timeout_ms, err, sizeof(err)) != 0) {
 			if (errs->len > 0)
 				buf_puts(errs, "\n");
 			buf_puts(errs, err);
@@ -194,6 +197,13 @@ worker_main(void)
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	dup2(2, 1);		/* stray stdout from libraries lands in the log */
+	/*
+	 * A worker busy in C notices its supervisor's death only when it
+	 * next reads its socket: with walua killed (kill -9, OOM killer) it
+	 * would spin on alone.  The kernel ends it with its parent instead.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1)
+		log_msg(LOG_WARN, "worker: prctl: %s", strerror(errno));
 	lb_http_set_metric_hook(send_metric);
 
 	while (ipc_recv(WORKER_FD, &rd, &type, &p, &len) == 0) {

@@ -521,3 +521,54 @@ def test_reload_burst_coalesced_last_change_wins():
         assert int(oks[-1]["generation"]) == last, (oks, last)
         assert deliver_and_wait(d, "final", "wamid.BURST-1")["version"] == 3
         assert d.stop() == 0
+
+
+# A script whose top level spends seconds inside C (string.find
+# backtracking: about 7 s for 90 characters), where no count hook fires.
+HANGS_AT_LOAD = ('local r = string.find(("a"):rep(90), ("a*"):rep(5) .. "b")\n'
+                 'return function(ev) end\n')
+
+
+def test_a_script_stuck_at_load_fails_the_reload_in_time():
+    """A reload whose script hangs at load inside C fails once the load
+    deadline passes (1.5 x handler_timeout_ms per script, plus 2 s), the
+    running scripts go on, and the next reload works; `serve` with such
+    a script exits instead of waiting forever."""
+    extra = "  limits = { handler_timeout_ms = 500 },"
+    with Daemon(handlers={"handler.lua": versioned(1)}, extra=extra,
+                workers=1) as d:
+        d.write("handler.lua", HANGS_AT_LOAD)
+        t0 = time.time()
+        d.signal(signal.SIGHUP)
+        failed = d.wait_log(is_msg("reload failed"), timeout=10)
+        took = time.time() - t0
+        print("     reload with a script stuck in C at load failed after "
+              "%.1fs: %s" % (took, failed[0].get("error")))
+        assert "did not load the handler scripts within" in \
+            failed[0].get("error", ""), failed
+        assert took < 5, took
+        d.deliver(text_body("still v1", "wamid.LOADHANG-1"))
+        line = d.wait_log(handled_for("wamid.LOADHANG-1"))[0]
+        assert line["version"] == 1, line
+        d.write("handler.lua", versioned(2))
+        d.signal(signal.SIGHUP)
+        d.wait_log(is_msg("reload ok"), timeout=10)
+        d.deliver(text_body("now v2", "wamid.LOADHANG-2"))
+        line = d.wait_log(handled_for("wamid.LOADHANG-2"))[0]
+        assert line["version"] == 2, line
+    d = Daemon(handlers={"handler.lua": HANGS_AT_LOAD}, extra=extra,
+               workers=1)
+    try:
+        t0 = time.time()
+        d.start(wait=False)
+        try:
+            rc = d.proc.wait(timeout=5)
+        except Exception:
+            raise AssertionError("serve with a script stuck at load was "
+                                 "still waiting after 5 s")
+        print("     serve with it exited %d after %.1fs" % (
+            rc, time.time() - t0))
+        assert rc != 0
+        assert "did not load the handler scripts within" in d.log_text()
+    finally:
+        d.__exit__(None, None, None)
