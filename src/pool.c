@@ -326,6 +326,22 @@ worker_lost(struct worker *w)
 	close_worker(w);
 }
 
+static int
+same_log_file(const struct config *a, const struct config *b)
+{
+	if (a->log_file == NULL || b->log_file == NULL)
+		return a->log_file == b->log_file;
+	return strcmp(a->log_file, b->log_file) == 0;
+}
+
+static void
+reopen_log(const struct config *cfg)
+{
+	if (cfg->log_file != NULL && log_open(cfg->log_file) == -1)
+		log_msg(LOG_WARN, "cannot open log file '%s': %s",
+		    cfg->log_file, strerror(errno));
+}
+
 /* Make the loading generation current; retire the old one. */
 static void
 activate(struct gen *g)
@@ -334,6 +350,13 @@ activate(struct gen *g)
 	struct worker	*w;
 	char		 id[16];
 
+	if (old != NULL && !same_log_file(g->cfg, old->cfg)) {
+		if (g->cfg->log_file == NULL)
+			log_kv(LOG_WARN, "setting changed: restart walua to "
+			    "apply it", "key", "log_file", NULL);
+		else
+			reopen_log(g->cfg);
+	}
 	current = g;
 	loading = NULL;
 	g->cfg->refs++;		/* config_get's count: one more user */
@@ -417,6 +440,8 @@ keep_restart_keys(struct config *n, const struct config *o)
 	KEEP_STR(listen, "listen");
 	KEEP_STR(database, "database");
 	KEEP_INT(workers, "workers");
+	/* the writer's connection was opened with it */
+	KEEP_INT(durability, "durability");
 	KEEP_INT(http_threads, "http.threads");
 	KEEP_INT(http_max_connections, "http.max_connections");
 	KEEP_INT(http_per_ip, "http.per_ip_connections");
@@ -447,9 +472,10 @@ reload(void)
 		config_put(cfg);
 		return;
 	}
-	if (cfg->log_file != NULL && log_open(cfg->log_file) == -1)
-		log_msg(LOG_WARN, "cannot open log file '%s': %s",
-		    cfg->log_file, strerror(errno));
+	/* the same file: reopen it now (after logrotate moved it); another
+	 * one only once the new generation is running (activate) */
+	if (same_log_file(cfg, current->cfg))
+		reopen_log(cfg);
 	start_gen(cfg);
 }
 

@@ -572,3 +572,58 @@ def test_a_script_stuck_at_load_fails_the_reload_in_time():
         assert "did not load the handler scripts within" in d.log_text()
     finally:
         d.__exit__(None, None, None)
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return [json.loads(l) for l in f if l.startswith("{")]
+    except OSError:
+        return []
+
+
+def test_log_file_and_durability_on_reload():
+    """A new log_file is used only once the new generation runs: a reload
+    that fails keeps logging where it did.  A durability change is logged
+    as needing a restart (the inbox's connection was opened with it)."""
+    extra = '  log_file = "first.log", durability = "normal",'
+    with Daemon(handlers={"handler.lua": versioned(1)}, extra=extra) as d:
+        first = os.path.join(d.dir, "first.log")
+        second = os.path.join(d.dir, "second.log")
+        conf = open(d.conf).read()
+        d.write("walua.conf.lua", conf.replace('"first.log"', '"second.log"')
+                .replace('"normal"', '"full"'))
+        d.write("handler.lua", BROKEN)
+        d.signal(signal.SIGHUP)
+        end = time.time() + 10
+        while not any(l.get("msg") == "reload failed"
+                      for l in read_lines(first) + read_lines(second)):
+            assert time.time() < end, "no reload failed line"
+            time.sleep(0.05)
+        d.deliver(text_body("after a failed reload", "wamid.LOGF-1"))
+        end = time.time() + 10
+        while not any(l.get("message_id") == "wamid.LOGF-1"
+                      for l in read_lines(first) + read_lines(second)):
+            assert time.time() < end, "event not handled"
+            time.sleep(0.05)
+        in_second = [l.get("msg") for l in read_lines(second)]
+        restart = [l.get("key") for l in read_lines(first) + read_lines(second)
+                   if l.get("msg") ==
+                   "setting changed: restart walua to apply it"]
+        print("     after a failed reload: %d lines went to the new log "
+              "file; restart needed for %s" % (len(in_second), restart))
+        assert in_second == [], in_second
+        assert "durability" in restart, restart
+        d.write("handler.lua", versioned(2))
+        d.signal(signal.SIGHUP)
+        end = time.time() + 10
+        while not any(l.get("msg") == "reload ok" for l in read_lines(first)
+                      + read_lines(second)):
+            assert time.time() < end, "no reload ok"
+            time.sleep(0.05)
+        d.deliver(text_body("after a good reload", "wamid.LOGF-2"))
+        end = time.time() + 10
+        while not any(l.get("message_id") == "wamid.LOGF-2"
+                      for l in read_lines(second)):
+            assert time.time() < end, "the new log file is not used"
+            time.sleep(0.05)
