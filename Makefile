@@ -51,7 +51,7 @@ Q = @
 endif
 
 BIN ?= walua
-SANITIZE = -fsanitize=address,undefined -fno-omit-frame-pointer \
+SANITIZE = -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer \
 	-fno-sanitize-recover=all
 
 .PHONY: all run test check clean deps deps-quiet test-programs
