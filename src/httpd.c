@@ -11,12 +11,18 @@
  * libmicrohttpd 0.9.75 lets ambiguous framing through (two Content-Length
  * headers, or Content-Length with Transfer-Encoding); such requests are
  * refused with 400 before their body is read.
+ *
+ * A delivery waits for its commit with its connection suspended; the
+ * inbox writer resumes it.  libmicrohttpd must never be stopped with a
+ * connection suspended, nor a connection resumed once it is freed: see
+ * "Deliveries waiting for their commit" below.
  */
 #include "httpd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,6 +46,14 @@
 
 enum { R_ENDPOINT, R_OAUTH, R_HEALTH, R_METRICS, R_NOTFOUND };
 
+/* Where a POST to an endpoint is on its way to the inbox (under wait_mu). */
+enum {
+	D_NONE,			/* not handed to the inbox */
+	D_WAITING,		/* suspended, in the writer's hands */
+	D_COMMITTED,		/* the writer is done: ticket.rc and counts */
+	D_STOPPING		/* refused or given up on by a stop: 503 */
+};
+
 struct req {
 	struct config		*cfg;		/* one reference */
 	const struct endpoint	*ep;		/* in cfg */
@@ -52,10 +66,70 @@ struct req {
 	struct MHD_Connection	*conn;
 	struct event_batch	 batch;
 	struct inbox_ticket	 ticket;
-	int			 committed;	/* the writer is done with it */
+	/* under wait_mu */
+	int			 state;		/* D_* */
+	int			 refs;		/* the connection's, the writer's */
+	int			 resumed;	/* counted in `owed` */
+	struct req		*wnext, **wprevp;	/* on `waiting` */
 };
 
 static struct MHD_Daemon *daemon_;
+
+/*
+ * Deliveries waiting for their commit.  A waiting request has two
+ * references, its connection's (dropped when libmicrohttpd completes the
+ * request) and the writer's (dropped in committed()); the last one frees
+ * it, so the writer never writes into a freed request.  Every resume
+ * happens outside wait_mu (no libmicrohttpd call is made under it), but
+ * is announced under it: `resuming` counts the resumes under way (wait_cv
+ * tells when none is left), `owed` the resumed requests not completed yet.  httpd_stop() waits for the
+ * commits, then sets `closing` and answers what still waits 503 itself:
+ * such a request is D_STOPPING, and the writer, when it finishes, only
+ * drops its reference.  libmicrohttpd is stopped with no connection
+ * suspended and no resume under way.
+ */
+static pthread_mutex_t	 wait_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t	 wait_cv = PTHREAD_COND_INITIALIZER;
+static struct req	*waiting;
+static int		 nwaiting;
+static int		 resuming;
+static int		 owed;
+static int		 closing;
+
+#define DRAIN_MS	2000	/* a stop waits this for other requests */
+#define ANSWER_MS	1000	/* and this for its last answers to go out */
+
+/* Free r with what it owns (its last reference is gone). */
+static void
+req_free(struct req *r)
+{
+	config_put(r->cfg);
+	buf_free(&r->body);
+	event_batch_free(&r->batch);
+	free(r);
+}
+
+/* Put r on the waiting list, or take it off.  Under wait_mu. */
+static void
+wait_link(struct req *r)
+{
+	if ((r->wnext = waiting) != NULL)
+		waiting->wprevp = &r->wnext;
+	waiting = r;
+	r->wprevp = &waiting;
+	nwaiting++;
+}
+
+static void
+wait_unlink(struct req *r)
+{
+	if (r->wnext != NULL)
+		r->wnext->wprevp = r->wprevp;
+	*r->wprevp = r->wnext;
+	r->wnext = NULL;
+	r->wprevp = NULL;
+	nwaiting--;
+}
 
 /* The endpoint label of metrics: a configured path or a fixed word. */
 static const char *
@@ -327,28 +401,63 @@ deliver(struct MHD_Connection *c, struct req *r)
 	r->ticket.done = committed;
 	r->ticket.arg = r;
 	MHD_suspend_connection(c);
-	if (inbox_submit(&r->ticket, r->cfg) == -1) {
-		MHD_resume_connection(c);
-		r->committed = 1;
-		r->ticket.rc = -1;
+	pthread_mutex_lock(&wait_mu);
+	if (!closing && inbox_submit(&r->ticket, r->cfg) == 0) {
+		r->state = D_WAITING;
+		r->refs++;			/* the writer's */
+		wait_link(r);
+		pthread_mutex_unlock(&wait_mu);
+		return MHD_YES;
 	}
+	/* stopping: the inbox takes nothing more */
+	r->state = D_STOPPING;
+	r->resumed = 1;
+	owed++;
+	pthread_mutex_unlock(&wait_mu);
+	MHD_resume_connection(c);
 	return MHD_YES;
 }
 
-/* From the inbox writer thread: r's commit is over; wake its connection. */
+/*
+ * From the inbox writer thread: r's commit is over; wake its connection,
+ * unless a stop already answered it.  Drops the writer's reference.
+ */
 static void
 committed(struct inbox_ticket *t)
 {
-	struct req *r = t->arg;
+	struct req		*r = t->arg;
+	struct MHD_Connection	*c = NULL;
+	int			 last;
 
-	r->committed = 1;
-	MHD_resume_connection(r->conn);
+	pthread_mutex_lock(&wait_mu);
+	if (r->state == D_WAITING) {
+		wait_unlink(r);
+		r->state = D_COMMITTED;
+		r->resumed = 1;
+		owed++;
+		resuming++;
+		c = r->conn;
+	}
+	last = --r->refs == 0;		/* never with c set: r is suspended */
+	pthread_mutex_unlock(&wait_mu);
+	if (c != NULL) {
+		MHD_resume_connection(c);
+		pthread_mutex_lock(&wait_mu);
+		if (--resuming == 0)
+			pthread_cond_broadcast(&wait_cv);
+		pthread_mutex_unlock(&wait_mu);
+	}
+	if (last)
+		req_free(r);
 }
 
-/* The delivery's commit is over: answer it. */
+/* The delivery's commit is over, or walua is stopping: answer it. */
 static enum MHD_Result
-acknowledge(struct MHD_Connection *c, struct req *r)
+acknowledge(struct MHD_Connection *c, struct req *r, int state)
 {
+	if (state == D_STOPPING)
+		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE,
+		    "stopping: retry later", MHD_HTTP_HEADER_RETRY_AFTER, "5");
 	event_batch_free(&r->batch);
 	if (r->ticket.rc == -1)
 		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, r->ticket.full ?
@@ -548,12 +657,14 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 	struct req	*r = *con_cls;
 	enum MHD_Result	 ret = MHD_YES;
 	size_t		 max;
+	int		 state;
 
 	(void)cls;
 	(void)version;
 	if (r == NULL) {
 		if ((r = calloc(1, sizeof(*r))) == NULL)
 			return MHD_NO;
+		r->refs = 1;
 		*con_cls = r;
 		r->started_ms = queue_now_ms();
 		if ((r->cfg = config_get()) == NULL)
@@ -597,9 +708,13 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 	case R_OAUTH:
 		return token(c, r);
 	case R_ENDPOINT:
-		if (strcmp(method, MHD_HTTP_METHOD_POST) == 0)
-			return r->committed ? acknowledge(c, r) :
-			    deliver(c, r);
+		if (strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
+			pthread_mutex_lock(&wait_mu);
+			state = r->state;
+			pthread_mutex_unlock(&wait_mu);
+			return state == D_NONE ? deliver(c, r) :
+			    acknowledge(c, r, state);
+		}
 		if (r->ep->auth == AUTH_META)
 			return handshake(c, r);
 		/* Insider's save-time probe: its form is undocumented */
@@ -613,18 +728,27 @@ static void
 on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     enum MHD_RequestTerminationCode code)
 {
-	struct req *r = *con_cls;
+	struct req	*r = *con_cls;
+	int		 last;
 
 	(void)cls;
 	(void)c;
 	(void)code;
 	if (r == NULL)
 		return;
-	config_put(r->cfg);
-	buf_free(&r->body);
-	event_batch_free(&r->batch);
-	free(r);
 	*con_cls = NULL;
+	pthread_mutex_lock(&wait_mu);
+	if (r->state == D_WAITING) {
+		/* never while suspended, but then the writer must not resume */
+		wait_unlink(r);
+		r->state = D_STOPPING;
+	}
+	if (r->resumed)
+		owed--;
+	last = --r->refs == 0;
+	pthread_mutex_unlock(&wait_mu);
+	if (last)
+		req_free(r);
 }
 
 static void	mhd_log(void *, const char *, va_list)
@@ -707,26 +831,91 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* Connections open on the public listener. */
+static unsigned int
+open_connections(void)
+{
+	const union MHD_DaemonInfo	*di;
+
+	di = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	return di != NULL ? di->num_connections : 0;
+}
+
+static void
+sleep_ms(long ms)
+{
+	struct timespec	ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
 /*
- * Stop accepting, let requests in progress finish (bounded), then stop
- * the HTTP threads.  Called from the supervisor on SIGTERM.
+ * Stop accepting, let requests in progress finish (DRAIN_MS) and
+ * deliveries finish their commit (limits.shutdown_timeout_ms), then stop
+ * the HTTP threads.  A delivery still waiting then is answered 503: its
+ * commit may still succeed, and a retry of it is then a duplicate.
+ * Called from the supervisor on SIGTERM.
  */
 void
 httpd_stop(void)
 {
-	const union MHD_DaemonInfo	*di;
-	int				 i;
+	struct config	*cfg;
+	struct req	*r, *next, *given_up = NULL;
+	int64_t		 now, drain_end, commit_end;
+	int		 n, left;
+	char		 count[16];
 
 	if (daemon_ == NULL)
 		return;
 	MHD_quiesce_daemon(daemon_);
-	for (i = 0; i < 200; i++) {		/* up to 2 s */
-		di = MHD_get_daemon_info(daemon_,
-		    MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-		if (di == NULL || di->num_connections == 0)
+	now = queue_now_ms();
+	drain_end = now + DRAIN_MS;
+	cfg = config_get();
+	commit_end = now + (cfg != NULL ? cfg->limits.shutdown_timeout_ms : 0);
+	config_put(cfg);
+	for (;;) {
+		pthread_mutex_lock(&wait_mu);
+		n = nwaiting;
+		pthread_mutex_unlock(&wait_mu);
+		now = queue_now_ms();
+		if ((open_connections() <= (unsigned int)n ||
+		    now >= drain_end) && (n == 0 || now >= commit_end))
 			break;
-		struct timespec ts = { 0, 10000000 };
-		nanosleep(&ts, NULL);
+		sleep_ms(10);
+	}
+
+	/* no more suspensions; what still waits is ours to answer */
+	pthread_mutex_lock(&wait_mu);
+	closing = 1;
+	while ((r = waiting) != NULL) {
+		wait_unlink(r);
+		r->state = D_STOPPING;
+		r->resumed = 1;
+		owed++;
+		r->wnext = given_up;		/* r is suspended: it stays */
+		given_up = r;
+	}
+	while (resuming > 0)
+		pthread_cond_wait(&wait_cv, &wait_mu);
+	pthread_mutex_unlock(&wait_mu);
+	for (n = 0, r = given_up; r != NULL; r = next, n++) {
+		next = r->wnext;		/* r may be freed once resumed */
+		MHD_resume_connection(r->conn);
+	}
+	if (n > 0) {
+		snprintf(count, sizeof(count), "%d", n);
+		log_kv(LOG_WARN, "stopping: deliveries still waiting for their "
+		    "commit are answered 503", "#deliveries", count, NULL);
+	}
+
+	/* let the answers of resumed requests go out (a client may not read) */
+	for (n = 0; n < ANSWER_MS / 10; n++) {
+		pthread_mutex_lock(&wait_mu);
+		left = owed;
+		pthread_mutex_unlock(&wait_mu);
+		if (left == 0)
+			break;
+		sleep_ms(10);
 	}
 	MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
