@@ -133,6 +133,17 @@ checked_alloc(lua_State *L, void *p)
 		luaL_error(L, "out of memory");
 }
 
+/* Split a checked "HOST:PORT" into a copy of HOST and the port. */
+static void
+split_address(lua_State *L, const char *addr, char **host, int *port)
+{
+	const char	*s = strrchr(addr, ':');
+
+	*host = strndup(addr, s ? (size_t)(s - addr) : 0);
+	checked_alloc(L, *host);
+	*port = s ? atoi(s + 1) : 0;
+}
+
 /*
  * Fill c from the checked table at the top of the stack.  Runs protected;
  * raises only on memory exhaustion (c is then freed by the caller).
@@ -145,10 +156,11 @@ read_table(lua_State *L, struct config *c)
 
 	c->listen = dupfield(L, t, "listen");
 	checked_alloc(L, c->listen);
-	s = strrchr(c->listen, ':');
-	c->listen_host = strndup(c->listen, s ? (size_t)(s - c->listen) : 0);
-	checked_alloc(L, c->listen_host);
-	c->listen_port = s ? atoi(s + 1) : 0;
+	split_address(L, c->listen, &c->listen_host, &c->listen_port);
+	c->admin_listen = dupfield(L, t, "admin_listen");	/* false: NULL */
+	if (c->admin_listen != NULL)
+		split_address(L, c->admin_listen, &c->admin_host,
+		    &c->admin_port);
 	c->database = dupfield(L, t, "database");
 	c->workers = (int)intfield(L, t, "workers");
 	s = dupfield(L, t, "durability");
@@ -419,6 +431,8 @@ config_free(struct config *c)
 	free(c->file);
 	free(c->listen);
 	free(c->listen_host);
+	free(c->admin_listen);
+	free(c->admin_host);
 	free(c->database);
 	for (i = 0; c->handlers != NULL && i < c->nhandlers; i++)
 		free(c->handlers[i]);

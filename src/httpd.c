@@ -73,7 +73,8 @@ struct req {
 	struct req		*wnext, **wprevp;	/* on `waiting` */
 };
 
-static struct MHD_Daemon *daemon_;
+static struct MHD_Daemon *daemon_;		/* listen: the webhooks */
+static struct MHD_Daemon *admin_;		/* admin_listen, or NULL */
 
 /*
  * Deliveries waiting for their commit.  A waiting request has two
@@ -596,11 +597,7 @@ first_call(struct MHD_Connection *c, struct req *r, const char *url,
 		r->route = R_ENDPOINT;
 	else if (strcmp(url, r->cfg->oauth2_path) == 0)
 		r->route = R_OAUTH;
-	else if (strcmp(url, "/healthz") == 0)
-		r->route = R_HEALTH;
-	else if (strcmp(url, "/metrics") == 0)
-		r->route = R_METRICS;
-	else {
+	else {		/* /healthz and /metrics too: only on admin_listen */
 		r->route = R_NOTFOUND;
 		*ret = refuse(c, r, MHD_HTTP_NOT_FOUND, "no such path", NULL,
 		    NULL);
@@ -609,11 +606,6 @@ first_call(struct MHD_Connection *c, struct req *r, const char *url,
 	if (r->route == R_OAUTH && !is_post) {
 		*ret = refuse(c, r, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "POST");
-		return 1;
-	}
-	if (r->route != R_ENDPOINT && r->route != R_OAUTH && !is_get) {
-		*ret = refuse(c, r, MHD_HTTP_METHOD_NOT_ALLOWED,
-		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
 		return 1;
 	}
 	if (r->route == R_ENDPOINT && !is_post && !is_get) {
@@ -701,10 +693,6 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 		return MHD_YES;
 	}
 	switch (r->route) {
-	case R_HEALTH:
-		return health(c, r);
-	case R_METRICS:
-		return metrics_page(c, r);
 	case R_OAUTH:
 		return token(c, r);
 	case R_ENDPOINT:
@@ -722,6 +710,40 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 		    "{\"ok\":true,\"events\":0}", 22, NULL);
 	}
 	return MHD_NO;
+}
+
+/*
+ * The admin listener: /healthz and /metrics (GET or HEAD), answered on
+ * the first call; nothing else.  Its own thread, so a busy webhook side
+ * does not delay a health check.
+ */
+static enum MHD_Result
+on_admin(void *cls, struct MHD_Connection *c, const char *url,
+    const char *method, const char *version, const char *upload,
+    size_t *upload_size, void **con_cls)
+{
+	struct req	r;
+
+	(void)cls;
+	(void)version;
+	(void)upload;
+	(void)upload_size;
+	(void)con_cls;
+	memset(&r, 0, sizeof(r));
+	if (strcmp(url, "/healthz") == 0)
+		r.route = R_HEALTH;
+	else if (strcmp(url, "/metrics") == 0)
+		r.route = R_METRICS;
+	else {
+		r.route = R_NOTFOUND;
+		return refuse(c, &r, MHD_HTTP_NOT_FOUND, "no such path", NULL,
+		    NULL);
+	}
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+	    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return refuse(c, &r, MHD_HTTP_METHOD_NOT_ALLOWED,
+		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	return r.route == R_HEALTH ? health(c, &r) : metrics_page(c, &r);
 }
 
 static void
@@ -787,28 +809,78 @@ http_threads(const struct config *cfg)
 	return (unsigned int)(n < 1 ? 1 : n > 4 ? 4 : n);
 }
 
-/* Start serving cfg->listen.  Returns 0, or -1 with the reason in err. */
-int
-httpd_start(const struct config *cfg, char *err, size_t errlen)
+/*
+ * The first address of host:port (key names the setting in messages), or
+ * NULL with the reason in err.  The caller frees it.
+ */
+static struct addrinfo *
+resolve(const char *key, const char *addr, const char *host, int port,
+    char *err, size_t errlen)
 {
 	struct addrinfo	 hints, *ai = NULL;
-	char		 port[16];
+	char		 service[16];
 	int		 rc;
-	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
-			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
-			    MHD_ALLOW_SUSPEND_RESUME;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%d", cfg->listen_port);
-	if ((rc = getaddrinfo(cfg->listen_host[0] ? cfg->listen_host : NULL,
-	    port, &hints, &ai)) != 0) {
-		snprintf(err, errlen, "listen '%s': %s", cfg->listen,
+	snprintf(service, sizeof(service), "%d", port);
+	if ((rc = getaddrinfo(host[0] ? host : NULL, service, &hints,
+	    &ai)) != 0) {
+		snprintf(err, errlen, "%s '%s': %s", key, addr,
 		    gai_strerror(rc));
+		return NULL;
+	}
+	return ai;
+}
+
+/* The admin listener: one thread, a few connections, no suspensions. */
+static int
+admin_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct addrinfo	*ai;
+	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
+			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+
+	if ((ai = resolve("admin_listen", cfg->admin_listen, cfg->admin_host,
+	    cfg->admin_port, err, errlen)) == NULL)
+		return -1;
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	/* no address reuse: listen's port is refused, not shared */
+	admin_ = MHD_start_daemon(flags, (uint16_t)cfg->admin_port, NULL, NULL,
+	    on_admin, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
+	    MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (admin_ == NULL) {
+		snprintf(err, errlen, "cannot listen on admin_listen '%s' "
+		    "(address in use, or not a local address?): set another, "
+		    "or false for none", cfg->admin_listen);
 		return -1;
 	}
+	return 0;
+}
+
+/*
+ * Start serving cfg->listen, and cfg->admin_listen when set.  Returns 0,
+ * or -1 with the reason in err (and nothing listening).
+ */
+int
+httpd_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct addrinfo	*ai;
+	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
+			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+			    MHD_ALLOW_SUSPEND_RESUME;
+
+	if ((ai = resolve("listen", cfg->listen, cfg->listen_host,
+	    cfg->listen_port, err, errlen)) == NULL)
+		return -1;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	daemon_ = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL,
@@ -826,6 +898,11 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	if (daemon_ == NULL) {
 		snprintf(err, errlen, "cannot listen on '%s' (address in use, "
 		    "or not a local address?)", cfg->listen);
+		return -1;
+	}
+	if (cfg->admin_listen != NULL && admin_start(cfg, err, errlen) == -1) {
+		MHD_stop_daemon(daemon_);
+		daemon_ = NULL;
 		return -1;
 	}
 	return 0;
@@ -919,4 +996,7 @@ httpd_stop(void)
 	}
 	MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
+	if (admin_ != NULL)
+		MHD_stop_daemon(admin_);
+	admin_ = NULL;
 }

@@ -396,6 +396,18 @@ keep_restart_keys(struct config *n, const struct config *o)
 		n->f = o->f; \
 	}
 	KEEP_STR(listen, "listen");
+	if ((n->admin_listen == NULL) != (o->admin_listen == NULL) ||
+	    (n->admin_listen != NULL && strcmp(n->admin_listen,
+	    o->admin_listen) != 0)) {
+		log_kv(LOG_WARN, "setting changed: restart walua to apply it",
+		    "key", "admin_listen", NULL);
+		free(n->admin_listen);
+		free(n->admin_host);
+		n->admin_listen = o->admin_listen ? strdup(o->admin_listen) :
+		    NULL;
+		n->admin_host = o->admin_host ? strdup(o->admin_host) : NULL;
+		n->admin_port = o->admin_port;
+	}
 	KEEP_STR(database, "database");
 	KEEP_INT(workers, "workers");
 	KEEP_INT(http_threads, "http.threads");

@@ -26,6 +26,10 @@ end
 local function list(of, default)
 	return { kind = "list", of = of, default = default or {} }
 end
+-- "HOST:PORT" to listen on; with off, false turns the listener off.
+local function address(default, off)
+	return { kind = "address", default = default, off = off }
+end
 local function record(fields, required)
 	return { kind = "record", fields = fields, required = required or {} }
 end
@@ -43,7 +47,10 @@ local auth = record({
 }, { "type" })
 
 local schema = record({
-	listen = str("127.0.0.1:8080"),
+	listen = address("127.0.0.1:8080"),
+	-- /metrics and /healthz (never on listen): on the loopback by default,
+	-- so exposing the webhook port does not expose them; false: nowhere
+	admin_listen = address("127.0.0.1:9090", true),
 	database = path("walua.db"),
 	handlers = list(path()),
 	workers = int(2, 1, 64),
@@ -140,7 +147,18 @@ function check(spec, v, where, dir)
 		end
 	end
 	local k = spec.kind
-	if k == "string" or k == "path" then
+	if k == "address" then
+		if v == false and spec.off then return false end
+		if type(v) ~= "string" then
+			fail(where, "expected \"HOST:PORT\"" .. (spec.off and
+			    " or false" or "") .. ", got " .. type(v))
+		end
+		local host, port = v:match("^(.*):(%d+)$")
+		if not host or host == "" or tonumber(port) > 65535 then
+			fail(where, "expected HOST:PORT, got '" .. v .. "'")
+		end
+		return v
+	elseif k == "string" or k == "path" then
 		if type(v) ~= "string" then
 			fail(where, "expected a string, got " .. type(v))
 		end
@@ -214,6 +232,7 @@ local auth_keys = {
 -- rather than served unauthenticated.
 M.supported_auth = { bearer = true, oauth2 = true, kapso = true, meta = true }
 
+-- served on admin_listen only, but never an endpoint's path either
 local reserved = { ["/healthz"] = true, ["/metrics"] = true }
 
 local function check_endpoints(c)
@@ -270,9 +289,17 @@ local function check_endpoints(c)
 			    "endpoint needs at least one oauth2.clients entry")
 		end
 	end
-	local host, port = c.listen:match("^(.*):(%d+)$")
-	if not host or tonumber(port) > 65535 or host == "" then
-		fail("listen", "expected HOST:PORT, got '" .. c.listen .. "'")
+	if c.admin_listen then
+		-- the same port on the same (or every) address: one of the two
+		-- would take the other's requests, or fail to listen
+		local host, port = c.listen:match("^(.*):(%d+)$")
+		local ahost, aport = c.admin_listen:match("^(.*):(%d+)$")
+		local any = { ["0.0.0.0"] = true, ["::"] = true, ["[::]"] = true }
+		if tonumber(port) == tonumber(aport) and (host == ahost or
+		    any[host] or any[ahost]) then
+			fail("admin_listen", "'" .. c.admin_listen .. "' is the " ..
+			    "listen address: give the admin listener its own port")
+		end
 	end
 end
 

@@ -81,7 +81,7 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 def metrics(d):
     """{(name, ((label, value), ...sorted)): float} of GET /metrics."""
-    st, headers, body = d.request("GET", "/metrics")
+    st, headers, body = d.admin_request("GET", "/metrics")
     assert st == 200, (st, body[:300])
     out = {}
     for line in body.decode("utf-8").splitlines():
@@ -396,9 +396,12 @@ def test_unknown_path_and_wrong_method():
     auth = {"Authorization": "Bearer " + TOKEN,
             "Content-Type": "application/json"}
     with Daemon(workers=1) as d:
+        # /healthz and /metrics are on the admin listener only
         for method, path in (("GET", "/nope"), ("POST", "/nope"),
                              ("POST", "/webhooks/insiderX"),
-                             ("POST", "/webhooks"), ("GET", "/")):
+                             ("POST", "/webhooks"), ("GET", "/"),
+                             ("GET", "/healthz"), ("GET", "/metrics"),
+                             ("POST", "/healthz")):
             assert_refusal(d.request(method, path, body if method == "POST"
                                      else None, auth), 404,
                            "%s %s" % (method, path))
@@ -409,7 +412,7 @@ def test_unknown_path_and_wrong_method():
                      for m in ans[1].get("allow", "").split(",")}
             assert {"POST", "GET", "HEAD"} <= allow, (method, ans[1])
             assert not allow & {"PUT", "DELETE", "PATCH"}, (method, ans[1])
-        ans = d.request("POST", "/healthz", b"{}", auth)
+        ans = d.admin_request("POST", "/healthz", b"{}", auth)
         assert ans[0] == 405, ans
         assert "GET" in ans[1].get("allow", "").upper(), ans[1]
         assert_nothing_handled(d)
@@ -417,7 +420,7 @@ def test_unknown_path_and_wrong_method():
 
 def test_healthz_and_metrics():
     with Daemon() as d:
-        st, headers, body = d.request("GET", "/healthz")
+        st, headers, body = d.admin_request("GET", "/healthz")
         assert st == 200, (st, body)
         j = json_of(body)
         assert isinstance(j, dict) and j.get("ok") is True, j
@@ -433,7 +436,7 @@ def test_healthz_and_metrics():
         assert metric_sum(ms, "walua_events_handled_total",
                           result="error") == 0, ms
 
-        st, headers, text = d.request("GET", "/metrics")
+        st, headers, text = d.admin_request("GET", "/metrics")
         assert headers.get("content-type", "").startswith("text/plain"), \
             headers
         text = text.decode()
@@ -485,7 +488,7 @@ def test_raising_handler_is_retried_then_dead_lettered():
         assert re.search(r"bot\.lua:4:", err), fail
 
         # the daemon goes on while the event waits for its retry
-        st, _, body = d.request("GET", "/healthz")
+        st, _, body = d.admin_request("GET", "/healthz")
         assert st == 200 and json_of(body)["ok"] is True, (st, body)
         nxt = new_id()
         d.deliver(text_body("next", nxt, wa_id="905320000001"))
@@ -524,7 +527,7 @@ def test_runaway_handler_is_stopped():
     with Daemon(handlers={"bot.lua": LOOPING}, extra=extra, workers=1) as d:
         d.deliver(text_body("loop", new_id()))
         t0 = time.time()
-        st, _, body = d.request("GET", "/healthz", timeout=5)
+        st, _, body = d.admin_request("GET", "/healthz", timeout=5)
         assert st == 200 and json_of(body)["ok"] is True, (st, body)
         nxt = new_id()
         d.deliver(text_body("after the loop", nxt, wa_id="905320000002"))
@@ -539,7 +542,7 @@ def test_runaway_handler_is_stopped():
         assert 0.1 <= took <= 3.0, "stopped after %.2fs" % took
         d.wait_log(lambda l: is_handled(l) and l.get("message_id") == nxt,
                    timeout=5)
-        st, _, body = d.request("GET", "/healthz", timeout=5)
+        st, _, body = d.admin_request("GET", "/healthz", timeout=5)
         assert st == 200, (st, body)
         ms = wait_metrics(d, lambda ms: metric(
             ms, "walua_events_handled_total", result="timeout") >= 1)
