@@ -28,10 +28,23 @@
 #include <lualib.h>
 #include <lua-cjson.h>
 
+#include "ipc.h"
 #include "luasrc.h"
 
 #define DEFAULT_FILE	"walua.conf.lua"
 #define DEMO_CONFIG	"lua/examples/demo.conf.lua"
+
+/*
+ * The largest limits.max_body: a quarter of IPC_MAX_FRAME (ipc.h), the
+ * frame each event of a body travels in to a handler.  An event's JSON
+ * holds its part of the body (ev.raw), may repeat its text (ev.text, and
+ * a media caption in ev.media.caption too), and cjson writes each '/' as
+ * "\/": ordinary bodies grow up to about four times.  A body that grows
+ * more (each DEL byte becomes a six-byte escape) is refused 413 at
+ * delivery, before it is stored (httpd.c), so an acknowledged event
+ * always fits.
+ */
+#define MAX_BODY_LIMIT	(IPC_MAX_FRAME / 4)
 
 int	luaopen_cjson_safe(lua_State *);
 
@@ -345,7 +358,8 @@ load_protected(lua_State *L)
 		free(tmp);
 		lua_pushstring(L, dir);
 	}
-	lua_call(L, 3, 1);				/* checked table */
+	lua_pushinteger(L, MAX_BODY_LIMIT);
+	lua_call(L, 4, 1);				/* checked table */
 	lua_pushboolean(L, a->file == NULL);
 	lua_setfield(L, -2, "_builtin");
 

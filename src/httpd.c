@@ -38,6 +38,7 @@
 #include "config.h"
 #include "event.h"
 #include "inbox.h"
+#include "ipc.h"
 #include "log.h"
 #include "oauth.h"
 #include "metrics.h"
@@ -347,6 +348,27 @@ authenticate(struct MHD_Connection *c, struct req *r, const char **reason)
 	return 0;
 }
 
+/*
+ * Whether every event of b fits the frame that hands it to a handler
+ * (re-encoded, an event can be many times its part of the body).
+ */
+static int
+fits_a_frame(const struct event_batch *b)
+{
+	const struct event	*e;
+	int			 i;
+
+	for (i = 0; i < b->n; i++) {
+		e = &b->ev[i];
+		if (e->jsonlen + strlen(e->kind) + (e->message_id ?
+		    strlen(e->message_id) : 0) + (e->conversation ?
+		    strlen(e->conversation) : 0) + IPC_EVENT_SLACK >
+		    IPC_MAX_FRAME)
+			return 0;
+	}
+	return 1;
+}
+
 /* A POST to an endpoint, body complete: authenticate, decode, queue. */
 static enum MHD_Result
 deliver(struct MHD_Connection *c, struct req *r)
@@ -389,6 +411,11 @@ deliver(struct MHD_Connection *c, struct req *r)
 	if (rc != 0)
 		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, err,
 		    MHD_HTTP_HEADER_RETRY_AFTER, "5");
+	if (!fits_a_frame(&batch)) {
+		event_batch_free(&batch);
+		return refuse(c, r, MHD_HTTP_CONTENT_TOO_LARGE, "an event of "
+		    "this body is too large to hand to a handler", NULL, NULL);
+	}
 	/*
 	 * Wait for the commit without holding this HTTP thread: the
 	 * connection sleeps until the inbox writer wakes it, so one commit

@@ -621,6 +621,7 @@ dispatch(void)
 			break;
 		busy++;
 		buf_reset(&hdr);
+		/* its fixed part stays under IPC_EVENT_SLACK (ipc.h) */
 		buf_printf(&hdr, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", it->id,
 		    it->attempts, stale(it) ? "stale" : "", it->kind,
 		    it->message_id ? it->message_id : "",

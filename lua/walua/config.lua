@@ -84,7 +84,9 @@ local schema = record({
 		api_url = str("https://app.kapso.ai/api/v1"),
 	}),
 	limits = record({
-		max_body = int(4194304, 1024, 1024 * 1024 * 1024),	-- < 2^53
+		-- at most check()'s max_body, which src/config.c derives
+		-- from the size of the frames that carry events to handlers
+		max_body = int(4194304, 1024),
 		handler_timeout_ms = int(5000, 10, 3600 * 1000),
 		handler_memory_mb = int(64, 4, 65536),
 		max_queue = int(100000, 1, 1000000000),
@@ -304,14 +306,20 @@ local function check_endpoints(c)
 end
 
 -- Check and normalize t, the table a config file returned.  file names the
--- file in messages; dir is the folder relative paths are taken from.
-function M.check(t, file, dir)
+-- file in messages; dir is the folder relative paths are taken from;
+-- max_body is the largest limits.max_body allowed.
+function M.check(t, file, dir, max_body)
 	local ok, res = pcall(function()
 		if type(t) ~= "table" then
 			fail("config", "the file must return a table, got " .. type(t))
 		end
 		local c = check(schema, t, "", dir)
 		check_endpoints(c)
+		if c.limits.max_body > max_body then
+			fail("limits.max_body", "must be at most " .. max_body ..
+			    " (every event of a body must fit the frame that " ..
+			    "hands it to a handler)")
+		end
 		return c
 	end)
 	if ok then return res end

@@ -367,6 +367,38 @@ def test_body_size_limit():
                       code="413") == 3, ms
 
 
+def image_body(caption, message_id):
+    """An Insider (f) image message with the given caption."""
+    b = json.loads(text_body("", message_id))
+    m = b["entry"][0]["changes"][0]["value"]["messages"][0]
+    del m["text"]
+    m["type"] = "image"
+    m["image"] = {"id": "1234567890", "mime_type": "image/jpeg",
+                  "caption": "@CAPTION@"}
+    return json.dumps(b).replace("@CAPTION@", caption).encode()
+
+
+def test_event_too_large_for_a_handler_is_413():
+    # A body within limits.max_body can still make an event too large for
+    # the 64 MiB frame that hands it to a worker: its caption is written
+    # three times (ev.raw, ev.text, ev.media.caption), each DEL byte as
+    # \u007f.  3.8 MB of them is a 68 MB event: refused before it is
+    # stored (it was acknowledged, then failed for good on every attempt).
+    big = image_body("\x7f" * 3800000, new_id("BIG"))
+    assert len(big) < 4194304
+    with Daemon(workers=1, extra="limits = { retries = 0 },") as d:
+        j = assert_refusal(d.post(EP, big, token=TOKEN, timeout=60), 413,
+                           "a 68 MB event")
+        assert "too large" in j["error"], j
+        assert_nothing_handled(d)
+        assert not d.find(lambda l: l.get("msg") in ("handler failed",
+                                                     "event dead-lettered"))
+        # a caption that fits is handled
+        mid = new_id("CAPTION")
+        d.deliver(image_body("/" * 100000, mid))
+        d.wait_log(lambda l: is_handled(l) and l.get("message_id") == mid)
+
+
 def test_ambiguous_framing_is_400():
     body = text_body("framed twice", new_id()).encode()
     n = len(body)
