@@ -30,10 +30,23 @@
 #include <lua-cjson.h>
 
 #include "auth.h"
+#include "ipc.h"
 #include "luasrc.h"
 
 #define DEFAULT_FILE	"walua.conf.lua"
 #define DEMO_CONFIG	"lua/examples/demo.conf.lua"
+
+/*
+ * The largest limits.max_body: a quarter of IPC_MAX_FRAME (ipc.h), the
+ * frame each event of a body travels in to a handler.  An event's JSON
+ * holds its part of the body (ev.raw), may repeat its text (ev.text, and
+ * a media caption in ev.media.caption too), and cjson writes each '/' as
+ * "\/": ordinary bodies grow up to about four times.  A body that grows
+ * more (each DEL byte becomes a six-byte escape) is refused 413 at
+ * delivery, before it is stored (httpd.c), so an acknowledged event
+ * always fits.
+ */
+#define MAX_BODY_LIMIT	(IPC_MAX_FRAME / 4)
 
 int	luaopen_cjson_safe(lua_State *);
 
@@ -135,6 +148,17 @@ checked_alloc(lua_State *L, void *p)
 		luaL_error(L, "out of memory");
 }
 
+/* Split a checked "HOST:PORT" into a copy of HOST and the port. */
+static void
+split_address(lua_State *L, const char *addr, char **host, int *port)
+{
+	const char	*s = strrchr(addr, ':');
+
+	*host = strndup(addr, s ? (size_t)(s - addr) : 0);
+	checked_alloc(L, *host);
+	*port = s ? atoi(s + 1) : 0;
+}
+
 /*
  * The fingerprint of a client's secret, stored with each token issued to
  * it so that a token dies when the secret changes: HMAC-SHA256 under the
@@ -169,10 +193,11 @@ read_table(lua_State *L, struct config *c)
 
 	c->listen = dupfield(L, t, "listen");
 	checked_alloc(L, c->listen);
-	s = strrchr(c->listen, ':');
-	c->listen_host = strndup(c->listen, s ? (size_t)(s - c->listen) : 0);
-	checked_alloc(L, c->listen_host);
-	c->listen_port = s ? atoi(s + 1) : 0;
+	split_address(L, c->listen, &c->listen_host, &c->listen_port);
+	c->admin_listen = dupfield(L, t, "admin_listen");	/* false: NULL */
+	if (c->admin_listen != NULL)
+		split_address(L, c->admin_listen, &c->admin_host,
+		    &c->admin_port);
 	c->database = dupfield(L, t, "database");
 	c->workers = (int)intfield(L, t, "workers");
 	s = dupfield(L, t, "durability");
@@ -361,7 +386,8 @@ load_protected(lua_State *L)
 		free(tmp);
 		lua_pushstring(L, dir);
 	}
-	lua_call(L, 3, 1);				/* checked table */
+	lua_pushinteger(L, MAX_BODY_LIMIT);
+	lua_call(L, 4, 1);				/* checked table */
 	lua_pushboolean(L, a->file == NULL);
 	lua_setfield(L, -2, "_builtin");
 
@@ -447,6 +473,8 @@ config_free(struct config *c)
 	free(c->file);
 	free(c->listen);
 	free(c->listen_host);
+	free(c->admin_listen);
+	free(c->admin_host);
 	free(c->database);
 	for (i = 0; c->handlers != NULL && i < c->nhandlers; i++)
 		free(c->handlers[i]);

@@ -46,6 +46,9 @@ struct config {
 	char		*listen;		/* "host:port" as written */
 	char		*listen_host;
 	int		 listen_port;
+	char		*admin_listen;		/* NULL: no admin listener */
+	char		*admin_host;
+	int		 admin_port;
 	char		*database;
 	char		**handlers;		/* paths (embedded paths for the demo) */
 	int		 nhandlers;

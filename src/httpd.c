@@ -11,12 +11,18 @@
  * libmicrohttpd 0.9.75 lets ambiguous framing through (two Content-Length
  * headers, or Content-Length with Transfer-Encoding); such requests are
  * refused with 400 before their body is read.
+ *
+ * A delivery waits for its commit with its connection suspended; the
+ * inbox writer resumes it.  libmicrohttpd must never be stopped with a
+ * connection suspended, nor a connection resumed once it is freed: see
+ * "Deliveries waiting for their commit" below.
  */
 #include "httpd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +38,7 @@
 #include "config.h"
 #include "event.h"
 #include "inbox.h"
+#include "ipc.h"
 #include "log.h"
 #include "oauth.h"
 #include "metrics.h"
@@ -39,6 +46,14 @@
 #include "queue.h"
 
 enum { R_ENDPOINT, R_OAUTH, R_HEALTH, R_METRICS, R_NOTFOUND };
+
+/* Where a POST to an endpoint is on its way to the inbox (under wait_mu). */
+enum {
+	D_NONE,			/* not handed to the inbox */
+	D_WAITING,		/* suspended, in the writer's hands */
+	D_COMMITTED,		/* the writer is done: ticket.rc and counts */
+	D_STOPPING		/* refused or given up on by a stop: 503 */
+};
 
 struct req {
 	struct config		*cfg;		/* one reference */
@@ -52,10 +67,71 @@ struct req {
 	struct MHD_Connection	*conn;
 	struct event_batch	 batch;
 	struct inbox_ticket	 ticket;
-	int			 committed;	/* the writer is done with it */
+	/* under wait_mu */
+	int			 state;		/* D_* */
+	int			 refs;		/* the connection's, the writer's */
+	int			 resumed;	/* counted in `owed` */
+	struct req		*wnext, **wprevp;	/* on `waiting` */
 };
 
-static struct MHD_Daemon *daemon_;
+static struct MHD_Daemon *daemon_;		/* listen: the webhooks */
+static struct MHD_Daemon *admin_;		/* admin_listen, or NULL */
+
+/*
+ * Deliveries waiting for their commit.  A waiting request has two
+ * references, its connection's (dropped when libmicrohttpd completes the
+ * request) and the writer's (dropped in committed()); the last one frees
+ * it, so the writer never writes into a freed request.  Every resume
+ * happens outside wait_mu (no libmicrohttpd call is made under it), but
+ * is announced under it: `resuming` counts the resumes under way (wait_cv
+ * tells when none is left), `owed` the resumed requests not completed yet.  httpd_stop() waits for the
+ * commits, then sets `closing` and answers what still waits 503 itself:
+ * such a request is D_STOPPING, and the writer, when it finishes, only
+ * drops its reference.  libmicrohttpd is stopped with no connection
+ * suspended and no resume under way.
+ */
+static pthread_mutex_t	 wait_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t	 wait_cv = PTHREAD_COND_INITIALIZER;
+static struct req	*waiting;
+static int		 nwaiting;
+static int		 resuming;
+static int		 owed;
+static int		 closing;
+
+#define DRAIN_MS	2000	/* a stop waits this for other requests */
+#define ANSWER_MS	1000	/* and this for its last answers to go out */
+
+/* Free r with what it owns (its last reference is gone). */
+static void
+req_free(struct req *r)
+{
+	config_put(r->cfg);
+	buf_free(&r->body);
+	event_batch_free(&r->batch);
+	free(r);
+}
+
+/* Put r on the waiting list, or take it off.  Under wait_mu. */
+static void
+wait_link(struct req *r)
+{
+	if ((r->wnext = waiting) != NULL)
+		waiting->wprevp = &r->wnext;
+	waiting = r;
+	r->wprevp = &waiting;
+	nwaiting++;
+}
+
+static void
+wait_unlink(struct req *r)
+{
+	if (r->wnext != NULL)
+		r->wnext->wprevp = r->wprevp;
+	*r->wprevp = r->wnext;
+	r->wnext = NULL;
+	r->wprevp = NULL;
+	nwaiting--;
+}
 
 /* The endpoint label of metrics: a configured path or a fixed word. */
 static const char *
@@ -272,6 +348,27 @@ authenticate(struct MHD_Connection *c, struct req *r, const char **reason)
 	return 0;
 }
 
+/*
+ * Whether every event of b fits the frame that hands it to a handler
+ * (re-encoded, an event can be many times its part of the body).
+ */
+static int
+fits_a_frame(const struct event_batch *b)
+{
+	const struct event	*e;
+	int			 i;
+
+	for (i = 0; i < b->n; i++) {
+		e = &b->ev[i];
+		if (e->jsonlen + strlen(e->kind) + (e->message_id ?
+		    strlen(e->message_id) : 0) + (e->conversation ?
+		    strlen(e->conversation) : 0) + IPC_EVENT_SLACK >
+		    IPC_MAX_FRAME)
+			return 0;
+	}
+	return 1;
+}
+
 /* A POST to an endpoint, body complete: authenticate, decode, queue. */
 static enum MHD_Result
 deliver(struct MHD_Connection *c, struct req *r)
@@ -314,6 +411,11 @@ deliver(struct MHD_Connection *c, struct req *r)
 	if (rc != 0)
 		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, err,
 		    MHD_HTTP_HEADER_RETRY_AFTER, "5");
+	if (!fits_a_frame(&batch)) {
+		event_batch_free(&batch);
+		return refuse(c, r, MHD_HTTP_CONTENT_TOO_LARGE, "an event of "
+		    "this body is too large to hand to a handler", NULL, NULL);
+	}
 	/*
 	 * Wait for the commit without holding this HTTP thread: the
 	 * connection sleeps until the inbox writer wakes it, so one commit
@@ -327,28 +429,63 @@ deliver(struct MHD_Connection *c, struct req *r)
 	r->ticket.done = committed;
 	r->ticket.arg = r;
 	MHD_suspend_connection(c);
-	if (inbox_submit(&r->ticket, r->cfg) == -1) {
-		MHD_resume_connection(c);
-		r->committed = 1;
-		r->ticket.rc = -1;
+	pthread_mutex_lock(&wait_mu);
+	if (!closing && inbox_submit(&r->ticket, r->cfg) == 0) {
+		r->state = D_WAITING;
+		r->refs++;			/* the writer's */
+		wait_link(r);
+		pthread_mutex_unlock(&wait_mu);
+		return MHD_YES;
 	}
+	/* stopping: the inbox takes nothing more */
+	r->state = D_STOPPING;
+	r->resumed = 1;
+	owed++;
+	pthread_mutex_unlock(&wait_mu);
+	MHD_resume_connection(c);
 	return MHD_YES;
 }
 
-/* From the inbox writer thread: r's commit is over; wake its connection. */
+/*
+ * From the inbox writer thread: r's commit is over; wake its connection,
+ * unless a stop already answered it.  Drops the writer's reference.
+ */
 static void
 committed(struct inbox_ticket *t)
 {
-	struct req *r = t->arg;
+	struct req		*r = t->arg;
+	struct MHD_Connection	*c = NULL;
+	int			 last;
 
-	r->committed = 1;
-	MHD_resume_connection(r->conn);
+	pthread_mutex_lock(&wait_mu);
+	if (r->state == D_WAITING) {
+		wait_unlink(r);
+		r->state = D_COMMITTED;
+		r->resumed = 1;
+		owed++;
+		resuming++;
+		c = r->conn;
+	}
+	last = --r->refs == 0;		/* never with c set: r is suspended */
+	pthread_mutex_unlock(&wait_mu);
+	if (c != NULL) {
+		MHD_resume_connection(c);
+		pthread_mutex_lock(&wait_mu);
+		if (--resuming == 0)
+			pthread_cond_broadcast(&wait_cv);
+		pthread_mutex_unlock(&wait_mu);
+	}
+	if (last)
+		req_free(r);
 }
 
-/* The delivery's commit is over: answer it. */
+/* The delivery's commit is over, or walua is stopping: answer it. */
 static enum MHD_Result
-acknowledge(struct MHD_Connection *c, struct req *r)
+acknowledge(struct MHD_Connection *c, struct req *r, int state)
 {
+	if (state == D_STOPPING)
+		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE,
+		    "stopping: retry later", MHD_HTTP_HEADER_RETRY_AFTER, "5");
 	event_batch_free(&r->batch);
 	if (r->ticket.rc == -1)
 		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, r->ticket.full ?
@@ -487,11 +624,7 @@ first_call(struct MHD_Connection *c, struct req *r, const char *url,
 		r->route = R_ENDPOINT;
 	else if (strcmp(url, r->cfg->oauth2_path) == 0)
 		r->route = R_OAUTH;
-	else if (strcmp(url, "/healthz") == 0)
-		r->route = R_HEALTH;
-	else if (strcmp(url, "/metrics") == 0)
-		r->route = R_METRICS;
-	else {
+	else {		/* /healthz and /metrics too: only on admin_listen */
 		r->route = R_NOTFOUND;
 		*ret = refuse(c, r, MHD_HTTP_NOT_FOUND, "no such path", NULL,
 		    NULL);
@@ -500,11 +633,6 @@ first_call(struct MHD_Connection *c, struct req *r, const char *url,
 	if (r->route == R_OAUTH && !is_post) {
 		*ret = refuse(c, r, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "POST");
-		return 1;
-	}
-	if (r->route != R_ENDPOINT && r->route != R_OAUTH && !is_get) {
-		*ret = refuse(c, r, MHD_HTTP_METHOD_NOT_ALLOWED,
-		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
 		return 1;
 	}
 	if (r->route == R_ENDPOINT && !is_post && !is_get) {
@@ -548,12 +676,14 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 	struct req	*r = *con_cls;
 	enum MHD_Result	 ret = MHD_YES;
 	size_t		 max;
+	int		 state;
 
 	(void)cls;
 	(void)version;
 	if (r == NULL) {
 		if ((r = calloc(1, sizeof(*r))) == NULL)
 			return MHD_NO;
+		r->refs = 1;
 		*con_cls = r;
 		r->started_ms = queue_now_ms();
 		if ((r->cfg = config_get()) == NULL)
@@ -590,16 +720,16 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 		return MHD_YES;
 	}
 	switch (r->route) {
-	case R_HEALTH:
-		return health(c, r);
-	case R_METRICS:
-		return metrics_page(c, r);
 	case R_OAUTH:
 		return token(c, r);
 	case R_ENDPOINT:
-		if (strcmp(method, MHD_HTTP_METHOD_POST) == 0)
-			return r->committed ? acknowledge(c, r) :
-			    deliver(c, r);
+		if (strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
+			pthread_mutex_lock(&wait_mu);
+			state = r->state;
+			pthread_mutex_unlock(&wait_mu);
+			return state == D_NONE ? deliver(c, r) :
+			    acknowledge(c, r, state);
+		}
 		if (r->ep->auth == AUTH_META)
 			return handshake(c, r);
 		/* Insider's save-time probe: its form is undocumented */
@@ -609,22 +739,65 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 	return MHD_NO;
 }
 
+/*
+ * The admin listener: /healthz and /metrics (GET or HEAD), answered on
+ * the first call; nothing else.  Its own thread, so a busy webhook side
+ * does not delay a health check.
+ */
+static enum MHD_Result
+on_admin(void *cls, struct MHD_Connection *c, const char *url,
+    const char *method, const char *version, const char *upload,
+    size_t *upload_size, void **con_cls)
+{
+	struct req	r;
+
+	(void)cls;
+	(void)version;
+	(void)upload;
+	(void)upload_size;
+	(void)con_cls;
+	memset(&r, 0, sizeof(r));
+	if (strcmp(url, "/healthz") == 0)
+		r.route = R_HEALTH;
+	else if (strcmp(url, "/metrics") == 0)
+		r.route = R_METRICS;
+	else {
+		r.route = R_NOTFOUND;
+		return refuse(c, &r, MHD_HTTP_NOT_FOUND, "no such path", NULL,
+		    NULL);
+	}
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+	    strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return refuse(c, &r, MHD_HTTP_METHOD_NOT_ALLOWED,
+		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	return r.route == R_HEALTH ? health(c, &r) : metrics_page(c, &r);
+}
+
 static void
 on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     enum MHD_RequestTerminationCode code)
 {
-	struct req *r = *con_cls;
+	struct req	*r = *con_cls;
+	int		 last;
 
 	(void)cls;
 	(void)c;
 	(void)code;
 	if (r == NULL)
 		return;
-	config_put(r->cfg);
-	buf_free(&r->body);
-	event_batch_free(&r->batch);
-	free(r);
 	*con_cls = NULL;
+	pthread_mutex_lock(&wait_mu);
+	if (r->state == D_WAITING) {
+		/* never while suspended, but then the writer must not resume */
+		wait_unlink(r);
+		r->state = D_STOPPING;
+	}
+	if (r->resumed)
+		owed--;
+	last = --r->refs == 0;
+	pthread_mutex_unlock(&wait_mu);
+	if (last)
+		req_free(r);
 }
 
 static void	mhd_log(void *, const char *, va_list)
@@ -663,28 +836,78 @@ http_threads(const struct config *cfg)
 	return (unsigned int)(n < 1 ? 1 : n > 4 ? 4 : n);
 }
 
-/* Start serving cfg->listen.  Returns 0, or -1 with the reason in err. */
-int
-httpd_start(const struct config *cfg, char *err, size_t errlen)
+/*
+ * The first address of host:port (key names the setting in messages), or
+ * NULL with the reason in err.  The caller frees it.
+ */
+static struct addrinfo *
+resolve(const char *key, const char *addr, const char *host, int port,
+    char *err, size_t errlen)
 {
 	struct addrinfo	 hints, *ai = NULL;
-	char		 port[16];
+	char		 service[16];
 	int		 rc;
-	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
-			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
-			    MHD_ALLOW_SUSPEND_RESUME;
 
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%d", cfg->listen_port);
-	if ((rc = getaddrinfo(cfg->listen_host[0] ? cfg->listen_host : NULL,
-	    port, &hints, &ai)) != 0) {
-		snprintf(err, errlen, "listen '%s': %s", cfg->listen,
+	snprintf(service, sizeof(service), "%d", port);
+	if ((rc = getaddrinfo(host[0] ? host : NULL, service, &hints,
+	    &ai)) != 0) {
+		snprintf(err, errlen, "%s '%s': %s", key, addr,
 		    gai_strerror(rc));
+		return NULL;
+	}
+	return ai;
+}
+
+/* The admin listener: one thread, a few connections, no suspensions. */
+static int
+admin_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct addrinfo	*ai;
+	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
+			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+
+	if ((ai = resolve("admin_listen", cfg->admin_listen, cfg->admin_host,
+	    cfg->admin_port, err, errlen)) == NULL)
+		return -1;
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	/* no address reuse: listen's port is refused, not shared */
+	admin_ = MHD_start_daemon(flags, (uint16_t)cfg->admin_port, NULL, NULL,
+	    on_admin, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
+	    MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (admin_ == NULL) {
+		snprintf(err, errlen, "cannot listen on admin_listen '%s' "
+		    "(address in use, or not a local address?): set another, "
+		    "or false for none", cfg->admin_listen);
 		return -1;
 	}
+	return 0;
+}
+
+/*
+ * Start serving cfg->listen, and cfg->admin_listen when set.  Returns 0,
+ * or -1 with the reason in err (and nothing listening).
+ */
+int
+httpd_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct addrinfo	*ai;
+	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
+			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+			    MHD_ALLOW_SUSPEND_RESUME;
+
+	if ((ai = resolve("listen", cfg->listen, cfg->listen_host,
+	    cfg->listen_port, err, errlen)) == NULL)
+		return -1;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	daemon_ = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL,
@@ -704,30 +927,103 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 		    "or not a local address?)", cfg->listen);
 		return -1;
 	}
+	if (cfg->admin_listen != NULL && admin_start(cfg, err, errlen) == -1) {
+		MHD_stop_daemon(daemon_);
+		daemon_ = NULL;
+		return -1;
+	}
 	return 0;
 }
 
+/* Connections open on the public listener. */
+static unsigned int
+open_connections(void)
+{
+	const union MHD_DaemonInfo	*di;
+
+	di = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	return di != NULL ? di->num_connections : 0;
+}
+
+static void
+sleep_ms(long ms)
+{
+	struct timespec	ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
 /*
- * Stop accepting, let requests in progress finish (bounded), then stop
- * the HTTP threads.  Called from the supervisor on SIGTERM.
+ * Stop accepting, let requests in progress finish (DRAIN_MS) and
+ * deliveries finish their commit (limits.shutdown_timeout_ms), then stop
+ * the HTTP threads.  A delivery still waiting then is answered 503: its
+ * commit may still succeed, and a retry of it is then a duplicate.
+ * Called from the supervisor on SIGTERM.
  */
 void
 httpd_stop(void)
 {
-	const union MHD_DaemonInfo	*di;
-	int				 i;
+	struct config	*cfg;
+	struct req	*r, *next, *given_up = NULL;
+	int64_t		 now, drain_end, commit_end;
+	int		 n, left;
+	char		 count[16];
 
 	if (daemon_ == NULL)
 		return;
 	MHD_quiesce_daemon(daemon_);
-	for (i = 0; i < 200; i++) {		/* up to 2 s */
-		di = MHD_get_daemon_info(daemon_,
-		    MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-		if (di == NULL || di->num_connections == 0)
+	now = queue_now_ms();
+	drain_end = now + DRAIN_MS;
+	cfg = config_get();
+	commit_end = now + (cfg != NULL ? cfg->limits.shutdown_timeout_ms : 0);
+	config_put(cfg);
+	for (;;) {
+		pthread_mutex_lock(&wait_mu);
+		n = nwaiting;
+		pthread_mutex_unlock(&wait_mu);
+		now = queue_now_ms();
+		if ((open_connections() <= (unsigned int)n ||
+		    now >= drain_end) && (n == 0 || now >= commit_end))
 			break;
-		struct timespec ts = { 0, 10000000 };
-		nanosleep(&ts, NULL);
+		sleep_ms(10);
+	}
+
+	/* no more suspensions; what still waits is ours to answer */
+	pthread_mutex_lock(&wait_mu);
+	closing = 1;
+	while ((r = waiting) != NULL) {
+		wait_unlink(r);
+		r->state = D_STOPPING;
+		r->resumed = 1;
+		owed++;
+		r->wnext = given_up;		/* r is suspended: it stays */
+		given_up = r;
+	}
+	while (resuming > 0)
+		pthread_cond_wait(&wait_cv, &wait_mu);
+	pthread_mutex_unlock(&wait_mu);
+	for (n = 0, r = given_up; r != NULL; r = next, n++) {
+		next = r->wnext;		/* r may be freed once resumed */
+		MHD_resume_connection(r->conn);
+	}
+	if (n > 0) {
+		snprintf(count, sizeof(count), "%d", n);
+		log_kv(LOG_WARN, "stopping: deliveries still waiting for their "
+		    "commit are answered 503", "#deliveries", count, NULL);
+	}
+
+	/* let the answers of resumed requests go out (a client may not read) */
+	for (n = 0; n < ANSWER_MS / 10; n++) {
+		pthread_mutex_lock(&wait_mu);
+		left = owed;
+		pthread_mutex_unlock(&wait_mu);
+		if (left == 0)
+			break;
+		sleep_ms(10);
 	}
 	MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
+	if (admin_ != NULL)
+		MHD_stop_daemon(admin_);
+	admin_ = NULL;
 }

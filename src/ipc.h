@@ -8,6 +8,14 @@
 
 #define IPC_MAX_FRAME	(64u << 20)
 
+/*
+ * An event frame (pool.c, dispatch) is the type byte, a header line (id,
+ * attempt, "stale", kind, message id, status rank, conversation, between
+ * tabs) and the event's JSON.  The header without the kind, message id
+ * and conversation takes less than IPC_EVENT_SLACK bytes.
+ */
+#define IPC_EVENT_SLACK	128
+
 /* Frame types. */
 #define IPC_LOAD	'L'	/* supervisor -> worker: config + handler sources */
 #define IPC_READY	'R'	/* worker -> supervisor: loaded, or the errors */

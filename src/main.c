@@ -161,7 +161,8 @@ cmd_serve(const char *file)
 		kill(getpid(), SIGTERM);
 		pool_run(NULL);
 	} else {
-		log_kv(LOG_INFO, "listening", "listen", cfg->listen, NULL);
+		log_kv(LOG_INFO, "listening", "listen", cfg->listen,
+		    "admin_listen", cfg->admin_listen, NULL);
 		config_put(cfg);
 		rc = pool_run(httpd_stop);
 	}

@@ -438,6 +438,18 @@ keep_restart_keys(struct config *n, const struct config *o)
 		n->f = o->f; \
 	}
 	KEEP_STR(listen, "listen");
+	if ((n->admin_listen == NULL) != (o->admin_listen == NULL) ||
+	    (n->admin_listen != NULL && strcmp(n->admin_listen,
+	    o->admin_listen) != 0)) {
+		log_kv(LOG_WARN, "setting changed: restart walua to apply it",
+		    "key", "admin_listen", NULL);
+		free(n->admin_listen);
+		free(n->admin_host);
+		n->admin_listen = o->admin_listen ? strdup(o->admin_listen) :
+		    NULL;
+		n->admin_host = o->admin_host ? strdup(o->admin_host) : NULL;
+		n->admin_port = o->admin_port;
+	}
 	KEEP_STR(database, "database");
 	KEEP_INT(workers, "workers");
 	/* the writer's connection was opened with it */
@@ -654,6 +666,7 @@ dispatch(void)
 			break;
 		busy++;
 		buf_reset(&hdr);
+		/* its fixed part stays under IPC_EVENT_SLACK (ipc.h) */
 		buf_printf(&hdr, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", it->id,
 		    it->attempts, stale(it) ? "stale" : "", it->kind,
 		    it->message_id ? it->message_id : "",

@@ -3,6 +3,7 @@
 -- so it runs from any folder.  Copy it to walua.conf.lua to start your own.
 return {
 	listen = env("WALUA_LISTEN", "127.0.0.1:8080"),
+	admin_listen = env("WALUA_ADMIN_LISTEN", "127.0.0.1:9090"),
 	database = "walua.db",
 	handlers = { "lua/examples/menu_bot.lua" },
 	endpoints = {

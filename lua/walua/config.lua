@@ -29,6 +29,10 @@ end
 local function list(of, default)
 	return { kind = "list", of = of, default = default or {} }
 end
+-- "HOST:PORT" to listen on; with off, false turns the listener off.
+local function address(default, off)
+	return { kind = "address", default = default, off = off }
+end
 local function record(fields, required)
 	return { kind = "record", fields = fields, required = required or {} }
 end
@@ -46,7 +50,10 @@ local auth = record({
 }, { "type" })
 
 local schema = record({
-	listen = str("127.0.0.1:8080"),
+	listen = address("127.0.0.1:8080"),
+	-- /metrics and /healthz (never on listen): on the loopback by default,
+	-- so exposing the webhook port does not expose them; false: nowhere
+	admin_listen = address("127.0.0.1:9090", true),
 	database = path("walua.db"),
 	handlers = list(path()),
 	workers = int(2, 1, 64),
@@ -80,7 +87,9 @@ local schema = record({
 		api_url = str("https://app.kapso.ai/api/v1"),
 	}),
 	limits = record({
-		max_body = int(4194304, 1024, 1024 * 1024 * 1024),	-- < 2^53
+		-- at most check()'s max_body, which src/config.c derives
+		-- from the size of the frames that carry events to handlers
+		max_body = int(4194304, 1024),
 		handler_timeout_ms = int(5000, 10, 3600 * 1000),
 		handler_memory_mb = int(64, 4, 65536),
 		max_queue = int(100000, 1, 1000000000),
@@ -144,7 +153,18 @@ function check(spec, v, where, dir)
 		end
 	end
 	local k = spec.kind
-	if k == "string" or k == "path" then
+	if k == "address" then
+		if v == false and spec.off then return false end
+		if type(v) ~= "string" then
+			fail(where, "expected \"HOST:PORT\"" .. (spec.off and
+			    " or false" or "") .. ", got " .. type(v))
+		end
+		local host, port = v:match("^(.*):(%d+)$")
+		if not host or host == "" or tonumber(port) > 65535 then
+			fail(where, "expected HOST:PORT, got '" .. v .. "'")
+		end
+		return v
+	elseif k == "string" or k == "path" then
 		if type(v) ~= "string" then
 			fail(where, "expected a string, got " .. type(v))
 		end
@@ -229,6 +249,7 @@ local auth_keys = {
 -- rather than served unauthenticated.
 M.supported_auth = { bearer = true, oauth2 = true, kapso = true, meta = true }
 
+-- served on admin_listen only, but never an endpoint's path either
 local reserved = { ["/healthz"] = true, ["/metrics"] = true }
 
 local function check_endpoints(c)
@@ -285,21 +306,35 @@ local function check_endpoints(c)
 			    "endpoint needs at least one oauth2.clients entry")
 		end
 	end
-	local host, port = c.listen:match("^(.*):(%d+)$")
-	if not host or tonumber(port) > 65535 or host == "" then
-		fail("listen", "expected HOST:PORT, got '" .. c.listen .. "'")
+	if c.admin_listen then
+		-- the same port on the same (or every) address: one of the two
+		-- would take the other's requests, or fail to listen
+		local host, port = c.listen:match("^(.*):(%d+)$")
+		local ahost, aport = c.admin_listen:match("^(.*):(%d+)$")
+		local any = { ["0.0.0.0"] = true, ["::"] = true, ["[::]"] = true }
+		if tonumber(port) == tonumber(aport) and (host == ahost or
+		    any[host] or any[ahost]) then
+			fail("admin_listen", "'" .. c.admin_listen .. "' is the " ..
+			    "listen address: give the admin listener its own port")
+		end
 	end
 end
 
 -- Check and normalize t, the table a config file returned.  file names the
--- file in messages; dir is the folder relative paths are taken from.
-function M.check(t, file, dir)
+-- file in messages; dir is the folder relative paths are taken from;
+-- max_body is the largest limits.max_body allowed.
+function M.check(t, file, dir, max_body)
 	local ok, res = pcall(function()
 		if type(t) ~= "table" then
 			fail("config", "the file must return a table, got " .. type(t))
 		end
 		local c = check(schema, t, "", dir)
 		check_endpoints(c)
+		if c.limits.max_body > max_body then
+			fail("limits.max_body", "must be at most " .. max_body ..
+			    " (every event of a body must fit the frame that " ..
+			    "hands it to a handler)")
+		end
 		return c
 	end)
 	if ok then return res end

@@ -379,6 +379,8 @@ class Server:
         self.walua = name.startswith("walua-")
         self.known = {}          # pid -> starttime, every tree member seen
         self.health = "/healthz"
+        # walua serves /healthz and /metrics on its admin listener
+        self.admin_port = free_port() if self.walua else self.port
 
     def command(self):
         n = self.name
@@ -414,7 +416,9 @@ class Server:
         shutil.copy(os.path.join(HERE, "walua_bot.lua"), self.dir)
         with open(os.path.join(HERE, "walua.conf.lua")) as f:
             conf = f.read()
-        for k, v in (("@PORT@", str(self.port)), ("@WORKERS@", m.group(2)),
+        for k, v in (("@PORT@", str(self.port)),
+                     ("@ADMIN_PORT@", str(self.admin_port)),
+                     ("@WORKERS@", m.group(2)),
                      ("@DURABILITY@", m.group(1)), ("@TOKEN@", TOKEN)):
             conf = conf.replace(k, v)
         path = os.path.join(self.dir, "walua.conf.lua")
@@ -436,7 +440,7 @@ class Server:
                 raise BenchError("%s exited with %d at start:\n%s" % (
                     self.name, self.proc.returncode, self.log_tail()))
             try:
-                status, _ = request(self.port, "GET", self.health,
+                status, _ = request(self.admin_port, "GET", self.health,
                                     timeout=1)
                 if status == 200:
                     break
@@ -532,7 +536,7 @@ def wait_backlog(srv, timeout):
     Returns (metrics, seconds waited, events left)."""
     t0 = time.time()
     while True:
-        m = metrics(srv.port)
+        m = metrics(srv.admin_port)
         left = (m.get("walua_inbox_pending", 0) +
                 m.get("walua_inbox_inflight", 0))
         if left <= 0 or time.time() - t0 > timeout:
@@ -577,7 +581,7 @@ def measure(srv, scen):
     t_wrk = time.time()
     r = {"server": srv.name, "scenario": scen}
     if srv.walua:
-        m1 = metrics(srv.port)
+        m1 = metrics(srv.admin_port)
         m2, drain, left = wait_backlog(srv, DRAIN_SECONDS)
         acked = m1["walua_events_acked_total"] - m0["walua_events_acked_total"]
         handled_run = (m1["walua_events_handled_total"] -

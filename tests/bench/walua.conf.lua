@@ -2,6 +2,7 @@
 -- into each run's folder (with walua_bot.lua) and fills in the @NAMES@.
 return {
 	listen = "127.0.0.1:@PORT@",
+	admin_listen = "127.0.0.1:@ADMIN_PORT@",	-- /healthz, /metrics
 	database = "bench.db",
 	handlers = { "walua_bot.lua" },
 	workers = @WORKERS@,

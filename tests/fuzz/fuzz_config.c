@@ -56,6 +56,9 @@ compare(const struct config *c, const struct config *w)
 	FIELD(same(c->listen, w->listen));
 	FIELD(same(c->listen_host, w->listen_host));
 	FIELD(c->listen_port == w->listen_port);
+	FIELD(same(c->admin_listen, w->admin_listen));
+	FIELD(same(c->admin_host, w->admin_host));
+	FIELD(c->admin_port == w->admin_port);
 	FIELD(same(c->database, w->database));
 	FIELD(c->workers == w->workers);
 	FIELD(c->durability == w->durability);

@@ -5,7 +5,8 @@
                                        token="test-token")
         d.wait_log(lambda l: l["msg"] == "handled")
 
-Every daemon binds 127.0.0.1 on a free port, writes its log (one JSON
+Every daemon binds 127.0.0.1 on a free port, and its admin listener
+(/healthz, /metrics: d.admin_request) on another, writes its log (one JSON
 object per line) to a file in its own temporary folder, and is stopped by
 its PID when the test ends (SIGTERM, then SIGKILL after a timeout).
 """
@@ -54,9 +55,12 @@ class Daemon:
     """A walua serve process with its own folder, config and log."""
 
     def __init__(self, handlers=None, extra="", endpoints=None, workers=2,
-                 log_level="debug", token=TOKEN, env=None, config=None):
+                 log_level="debug", token=TOKEN, env=None, config=None,
+                 admin=True):
         self.dir = tempfile.mkdtemp(prefix="walua-test-")
         self.port = free_port()
+        # admin=False: admin_listen = false (no /healthz, /metrics at all)
+        self.admin_port = free_port() if admin else None
         self.token = token
         self.log_path = os.path.join(self.dir, "walua.log")
         self.proc = None
@@ -75,13 +79,17 @@ class Daemon:
     def config_text(self, endpoints=None, workers=2, log_level="debug",
                     extra=""):
         hs = ", ".join(lua_str(n) for n in self.handlers)
+        admin = ('"127.0.0.1:%d"' % self.admin_port if self.admin_port
+                 else "false")
         return ("return {\n"
                 "  listen = \"127.0.0.1:%d\",\n"
+                "  admin_listen = %s,\n"
                 "  handlers = { %s },\n"
                 "  workers = %d,\n"
                 "  log_level = %s,\n"
                 "  endpoints = %s,\n"
-                "%s\n}\n" % (self.port, hs, workers, lua_str(log_level),
+                "%s\n}\n" % (self.port, admin, hs, workers,
+                             lua_str(log_level),
                              endpoints or default_endpoints(self.token),
                              extra))
 
@@ -107,7 +115,12 @@ class Daemon:
                 raise AssertionError("walua exited with %d:\n%s" % (
                     self.proc.returncode, self.log_text()[-3000:]))
             try:
-                status, _, _ = self.request("GET", "/healthz", timeout=1)
+                if self.admin_port:
+                    status, _, _ = self.admin_request("GET", "/healthz",
+                                                      timeout=1)
+                else:       # any answer on the public port will do
+                    status, _, _ = self.request("GET", "/", timeout=1)
+                    status = 200
                 if status == 200:
                     return
             except OSError:
@@ -116,8 +129,9 @@ class Daemon:
         raise AssertionError("walua did not answer /healthz in %ds:\n%s" % (
             timeout, self.log_text()[-3000:]))
 
-    def request(self, method, path, body=None, headers=None, timeout=10):
-        c = http.client.HTTPConnection("127.0.0.1", self.port,
+    def request(self, method, path, body=None, headers=None, timeout=10,
+                port=None):
+        c = http.client.HTTPConnection("127.0.0.1", port or self.port,
                                        timeout=timeout)
         try:
             c.request(method, path, body=body, headers=headers or {})
@@ -125,6 +139,13 @@ class Daemon:
             return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
         finally:
             c.close()
+
+    def admin_request(self, method, path, body=None, headers=None,
+                      timeout=10):
+        """A request to the admin listener (/healthz, /metrics)."""
+        assert self.admin_port, "this daemon has no admin listener"
+        return self.request(method, path, body, headers, timeout,
+                            port=self.admin_port)
 
     def post(self, path, body, token=None, headers=None, timeout=10):
         h = {"Content-Type": "application/json"}
@@ -266,7 +287,7 @@ def text_body(text, message_id, wa_id="905321234567",
 
 def metric(d, name, labels=None):
     """The value of one sample of /metrics, or None when absent."""
-    status, _, body = d.request("GET", "/metrics", timeout=5)
+    status, _, body = d.admin_request("GET", "/metrics", timeout=5)
     assert status == 200, (status, body)
     want = name + ("{%s}" % labels if labels else "")
     for line in body.decode().splitlines():

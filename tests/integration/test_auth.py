@@ -278,7 +278,7 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def metrics_text(d):
-    st, _, body = d.request("GET", "/metrics")
+    st, _, body = d.admin_request("GET", "/metrics")
     assert st == 200, (st, body[:300])
     return body.decode("utf-8")
 

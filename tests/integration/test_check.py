@@ -135,6 +135,25 @@ def test_check_wrong_type():
         assert "workers" in both, both
 
 
+def test_check_max_body_fits_a_worker_frame():
+    # a quarter of the 64 MiB frame an event travels in to a handler; it
+    # was accepted up to 1 GiB, and such a body, acknowledged, could never
+    # be handed to a handler
+    limit = 16 * 1024 * 1024
+    for value in (limit + 1, 64 * 1024 * 1024, 1024 * 1024 * 1024,
+                  2 ** 62):
+        with Folder(extra="limits = { max_body = %d }," % value) as f:
+            rc, out, both = check(f)
+            assert rc == 1, (value, rc, both)
+            assert "walua.conf.lua: limits.max_body: must be at most " \
+                "%d" % limit in both, (value, both)
+    for value in (limit, 4194304):
+        with Folder(extra="limits = { max_body = %d }," % value) as f:
+            rc, out, both = check(f)
+            assert rc == 0, (value, rc, both)
+            assert out.strip() == "configuration ok", both
+
+
 def test_check_config_syntax_error_and_non_table():
     with Folder(config="return {\n  listen = \"127.0.0.1:1\" +\n}\n") as f:
         rc, out, both = check(f)
@@ -250,7 +269,7 @@ def test_check_loads_handlers_as_a_worker_does():
         assert rc == 0 and out.strip() == "configuration ok", both
         with Daemon(handlers={"handler.lua": USES_SETTINGS_AND_STORE},
                     workers=1) as d:
-            assert d.request("GET", "/healthz")[0] == 200
+            assert d.admin_request("GET", "/healthz")[0] == 200
     with Folder(handlers={"handler.lua": WANTS_TWO_WORKERS},
                 extra="workers = 1,") as f:
         rc, out, both = check(f)

@@ -53,7 +53,7 @@ def assert_stats_unchanged(d, before, what):
 
 
 def healthy(d, what=""):
-    st, _, body = d.request("GET", "/healthz", timeout=2)
+    st, _, body = d.admin_request("GET", "/healthz", timeout=2)
     assert st == 200 and json.loads(body).get("ok") is True, (what, st, body)
 
 
@@ -189,7 +189,10 @@ def test_huge_header_is_431_and_huge_url_is_414():
 
 # per-IP connection limit ----------------------------------------------------
 PER_IP = 4
-PARTIAL = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+# a GET on the endpoint is a probe (200); /healthz is on the admin listener
+PARTIAL = b"GET /webhooks/insider HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+PROBE = (b"GET /webhooks/insider HTTP/1.1\r\nHost: x\r\n"
+         b"Connection: close\r\n\r\n")
 
 
 def connect_from(source, port, timeout=3):
@@ -246,14 +249,12 @@ def test_per_ip_connection_limit():
                 len(held), PER_IP, fates)
 
             # another address is served meanwhile
-            st, out = raw_request(d.port, b"GET /healthz HTTP/1.1\r\n"
-                                  b"Host: x\r\nConnection: close\r\n\r\n",
-                                  source="127.0.0.2")
-            assert st == 200, ("127.0.0.2 /healthz", out[:300])
+            st, out = raw_request(d.port, PROBE, source="127.0.0.2")
+            assert st == 200, ("127.0.0.2 GET probe", out[:300])
             head, body = post_head()
             st, out = raw_request(d.port, head + body, source="127.0.0.2")
             assert st == 200, ("127.0.0.2 POST", out[:300])
-            say("127.0.0.2 while 127.0.0.1 is at its limit: /healthz 200, "
+            say("127.0.0.2 while 127.0.0.1 is at its limit: probe 200, "
                 "POST 200")
 
             assert fates[:PER_IP] == ["open"] * PER_IP, \
@@ -270,9 +271,7 @@ def test_per_ip_connection_limit():
         # the address is served again once its connections are gone
         end = time.time() + 3
         while True:
-            st, out = raw_request(d.port, b"GET /healthz HTTP/1.1\r\n"
-                                  b"Host: x\r\nConnection: close\r\n\r\n",
-                                  source="127.0.0.1")
+            st, out = raw_request(d.port, PROBE, source="127.0.0.1")
             if st == 200 or time.time() > end:
                 break
             time.sleep(0.1)

@@ -81,7 +81,7 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 def metrics(d):
     """{(name, ((label, value), ...sorted)): float} of GET /metrics."""
-    st, headers, body = d.request("GET", "/metrics")
+    st, headers, body = d.admin_request("GET", "/metrics")
     assert st == 200, (st, body[:300])
     out = {}
     for line in body.decode("utf-8").splitlines():
@@ -367,6 +367,38 @@ def test_body_size_limit():
                       code="413") == 3, ms
 
 
+def image_body(caption, message_id):
+    """An Insider (f) image message with the given caption."""
+    b = json.loads(text_body("", message_id))
+    m = b["entry"][0]["changes"][0]["value"]["messages"][0]
+    del m["text"]
+    m["type"] = "image"
+    m["image"] = {"id": "1234567890", "mime_type": "image/jpeg",
+                  "caption": "@CAPTION@"}
+    return json.dumps(b).replace("@CAPTION@", caption).encode()
+
+
+def test_event_too_large_for_a_handler_is_413():
+    # A body within limits.max_body can still make an event too large for
+    # the 64 MiB frame that hands it to a worker: its caption is written
+    # three times (ev.raw, ev.text, ev.media.caption), each DEL byte as
+    # \u007f.  3.8 MB of them is a 68 MB event: refused before it is
+    # stored (it was acknowledged, then failed for good on every attempt).
+    big = image_body("\x7f" * 3800000, new_id("BIG"))
+    assert len(big) < 4194304
+    with Daemon(workers=1, extra="limits = { retries = 0 },") as d:
+        j = assert_refusal(d.post(EP, big, token=TOKEN, timeout=60), 413,
+                           "a 68 MB event")
+        assert "too large" in j["error"], j
+        assert_nothing_handled(d)
+        assert not d.find(lambda l: l.get("msg") in ("handler failed",
+                                                     "event dead-lettered"))
+        # a caption that fits is handled
+        mid = new_id("CAPTION")
+        d.deliver(image_body("/" * 100000, mid))
+        d.wait_log(lambda l: is_handled(l) and l.get("message_id") == mid)
+
+
 def test_ambiguous_framing_is_400():
     body = text_body("framed twice", new_id()).encode()
     n = len(body)
@@ -396,9 +428,12 @@ def test_unknown_path_and_wrong_method():
     auth = {"Authorization": "Bearer " + TOKEN,
             "Content-Type": "application/json"}
     with Daemon(workers=1) as d:
+        # /healthz and /metrics are on the admin listener only
         for method, path in (("GET", "/nope"), ("POST", "/nope"),
                              ("POST", "/webhooks/insiderX"),
-                             ("POST", "/webhooks"), ("GET", "/")):
+                             ("POST", "/webhooks"), ("GET", "/"),
+                             ("GET", "/healthz"), ("GET", "/metrics"),
+                             ("POST", "/healthz")):
             assert_refusal(d.request(method, path, body if method == "POST"
                                      else None, auth), 404,
                            "%s %s" % (method, path))
@@ -409,7 +444,7 @@ def test_unknown_path_and_wrong_method():
                      for m in ans[1].get("allow", "").split(",")}
             assert {"POST", "GET", "HEAD"} <= allow, (method, ans[1])
             assert not allow & {"PUT", "DELETE", "PATCH"}, (method, ans[1])
-        ans = d.request("POST", "/healthz", b"{}", auth)
+        ans = d.admin_request("POST", "/healthz", b"{}", auth)
         assert ans[0] == 405, ans
         assert "GET" in ans[1].get("allow", "").upper(), ans[1]
         assert_nothing_handled(d)
@@ -417,7 +452,7 @@ def test_unknown_path_and_wrong_method():
 
 def test_healthz_and_metrics():
     with Daemon() as d:
-        st, headers, body = d.request("GET", "/healthz")
+        st, headers, body = d.admin_request("GET", "/healthz")
         assert st == 200, (st, body)
         j = json_of(body)
         assert isinstance(j, dict) and j.get("ok") is True, j
@@ -433,7 +468,7 @@ def test_healthz_and_metrics():
         assert metric_sum(ms, "walua_events_handled_total",
                           result="error") == 0, ms
 
-        st, headers, text = d.request("GET", "/metrics")
+        st, headers, text = d.admin_request("GET", "/metrics")
         assert headers.get("content-type", "").startswith("text/plain"), \
             headers
         text = text.decode()
@@ -485,7 +520,7 @@ def test_raising_handler_is_retried_then_dead_lettered():
         assert re.search(r"bot\.lua:4:", err), fail
 
         # the daemon goes on while the event waits for its retry
-        st, _, body = d.request("GET", "/healthz")
+        st, _, body = d.admin_request("GET", "/healthz")
         assert st == 200 and json_of(body)["ok"] is True, (st, body)
         nxt = new_id()
         d.deliver(text_body("next", nxt, wa_id="905320000001"))
@@ -524,7 +559,7 @@ def test_runaway_handler_is_stopped():
     with Daemon(handlers={"bot.lua": LOOPING}, extra=extra, workers=1) as d:
         d.deliver(text_body("loop", new_id()))
         t0 = time.time()
-        st, _, body = d.request("GET", "/healthz", timeout=5)
+        st, _, body = d.admin_request("GET", "/healthz", timeout=5)
         assert st == 200 and json_of(body)["ok"] is True, (st, body)
         nxt = new_id()
         d.deliver(text_body("after the loop", nxt, wa_id="905320000002"))
@@ -539,7 +574,7 @@ def test_runaway_handler_is_stopped():
         assert 0.1 <= took <= 3.0, "stopped after %.2fs" % took
         d.wait_log(lambda l: is_handled(l) and l.get("message_id") == nxt,
                    timeout=5)
-        st, _, body = d.request("GET", "/healthz", timeout=5)
+        st, _, body = d.admin_request("GET", "/healthz", timeout=5)
         assert st == 200, (st, body)
         ms = wait_metrics(d, lambda ms: metric(
             ms, "walua_events_handled_total", result="timeout") >= 1)

@@ -799,7 +799,7 @@ def build_fault_lib(folder):
 
 
 def healthz(d):
-    st, _, body = d.request("GET", "/healthz", timeout=5)
+    st, _, body = d.admin_request("GET", "/healthz", timeout=5)
     try:
         return st, json.loads(body)
     except ValueError:

@@ -16,7 +16,7 @@ local settings = require "walua.settings"
 return function(ev)
 	if ev.text == "fail" then error("failing on purpose") end
 	if ev.text == "call" then
-		local res = http.get("http://" .. settings.listen .. "/healthz")
+		local res = http.get("http://" .. settings.admin_listen .. "/healthz")
 		log.info("called", { status = res and res.status })
 	end
 	log.info("handled", { kind = ev.kind })
@@ -37,7 +37,7 @@ FAMILIES = [
 
 
 def scrape(d):
-    _, _, body = d.request("GET", "/metrics")
+    _, _, body = d.admin_request("GET", "/metrics")
     values = {}
     for line in body.decode().splitlines():
         if line.startswith("#") or not line.strip():
@@ -87,7 +87,7 @@ def test_metrics_after_a_varied_run():
         d.wait_log(lambda l: l.get("msg") == "handled", count=4)
         time.sleep(0.6)     # the dead-letter count is refreshed every 0.5 s
         v = scrape(d)
-        _, _, raw = d.request("GET", "/metrics")
+        _, _, raw = d.admin_request("GET", "/metrics")
         text = raw.decode()
         missing = [f for f in FAMILIES if "# TYPE %s " % f not in text]
         assert not missing, "families missing from /metrics: %s" % missing

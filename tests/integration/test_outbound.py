@@ -1163,7 +1163,7 @@ def test_provider_that_never_answers_stays_within_handler_budget():
         assert len(hung) == 1 and hung[0]["status"] is None, hung
         # the daemon goes on
         ins.hang = False
-        st, _, body = d.request("GET", "/healthz")
+        st, _, body = d.admin_request("GET", "/healthz")
         assert st == 200, (st, body)
         d.deliver(text_body("back again", "wamid.OUTHANG2"))
         (line,) = d.wait_log(lambda l: l.get("msg") == "sent", timeout=10)

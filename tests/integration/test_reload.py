@@ -53,7 +53,7 @@ def handled_for(mid):
 
 
 def health(d):
-    status, _, body = d.request("GET", "/healthz", timeout=5)
+    status, _, body = d.admin_request("GET", "/healthz", timeout=5)
     assert status == 200, (status, body)
     return json.loads(body)
 
@@ -485,7 +485,7 @@ def test_sigint_stops_gracefully():
         assert d.find(is_msg("stopped")), d.log_text()[-3000:]
         # and it no longer answers
         try:
-            d.request("GET", "/healthz", timeout=2)
+            d.admin_request("GET", "/healthz", timeout=2)
             answered = True
         except OSError:
             answered = False

@@ -112,7 +112,7 @@ def wait_for(d, pred, timeout, what):
 def healthz_within(d, limit=HEALTHZ_S, what=""):
     t0 = time.time()
     try:
-        st, _, body = d.request("GET", "/healthz", timeout=limit)
+        st, _, body = d.admin_request("GET", "/healthz", timeout=limit)
     except OSError as e:
         raise AssertionError("%s: /healthz did not answer within %.1fs: %r"
                              % (what, limit, e))

@@ -21,6 +21,7 @@ def tutorial_script():
 def test_tutorial_runs_verbatim():
     blocks = tutorial_script()
     demo, mine = free_port(), free_port()
+    demo_admin, mine_admin = free_port(), free_port()
     script = ["set -eu",
               "trap 'kill ${DEMO_PID:-} ${WALUA_PID:-} 2>/dev/null || true' "
               "EXIT"]
@@ -32,6 +33,8 @@ def test_tutorial_runs_verbatim():
         b = b.replace("./walua ", '"$WALUA" ')
         b = b.replace("127.0.0.1:8080", "127.0.0.1:%d" % demo)
         b = b.replace("127.0.0.1:8081", "127.0.0.1:%d" % mine)
+        b = b.replace("127.0.0.1:9090", "127.0.0.1:%d" % demo_admin)
+        b = b.replace("127.0.0.1:9091", "127.0.0.1:%d" % mine_admin)
         script.append(b)
         if demo_running and "DEMO_PID=$!" not in b:
             # the reader stops the demo with Ctrl-C after trying it
@@ -41,7 +44,8 @@ def test_tutorial_runs_verbatim():
             demo_running = True
     folder = tempfile.mkdtemp(prefix="walua-tutorial-")
     env = dict(os.environ, WALUA=WALUA,
-               WALUA_LISTEN="127.0.0.1:%d" % demo)
+               WALUA_LISTEN="127.0.0.1:%d" % demo,
+               WALUA_ADMIN_LISTEN="127.0.0.1:%d" % demo_admin)
     env.pop("INSIDER_WEBHOOK_TOKEN", None)
     with open(os.path.join(folder, "tutorial.sh"), "w") as f:
         f.write("\n".join(script))
@@ -60,6 +64,8 @@ def test_tutorial_runs_verbatim():
     assert "configuration ok" in out, out
     assert '"msg":"greeting"' in out and '"name":"Ada"' in out, out
     assert '"reload ok"' in out and '"msg":"hi there"' in out, out
+    assert 'walua_events_acked_total{provider="insider",kind="message"} 1' \
+        in out, out
     with open(os.path.join(folder, "demo.log")) as f:
         demo_log = f.read()
     assert '"msg":"reply"' in demo_log and "Hi Ada! What can I do" in \
