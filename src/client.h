@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include <curl/curl.h>
+
 #include "buf.h"
 
 struct client_req {
@@ -22,7 +24,27 @@ struct client_resp {
 	struct buf	 body;
 };
 
+/* What one transfer needs while it runs (client_prepare fills it). */
+struct client_sink {
+	struct buf	*b;
+	size_t		 cap;
+	int		 overflow;
+};
+
+struct client_xfer {
+	struct client_sink	 body, hdrs;
+	struct curl_slist	*hl;
+	long			 ms;
+	char			 ebuf[CURL_ERROR_SIZE];
+};
+
+int	client_init(void);
 void	client_cleanup(void);
+int	client_prepare(CURL *, const struct client_req *, struct buf *body,
+	    struct buf *headers, struct client_xfer *, char *err,
+	    size_t errlen);
+int	client_finish(CURL *, CURLcode, struct client_xfer *, int *status,
+	    char *err, size_t errlen);
 int	client_request(const struct client_req *, struct client_resp *,
 	    char *err, size_t errlen);
 

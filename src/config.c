@@ -290,6 +290,8 @@ read_table(lua_State *L, struct config *c)
 	    "handler_timeout_ms");
 	c->limits.handler_memory_mb = (int)intfield(L, sub,
 	    "handler_memory_mb");
+	c->limits.handler_concurrency = (int)intfield(L, sub,
+	    "handler_concurrency");
 	c->limits.max_queue = intfield(L, sub, "max_queue");
 	c->limits.retries = (int)intfield(L, sub, "retries");
 	lua_getfield(L, sub, "dedup_days");

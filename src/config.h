@@ -33,6 +33,7 @@ struct limits {
 	size_t		 max_body;
 	int		 handler_timeout_ms;
 	int		 handler_memory_mb;
+	int		 handler_concurrency;	/* events at once per worker */
 	long		 max_queue;
 	int		 retries;
 	int		*backoff_ms;		/* nbackoff entries, last repeats */

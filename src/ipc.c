@@ -174,3 +174,51 @@ ipc_reader_free(struct ipc_reader *r)
 	buf_free(&r->in);
 	r->consumed = 0;
 }
+
+/*
+ * Append a frame of up to three parts to out (a worker batches what it
+ * sends in one turn of its loop).  Returns 0 or -1 (no memory, or too
+ * large: nothing appended).
+ */
+int
+ipc_frame(struct buf *out, char type, const void *a, size_t alen,
+    const void *b, size_t blen, const void *c, size_t clen)
+{
+	size_t		total = 1 + alen + blen + clen, len = out->len;
+	unsigned char	hdr[5];
+
+	if (total > IPC_MAX_FRAME)
+		return -1;
+	hdr[0] = (unsigned char)(total >> 24);
+	hdr[1] = (unsigned char)(total >> 16);
+	hdr[2] = (unsigned char)(total >> 8);
+	hdr[3] = (unsigned char)total;
+	hdr[4] = (unsigned char)type;
+	if (buf_append(out, hdr, 5) == -1 || (alen > 0 &&
+	    buf_append(out, a, alen) == -1) || (blen > 0 &&
+	    buf_append(out, b, blen) == -1) || (clen > 0 &&
+	    buf_append(out, c, clen) == -1)) {
+		out->len = len;
+		return -1;
+	}
+	return 0;
+}
+
+/* Write all of out (blocking), then empty it.  Returns 0 or -1. */
+int
+ipc_write(int fd, struct buf *out)
+{
+	size_t	off = 0;
+	ssize_t	n;
+
+	while (off < out->len) {
+		n = send(fd, out->data + off, out->len - off, MSG_NOSIGNAL);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -1;
+		off += (size_t)n;
+	}
+	buf_reset(out);
+	return 0;
+}

@@ -25,7 +25,7 @@ struct buf *lb_newbuf(lua_State *L);	/* freed by Lua's collector */
 /* lb_http.c, lb_crypto.c */
 int	luaopen_walua_httpc(lua_State *L);
 void	lb_http_set_metric_hook(void (*)(const char *family,
-	    const char *labels));
+	    const char *labels, double value));
 int	luaopen_walua_crypto(lua_State *L);
 
 /* lb_inbox.c: admin scripts only */

@@ -32,3 +32,21 @@ lb_ctx_now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+/*
+ * The context through which the binding running in L may yield, or NULL
+ * when it must block: outside a handler, at a script's top level, in a
+ * coroutine of the handler's own (its resume would get our yield), or
+ * where Lua cannot yield (a C function's callback, such as a
+ * table.sort comparator).  [-0, +0, -]
+ */
+struct lb_ctx *
+lb_ctx_async(lua_State *L)
+{
+	struct lb_ctx *ctx = lb_ctx_of(L);
+
+	if (ctx == NULL || ctx->async == NULL || ctx->co != L ||
+	    !lua_isyieldable(L))
+		return NULL;
+	return ctx;
+}

@@ -7,10 +7,19 @@
  *     -> { status, headers, body } | nil, err
  *   httpc.error(status, code, message) -> nil, err   (for Lua bindings)
  *
+ *   httpc.sleep(ms) -> true | false     (false: the budget would not last)
+ *   httpc.wait(ms)                      (walua.sleep)
+ *
  * Any answer from the server is a result, whatever its status; err is
  * for no answer (connection, timeout, bad URL, too large).  In a handler
- * the timeout never outlasts what is left of the handler's budget: a
- * count hook cannot stop Lua while it waits inside curl.
+ * the timeout never outlasts what is left of the handler's budget.
+ *
+ * Called from a handler's event coroutine, a request or a pause yields:
+ * the worker's loop runs the transfer (fetch.c) beside those of other
+ * events and resumes the coroutine with its outcome, which a
+ * continuation function turns into the same results as a blocking call.
+ * Anywhere else (admin scripts, a script's top level, a coroutine of the
+ * handler's own) it blocks, as lb_ctx_async decides.
  */
 #include "lb.h"
 
@@ -27,11 +36,15 @@
 #define HTTP_MAX_RESPONSE	(8u << 20)
 #define HTTP_MAX_HEADERS	64
 
-static void	(*metric_hook)(const char *, const char *);
+static void	(*metric_hook)(const char *, const char *, double);
 
-/* Where walua_outbound_requests_total goes (the worker sends it on). */
+/*
+ * Where walua_outbound_requests_total and walua_outbound_duration_seconds
+ * go (a worker sends them to the supervisor, which keeps /metrics).
+ */
 void
-lb_http_set_metric_hook(void (*fn)(const char *family, const char *labels))
+lb_http_set_metric_hook(void (*fn)(const char *family, const char *labels,
+    double value))
 {
 	metric_hook = fn;
 }
@@ -113,75 +126,134 @@ valid_label(const char *s)
 	return i > 0 && i <= 24;
 }
 
+/* Stack slots of lb_http_request (its one argument is slot 1). */
+enum { S_OPTS = 1, S_BODY, S_HEADERS, S_URL, S_METHOD, S_API, S_TOP = S_API };
+
 /*
- * The request itself, on the options table at idx.  Everything that can
- * raise (argument checks, building strings) happens before curl runs and
- * while nothing is allocated outside Lua.  [-0, +1|2, e]
+ * The outcome of a request as its results: count it, then push the
+ * answer table, or nil, err.  The answer's buffers are the userdata in
+ * S_BODY and S_HEADERS.  [-0, +1|2, m]
  */
 static int
-do_request(lua_State *L, int idx)
+push_outcome(lua_State *L, int rc, int status, double seconds,
+    const char *err)
+{
+	struct buf	*body = lua_touserdata(L, S_BODY);
+	struct buf	*headers = lua_touserdata(L, S_HEADERS);
+	const char	*api = lua_isnil(L, S_API) ? "http" :
+			    lua_tostring(L, S_API);
+	char		 labels[96];
+
+	snprintf(labels, sizeof(labels), "api=\"%s\",code=\"%d\"", api,
+	    rc == 0 ? status : 0);
+	if (metric_hook != NULL) {
+		metric_hook("walua_outbound_requests_total", labels, 1);
+		metric_hook("walua_outbound_duration_seconds", NULL, seconds);
+	}
+	if (rc == -1) {
+		lua_settop(L, S_TOP);
+		return lb_push_error(L, -1, NULL, err);
+	}
+	lua_settop(L, S_TOP);
+	lua_createtable(L, 0, 4);
+	lua_pushinteger(L, status);
+	lua_setfield(L, -2, "status");
+	lua_pushlstring(L, body->data ? body->data : "", body->len);
+	lua_setfield(L, -2, "body");
+	push_headers(L, headers);
+	lua_setfield(L, -2, "headers");
+	buf_free(body);
+	buf_free(headers);
+	return 1;
+}
+
+/* Where a yielded request resumes: its transfer is over.  [-0, +1|2, m] */
+static int
+finish_request(lua_State *L, int status, lua_KContext k)
+{
+	struct lb_ctx	*ctx = lb_ctx_of(L);
+	char		 err[512];
+	double		 secs = 0;
+	int		 code = 0, rc;
+
+	(void)status;
+	rc = ctx->async->fetch_end(ctx, (void *)k, &code, &secs, err,
+	    sizeof(err));
+	return push_outcome(L, rc, code, secs, err);
+}
+
+/*
+ * httpc.request(opts).  Everything that can raise (argument checks,
+ * building strings) happens before the request starts, while nothing is
+ * allocated outside Lua; the strings curl is given stay on this
+ * function's stack, which a yield keeps.  [-0, +1|2, e]
+ */
+static int
+lb_http_request(lua_State *L)
 {
 	const char		*hdrs[HTTP_MAX_HEADERS + 1];
 	struct client_req	 req;
-	struct client_resp	 resp = { 0, { 0 }, { 0 } };
+	struct client_resp	 resp;
+	struct lb_ctx		*ctx;
 	struct buf		*body, *headers;
-	char			 err[512], labels[96];
-	const char		*api = "http", *method, *url;
+	char			 err[512];
+	const char		*api, *method, *url;
 	size_t			 bodylen = 0, len;
-	int			 n = 0, top, rc;
+	int64_t			 t0;
+	void			*f;
+	int			 n = 0, rc;
 
-	luaL_checktype(L, idx, LUA_TTABLE);
-	top = lua_gettop(L);
+	luaL_checktype(L, S_OPTS, LUA_TTABLE);
+	lua_settop(L, S_OPTS);
 	/* the answer's buffers belong to Lua from the start: pushing the
 	 * result may raise (out of memory) after curl filled them */
-	body = lb_newbuf(L);
-	headers = lb_newbuf(L);
-	lua_getfield(L, idx, "url");
-	url = luaL_checkstring(L, -1);
-	lua_getfield(L, idx, "method");
-	method = luaL_optlstring(L, -1, "GET", &len);
-	luaL_argcheck(L, valid_method(method, len), idx, "method must be an HTTP "
-	    "token (letters, such as GET or PATCH)");
-	lua_getfield(L, idx, "api");
-	if (!lua_isnil(L, -1)) {
-		api = luaL_checkstring(L, -1);
-		luaL_argcheck(L, valid_label(api), idx, "api must be a short "
-		    "lower-case name");
+	body = lb_newbuf(L);				/* S_BODY */
+	headers = lb_newbuf(L);				/* S_HEADERS */
+	lua_getfield(L, S_OPTS, "url");			/* S_URL */
+	url = luaL_checkstring(L, S_URL);
+	lua_getfield(L, S_OPTS, "method");		/* S_METHOD */
+	method = luaL_optlstring(L, S_METHOD, "GET", &len);
+	luaL_argcheck(L, valid_method(method, len), S_OPTS, "method must be "
+	    "an HTTP token (letters, such as GET or PATCH)");
+	lua_getfield(L, S_OPTS, "api");			/* S_API */
+	if (!lua_isnil(L, S_API)) {
+		api = luaL_checkstring(L, S_API);
+		luaL_argcheck(L, valid_label(api), S_OPTS, "api must be a "
+		    "short lower-case name");
 	}
 	memset(&req, 0, sizeof(req));
 	req.method = method;
 	req.url = url;
 	req.max_response = HTTP_MAX_RESPONSE;
-	lua_getfield(L, idx, "timeout_ms");
+	lua_getfield(L, S_OPTS, "timeout_ms");
 	req.timeout_ms = budget_ms(L, luaL_optinteger(L, -1, 0));
 	if (req.timeout_ms <= 0) {
-		lua_settop(L, top);
+		lua_settop(L, S_TOP);
 		return lb_push_error(L, -1, NULL, "the handler's time budget is "
 		    "used up");
 	}
-	lua_getfield(L, idx, "body");
+	lua_getfield(L, S_OPTS, "body");
 	if (!lua_isnil(L, -1))
 		req.body = luaL_checklstring(L, -1, &bodylen);
 	req.bodylen = bodylen;
-	lua_getfield(L, idx, "headers");
+	lua_getfield(L, S_OPTS, "headers");
 	if (!lua_isnil(L, -1)) {
 		int t = lua_gettop(L);
 
 		luaL_checktype(L, t, LUA_TTABLE);
 		lua_pushnil(L);
 		while (lua_next(L, t) != 0) {
-			/* each "Name: value" stays on the stack: room for it,
-			 * the key, the value and the next pair */
-			luaL_checkstack(L, 4, "too many headers");
 			const char *k = luaL_checkstring(L, -2);
 			const char *v = luaL_checkstring(L, -1);
 
+			/* each "Name: value" stays on the stack: room for it,
+			 * the key, the value and the next pair */
+			luaL_checkstack(L, 4, "too many headers");
 			luaL_argcheck(L, strpbrk(k, "\r\n:") == NULL &&
-			    strpbrk(v, "\r\n") == NULL, idx,
+			    strpbrk(v, "\r\n") == NULL, S_OPTS,
 			    "header names and values must be one line");
-			luaL_argcheck(L, n < HTTP_MAX_HEADERS, idx,
+			luaL_argcheck(L, n < HTTP_MAX_HEADERS, S_OPTS,
 			    "too many headers");
-			/* keep the "Name: value" string on the stack */
 			lua_pushfstring(L, "%s: %s", k, v);
 			lua_insert(L, t);
 			t++;
@@ -192,37 +264,19 @@ do_request(lua_State *L, int idx)
 	hdrs[n] = NULL;
 	req.headers = hdrs;
 
+	if ((ctx = lb_ctx_async(L)) != NULL) {
+		if ((f = ctx->async->fetch(ctx, &req, body, headers, err,
+		    sizeof(err))) == NULL)
+			return push_outcome(L, -1, 0, 0, err);
+		return lua_yieldk(L, 0, (lua_KContext)f, finish_request);
+	}
+	memset(&resp, 0, sizeof(resp));
+	t0 = lb_ctx_now_ns();
 	rc = client_request(&req, &resp, err, sizeof(err));
 	*body = resp.body;
 	*headers = resp.headers;
-	snprintf(labels, sizeof(labels), "api=\"%s\",code=\"%d\"", api,
-	    rc == 0 ? resp.status : 0);
-	if (metric_hook != NULL)
-		metric_hook("walua_outbound_requests_total", labels);
-	if (rc == -1) {
-		lua_settop(L, top);
-		return lb_push_error(L, -1, NULL, err);
-	}
-	lua_settop(L, top + 2);				/* the two buffers */
-	lua_createtable(L, 0, 4);
-	lua_pushinteger(L, resp.status);
-	lua_setfield(L, -2, "status");
-	lua_pushlstring(L, body->data ? body->data : "", body->len);
-	lua_setfield(L, -2, "body");
-	push_headers(L, headers);
-	lua_setfield(L, -2, "headers");
-	buf_free(body);
-	buf_free(headers);
-	lua_replace(L, top + 1);
-	lua_settop(L, top + 1);
-	return 1;
-}
-
-/* http.request(opts) */
-static int
-lb_http_request(lua_State *L)
-{
-	return do_request(L, 1);
+	return push_outcome(L, rc, resp.status,
+	    (double)(lb_ctx_now_ns() - t0) / 1e9, err);
 }
 
 /* http.error(status, code, message) -> nil, err: for Lua bindings. */
@@ -236,23 +290,24 @@ lb_http_error(lua_State *L)
 	return lb_push_error(L, (int)status, code, msg);
 }
 
-/*
- * httpc.sleep(ms) -> true, or false when the handler's budget would not
- * last (nothing slept then).  For backing off on a 429.
- */
 static int
-lb_http_sleep(lua_State *L)
+finish_sleep(lua_State *L, int status, lua_KContext k)
 {
-	lua_Integer	 ms = luaL_checkinteger(L, 1);
-	struct timespec	 ts;
-	long		 left;
+	(void)status;
+	(void)k;
+	lua_pushboolean(L, 1);
+	return 1;
+}
 
-	luaL_argcheck(L, ms >= 0 && ms <= 600000, 1, "0..600000 ms");
-	left = remaining_ms(L);
-	if (left >= 0 && left < ms + 500) {	/* leave time to make the call */
-		lua_pushboolean(L, 0);
-		return 1;
-	}
+/* Pause ms: yield the event's coroutine, or block.  [-0, +1, -] */
+static int
+pause_ms(lua_State *L, lua_Integer ms)
+{
+	struct lb_ctx	*ctx = lb_ctx_async(L);
+	struct timespec	 ts;
+
+	if (ctx != NULL && ctx->async->sleep(ctx, (int64_t)ms) == 0)
+		return lua_yieldk(L, 0, 0, finish_sleep);
 	ts.tv_sec = (time_t)(ms / 1000);
 	ts.tv_nsec = (long)(ms % 1000) * 1000000;
 	while (nanosleep(&ts, &ts) == -1)
@@ -261,10 +316,43 @@ lb_http_sleep(lua_State *L)
 	return 1;
 }
 
+/*
+ * httpc.sleep(ms) -> true, or false when the handler's budget would not
+ * last (nothing slept then).  For backing off on a 429.
+ */
+static int
+lb_http_sleep(lua_State *L)
+{
+	lua_Integer	 ms = luaL_checkinteger(L, 1);
+	long		 left;
+
+	luaL_argcheck(L, ms >= 0 && ms <= 600000, 1, "0..600000 ms");
+	left = remaining_ms(L);
+	if (left >= 0 && left < ms + 500) {	/* leave time to make the call */
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	return pause_ms(L, ms);
+}
+
+/*
+ * walua.sleep(ms): pause that long (a handler's budget still runs: past
+ * it, the event fails as a timeout).  [-0, +1, -]
+ */
+static int
+lb_http_wait(lua_State *L)
+{
+	lua_Integer ms = luaL_checkinteger(L, 1);
+
+	luaL_argcheck(L, ms >= 0 && ms <= 3600000, 1, "0..3600000 ms");
+	return pause_ms(L, ms);
+}
+
 static const luaL_Reg http_funcs[] = {
 	{ "request",	lb_http_request },
 	{ "error",	lb_http_error },
 	{ "sleep",	lb_http_sleep },
+	{ "wait",	lb_http_wait },
 	{ NULL,		NULL }
 };
 

@@ -36,16 +36,6 @@
  */
 #define LHOST_HOOK_COUNT	10000
 
-/* The lhost running L: the userdata lhost_alloc is given.  [-0, +0, -] */
-static struct lhost *
-lhost_of(lua_State *L)
-{
-	void	*ud;
-
-	lua_getallocf(L, &ud);
-	return ud;
-}
-
 static void *
 lhost_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -68,21 +58,26 @@ lhost_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 	return p;
 }
 
+/*
+ * The count hook of the thread L: its context (the state's own for a
+ * script's top level, the event's for a handler's coroutine and the
+ * coroutines it makes) holds the deadline.
+ */
 static void
 lhost_hook(lua_State *L, lua_Debug *ar)
 {
-	struct lhost	*h = lhost_of(L);
+	struct lb_ctx	*ctx = lb_ctx_of(L);
 
 	(void)ar;
-	if (h->ctx.deadline_ns == 0)
+	if (ctx == NULL || ctx->deadline_ns == 0)
 		return;
-	if (!h->tripped) {
-		if (lb_ctx_now_ns() < h->ctx.deadline_ns)
+	if (!ctx->tripped) {
+		if (lb_ctx_now_ns() < ctx->deadline_ns)
 			return;
-		h->tripped = 1;
-		/* from now on, raise at every line and every instruction */
-		lua_sethook(L, lhost_hook, LUA_MASKCOUNT | LUA_MASKLINE, 1);
+		ctx->tripped = 1;
 	}
+	/* from now on, raise at every line and every instruction */
+	lua_sethook(L, lhost_hook, LUA_MASKCOUNT | LUA_MASKLINE, 1);
 	luaL_error(L, "handler timed out");
 }
 
@@ -117,7 +112,7 @@ lhost_call(struct lhost *h, int nargs, int nresults, int timeout_ms)
 
 	lua_pushcfunction(L, msghandler);
 	lua_insert(L, base);
-	h->tripped = 0;
+	h->ctx.tripped = 0;
 	if (timeout_ms > 0) {
 		/* the deadline must be set before the hook can see it */
 		h->ctx.deadline_ns = lb_ctx_now_ns() +
@@ -238,13 +233,13 @@ lhost_free(struct lhost *h)
 
 /* Copy the message at the top into err, pop it, map rc to LHOST_*. */
 static int
-failure(struct lhost *h, int rc, char *err, size_t errlen)
+failure(struct lhost *h, int rc, int tripped, char *err, size_t errlen)
 {
 	const char *m = lua_tostring(h->L, -1);
 
 	snprintf(err, errlen, "%s", m ? m : "unknown error");
 	lua_pop(h->L, 1);
-	if (h->tripped)
+	if (tripped)
 		return LHOST_TIMEOUT;
 	if (rc == LUA_ERRMEM)
 		return LHOST_NOMEM;
@@ -283,7 +278,7 @@ lhost_load(struct lhost *h, const char *path, const char *src, size_t len,
 	lua_pushstring(L, path);
 	lua_pushlstring(L, src, len);
 	if ((rc = lhost_call(h, 2, 0, timeout_ms)) != LUA_OK) {
-		rc = failure(h, rc, err, errlen);
+		rc = failure(h, rc, h->ctx.tripped, err, errlen);
 		/* a load error names file:line; the host's frames say nothing */
 		if ((tb = strstr(err, "\nstack traceback:")) != NULL)
 			*tb = '\0';
@@ -292,34 +287,137 @@ lhost_load(struct lhost *h, const char *path, const char *src, size_t len,
 	return LHOST_OK;
 }
 
-/*
- * Hand one event (its JSON text) to every handler.  Returns LHOST_OK or a
- * failure with the message and traceback in err.
- */
-int
-lhost_handle(struct lhost *h, const char *id, const char *conv, int attempt,
-    int stale, const char *json, size_t len, int timeout_ms, char *err,
-    size_t errlen)
-{
-	lua_State	*L = h->L;
-	int		 rc;
-	static unsigned	 calls;
+struct start_args {
+	struct lhost		*h;
+	struct lhost_task	*t;
+	const char		*json;
+	size_t			 len;
+	int			 attempt, stale;
+};
 
-	h->ctx.ev_id = id;
-	h->ctx.ev_conv = conv;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, h->host);
+/* The event's coroutine, with host.handle and its arguments.  [-0,+0,m] */
+static int
+start_protected(lua_State *L)
+{
+	struct start_args	*a = lua_touserdata(L, 1);
+	lua_State		*co = lua_newthread(L);
+
+	lb_ctx_set(co, &a->t->ctx);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, a->h->host);
 	lua_getfield(L, -1, "handle");
 	lua_remove(L, -2);
-	lua_pushlstring(L, json, len);
-	lua_pushstring(L, id);
-	lua_pushinteger(L, attempt);
-	lua_pushboolean(L, stale);
-	rc = lhost_call(h, 4, 0, timeout_ms);
-	h->ctx.ev_id = h->ctx.ev_conv = h->ctx.ev_msgid = NULL;
+	lua_pushlstring(L, a->json, a->len);
+	lua_pushstring(L, a->t->ctx.ev_id);
+	lua_pushinteger(L, a->attempt);
+	lua_pushboolean(L, a->stale);
+	lua_xmove(L, co, 5);	/* a new thread has room for these */
+	a->t->ctx.co = co;
+	a->t->ref = luaL_ref(L, LUA_REGISTRYINDEX);	/* the thread */
+	return 0;
+}
+
+/* Its message and traceback, from the failed coroutine.  [-0, +1, m] */
+static int
+describe_protected(lua_State *L)
+{
+	lua_State	*co = lua_touserdata(L, 1);
+	const char	*msg = lua_tostring(L, 2);
+
+	if (msg == NULL) {
+		if (luaL_callmeta(L, 2, "__tostring") &&
+		    lua_type(L, -1) == LUA_TSTRING)
+			msg = lua_tostring(L, -1);
+		else
+			msg = lua_pushfstring(L, "(error object is a %s value)",
+			    luaL_typename(L, 2));
+	}
+	luaL_traceback(L, co, msg, 0);
+	return 1;
+}
+
+/* Run t's coroutine with nargs on its stack until it yields or ends. */
+static int
+run(struct lhost *h, struct lhost_task *t, int nargs, char *err,
+    size_t errlen)
+{
+	lua_State	*L = h->L, *co = t->ctx.co;
+	int		 rc, nres;
+
+	rc = lua_resume(co, L, nargs, &nres);
+	if (rc == LUA_YIELD || rc == LUA_OK) {
+		lua_pop(co, nres);
+		return rc == LUA_OK ? LHOST_OK : LHOST_YIELD;
+	}
+	/* the error object is on co's stack, which keeps its frames */
+	lua_pushcfunction(L, describe_protected);
+	lua_pushlightuserdata(L, co);
+	lua_xmove(co, L, 1);
+	if (lua_pcall(L, 2, 1, 0) != LUA_OK && rc != LUA_ERRMEM)
+		rc = LUA_ERRMEM;	/* no memory to say more */
+	return failure(h, rc, t->ctx.tripped, err, errlen);
+}
+
+/*
+ * Start handing one event (its JSON text) to every handler, in a
+ * coroutine of its own whose deadline is timeout_ms from now; t->ctx
+ * names the event (ev_id, ev_conv, ev_msgid) and its host services
+ * (async).  Returns LHOST_OK when the handlers returned, LHOST_YIELD when
+ * they wait (t->ctx.async will have been asked for something, and
+ * lhost_resume goes on once it is there), or a failure with the message
+ * and traceback in err.  Either way, lhost_end(t) follows.
+ */
+int
+lhost_start(struct lhost *h, struct lhost_task *t, const char *json,
+    size_t len, int attempt, int stale, int timeout_ms, char *err,
+    size_t errlen)
+{
+	struct start_args	 a = { h, t, json, len, attempt, stale };
+	lua_State		*L = h->L;
+	int			 rc;
+
+	t->ref = LUA_NOREF;
+	t->ctx.co = NULL;
+	t->ctx.tripped = 0;
+	t->ctx.deadline_ns = lb_ctx_now_ns() + (int64_t)timeout_ms * 1000000;
+	lua_pushcfunction(L, start_protected);
+	lua_pushlightuserdata(L, &a);
+	if ((rc = lua_pcall(L, 1, 0, 0)) != LUA_OK)
+		return failure(h, rc, 0, err, errlen);
+	lua_sethook(t->ctx.co, lhost_hook, LUA_MASKCOUNT, LHOST_HOOK_COUNT);
+	return run(h, t, 4, err, errlen);
+}
+
+/* Go on with t after what it waited for is there (see lhost_start). */
+int
+lhost_resume(struct lhost *h, struct lhost_task *t, char *err,
+    size_t errlen)
+{
+	return run(h, t, 0, err, errlen);
+}
+
+/*
+ * Drop t's coroutine, finished or not (a waiting one is reset: its
+ * to-be-closed variables are closed); what it still waited for must be
+ * cancelled first, since its stack goes.
+ */
+void
+lhost_end(struct lhost *h, struct lhost_task *t)
+{
+	static unsigned calls;
+
+	if (t->ctx.co != NULL && lua_status(t->ctx.co) == LUA_YIELD)
+		(void)lua_resetthread(t->ctx.co);
+	luaL_unref(h->L, LUA_REGISTRYINDEX, t->ref);
+	t->ref = LUA_NOREF;
+	t->ctx.co = NULL;
 	/* keep garbage from piling up between events (Redis paces it too) */
 	if (++calls % 64 == 0)
-		lua_gc(L, LUA_GCSTEP, 0);
-	if (rc != LUA_OK)
-		return failure(h, rc, err, errlen);
-	return LHOST_OK;
+		lua_gc(h->L, LUA_GCSTEP, 0);
+}
+
+/* Collect everything now: after a failure that ran out of memory. */
+void
+lhost_collect(struct lhost *h)
+{
+	lua_gc(h->L, LUA_GCCOLLECT);
 }

@@ -56,6 +56,13 @@ static const struct family families[] = {
 	{ "walua_pruned_rows_total", "counter",
 	    "Expired rows deleted (dedup keys, finished events, status ranks, "
 	    "store values past their TTL)" },
+	{ "walua_handlers_inflight", "gauge",
+	    "Events whose handlers are running now (waiting on the network "
+	    "included)" },
+	{ "walua_outbound_inflight", "gauge",
+	    "Outbound requests of handlers in flight now" },
+	{ "walua_outbound_duration_seconds", "histogram",
+	    "Time one outbound request of a handler took" },
 	{ "walua_outbound_requests_total", "counter",
 	    "Requests to provider APIs and other services, by api and status "
 	    "(code 0: no answer)" },
@@ -160,6 +167,20 @@ metrics_observe(const char *name, double v)
 		}
 	}
 	pthread_mutex_unlock(&mu);
+}
+
+/* A sample from a worker: observed if name is a histogram, else added. */
+void
+metrics_record(const char *name, const char *labels, double v)
+{
+	const struct family *f = family(name);
+
+	if (f == NULL)
+		return;
+	if (strcmp(f->type, "histogram") == 0)
+		metrics_observe(name, v);
+	else
+		metrics_inc(name, labels, v);
 }
 
 void

@@ -7,6 +7,7 @@
 void	metrics_inc(const char *family, const char *labels, double by);
 void	metrics_set(const char *family, const char *labels, double value);
 void	metrics_observe(const char *family, double seconds);
+void	metrics_record(const char *family, const char *labels, double value);
 int	metrics_render(struct buf *);
 void	metrics_on_render(void (*)(void));
 void	metrics_free(void);

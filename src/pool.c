@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,9 +48,20 @@
 
 extern char **environ;
 
-enum { W_LOADING, W_IDLE, W_BUSY, W_CLOSED };
+enum { W_LOADING, W_READY, W_CLOSED };
 
-#define MARKS_AHEAD	8	/* events running or unmarked, per worker */
+#define MARKS_AHEAD	8	/* events handled, mark not committed, per worker */
+
+/*
+ * An event in flight on a worker, in the worker's slot of that number;
+ * the slots in use are also on a list in dispatch order, so the oldest
+ * (the first to pass its budget) is at its head.
+ */
+struct slot {
+	struct qitem	*it;		/* NULL: free */
+	int64_t		 kill_ms;	/* past 1.5x its budget */
+	int		 prev, next;	/* in use: dispatch order; free: next */
+};
 
 struct gen {
 	int		 id;
@@ -68,10 +80,17 @@ struct worker {
 	int		 fd;		/* -1 once closed */
 	int		 state;
 	int		 killed;	/* we sent SIGKILL (budget exceeded) */
+	int		 culprit;	/* the slot it was killed for, or -1 */
+	int		 retiring;	/* takes no more events (a full state) */
 	struct gen	*gen;
-	struct qitem	*item;
-	int64_t		 started_ms;
-	int64_t		 kill_ms;
+	struct slot	*slots;		/* limits.handler_concurrency */
+	int		 nslots, inflight;
+	int		 free_slot;	/* first free, or -1 */
+	int		 oldest, newest;	/* in use, or -1 */
+	int64_t		 load_started_ms, load_kill_ms;
+	struct worker_shm *shm;		/* shared with the process */
+	struct buf	 out;		/* frames not yet written to it */
+	int		 blocked;	/* its socket is full */
 	struct ipc_reader rd;
 	struct worker	*next;
 };
@@ -85,6 +104,7 @@ static int		 sigpipe[2] = { -1, -1 };
 static const char	*config_file;	/* NULL: the built-in demo */
 static void		(*stop_http)(void);
 static atomic_int	 pub_generation, pub_workers;	/* for /healthz */
+static atomic_int	 pub_outbound;			/* for /metrics */
 
 static void
 on_signal(int sig)
@@ -181,6 +201,18 @@ load_deadline_ms(const struct config *cfg)
 	    (t + t / 2) + 2000;
 }
 
+/* fd, or a close-on-exec copy of it above min (fd is closed then). */
+static int
+fd_above(int fd, int min)
+{
+	int n;
+
+	if (fd > min || (n = fcntl(fd, F_DUPFD_CLOEXEC, min + 1)) == -1)
+		return fd;
+	close(fd);
+	return n;
+}
+
 /* Start one worker process for g and send it the LOAD frame. */
 static struct worker *
 spawn(struct gen *g)
@@ -191,8 +223,9 @@ spawn(struct gen *g)
 	sigset_t			 none, dfl;
 	static char			 a0[] = "walua", a1[] = "__worker";
 	char				*argv[] = { a0, a1, NULL };
-	int				 sv[2], fd, rc;
+	int				 sv[2], mfd, rc;
 	struct timeval			 tv = { 5, 0 };
+	void				*page;
 
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		return NULL;
@@ -201,14 +234,26 @@ spawn(struct gen *g)
 		free(w);
 		return NULL;
 	}
-	/* dup2 onto the same fd would keep close-on-exec set */
-	if (sv[1] == WORKER_FD) {
-		fd = fcntl(sv[1], F_DUPFD_CLOEXEC, WORKER_FD + 1);
+	if ((mfd = memfd_create("walua-worker", MFD_CLOEXEC)) == -1 ||
+	    ftruncate(mfd, sizeof(struct worker_shm)) == -1 ||
+	    (page = mmap(NULL, sizeof(struct worker_shm), PROT_READ |
+	    PROT_WRITE, MAP_SHARED, mfd, 0)) == MAP_FAILED) {
+		log_msg(LOG_ERROR, "spawn: shared page: %s", strerror(errno));
+		if (mfd != -1)
+			close(mfd);
+		close(sv[0]);
 		close(sv[1]);
-		sv[1] = fd;
+		free(w);
+		return NULL;
 	}
+	w->shm = page;
+	/* above the fds the child gets: dup2 onto the same fd would keep
+	 * close-on-exec, and one action must not overwrite the other's */
+	sv[1] = fd_above(sv[1], WORKER_SHM_FD);
+	mfd = fd_above(mfd, WORKER_SHM_FD);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, sv[1], WORKER_FD);
+	posix_spawn_file_actions_adddup2(&fa, mfd, WORKER_SHM_FD);
 	posix_spawnattr_init(&at);
 	sigemptyset(&none);
 	sigfillset(&dfl);
@@ -222,10 +267,12 @@ spawn(struct gen *g)
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	close(sv[1]);
+	close(mfd);
 	if (rc != 0) {
 		log_msg(LOG_ERROR, "spawn: cannot start a worker: %s",
 		    strerror(rc));
 		close(sv[0]);
+		munmap(w->shm, sizeof(struct worker_shm));
 		free(w);
 		return NULL;
 	}
@@ -233,8 +280,9 @@ spawn(struct gen *g)
 	setsockopt(w->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	w->gen = g;
 	w->state = W_LOADING;
-	w->started_ms = queue_now_ms();
-	w->kill_ms = w->started_ms + load_deadline_ms(g->cfg);
+	w->culprit = w->oldest = w->newest = w->free_slot = -1;
+	w->load_started_ms = queue_now_ms();
+	w->load_kill_ms = w->load_started_ms + load_deadline_ms(g->cfg);
 	g->nlive++;
 	w->next = workers;
 	workers = w;
@@ -254,7 +302,76 @@ close_worker(struct worker *w)
 		w->fd = -1;
 	}
 	ipc_reader_free(&w->rd);
+	buf_free(&w->out);
 	w->state = W_CLOSED;
+}
+
+/* Slots: what a worker runs.  The caller has checked there is room. */
+static int
+slot_take(struct worker *w, struct qitem *it, int64_t kill_ms)
+{
+	int		 i = w->free_slot;
+	struct slot	*s = &w->slots[i];
+
+	w->free_slot = s->next;
+	s->it = it;
+	s->kill_ms = kill_ms;
+	s->prev = w->newest;
+	s->next = -1;
+	if (w->newest != -1)
+		w->slots[w->newest].next = i;
+	else
+		w->oldest = i;
+	w->newest = i;
+	w->inflight++;
+	return i;
+}
+
+/* Free slot i; returns the event that was in it. */
+static struct qitem *
+slot_give(struct worker *w, int i)
+{
+	struct slot	*s = &w->slots[i];
+	struct qitem	*it = s->it;
+
+	if (s->prev != -1)
+		w->slots[s->prev].next = s->next;
+	else
+		w->oldest = s->next;
+	if (s->next != -1)
+		w->slots[s->next].prev = s->prev;
+	else
+		w->newest = s->prev;
+	s->it = NULL;
+	s->next = w->free_slot;
+	w->free_slot = i;
+	w->inflight--;
+	return it;
+}
+
+/* Slots for a worker that has loaded (limits.handler_concurrency). */
+static int
+slots_init(struct worker *w)
+{
+	int i, n = w->gen->cfg->limits.handler_concurrency;
+
+	if ((w->slots = calloc((size_t)n, sizeof(*w->slots))) == NULL)
+		return -1;
+	w->nslots = n;
+	for (i = 0; i < n; i++)
+		w->slots[i].next = i + 1 < n ? i + 1 : -1;
+	w->free_slot = 0;
+	return 0;
+}
+
+static void
+worker_free(struct worker *w)
+{
+	free(w->slots);
+	if (w->shm != NULL)
+		munmap(w->shm, sizeof(struct worker_shm));
+	buf_free(&w->out);
+	free(w);
 }
 
 static void
@@ -299,6 +416,52 @@ fail_item(struct qitem *it, const char *result, const char *msg)
 	}
 }
 
+/*
+ * The events in flight on a worker that is gone.  The one it was stopped
+ * for (its budget), or whose Lua was running when it died, fails like
+ * any error; the others did nothing wrong: back to the queue, at the head
+ * of their conversations, without an attempt counted.  A death no event
+ * can be blamed for fails them all (their retries will tell).
+ */
+static void
+lost_events(struct worker *w)
+{
+	int		 i, culprit = w->culprit, n = 0;
+	struct qitem	*it;
+	char		 count[16];
+
+	if (!w->killed) {
+		culprit = w->shm != NULL ? atomic_load(&w->shm->running) - 1 :
+		    -1;
+		if (culprit >= w->nslots || (culprit >= 0 &&
+		    w->slots[culprit].it == NULL))
+			culprit = -1;
+	}
+	if (culprit >= 0) {
+		it = slot_give(w, culprit);
+		fail_item(it, w->killed ? "timeout" : "error", w->killed ?
+		    "handler stopped: it ran past its time budget" :
+		    "handler worker died");
+	}
+	while ((i = w->oldest) != -1) {
+		it = slot_give(w, i);
+		if (culprit < 0) {
+			fail_item(it, "error", "handler worker died");
+			continue;
+		}
+		log_event(LOG_DEBUG, "event re-queued: its worker stopped", it,
+		    NULL, NULL, NULL, NULL);
+		queue_giveback(it);
+		n++;
+	}
+	if (n > 0) {
+		snprintf(count, sizeof(count), "%d", n);
+		log_kv(LOG_WARN, "events in flight on a stopped worker go back "
+		    "to the queue (no attempt counted)", "#events", count,
+		    NULL);
+	}
+}
+
 /* A worker is gone (EOF or error on its socket). */
 static void
 worker_lost(struct worker *w)
@@ -311,12 +474,8 @@ worker_lost(struct worker *w)
 			buf_printf(&g->errors, "worker %d exited while loading",
 			    (int)w->pid);
 	}
-	if (w->item != NULL) {
-		fail_item(w->item, w->killed ? "timeout" : "error", w->killed ?
-		    "handler stopped: it ran past its time budget" :
-		    "handler worker died");
-		w->item = NULL;
-	}
+	if (w->inflight > 0)
+		lost_events(w);
 	if (w->state != W_CLOSED && !stopping && w->state != W_LOADING) {
 		metrics_inc("walua_worker_restarts_total", NULL, 1);
 		if (!w->killed)
@@ -364,8 +523,9 @@ activate(struct gen *g)
 	log_set_level(g->cfg->log_level);
 	metrics_set("walua_generation", NULL, g->id);
 	atomic_store(&pub_generation, g->id);
+	/* the old generation's workers go once their events are over */
 	for (w = workers; w != NULL; w = w->next)
-		if (w->gen == old && w->state == W_IDLE)
+		if (w->gen == old && w->state == W_READY && w->inflight == 0)
 			close_worker(w);
 	snprintf(id, sizeof(id), "%d", g->id);
 	log_kv(LOG_INFO, old ? "reload ok" : "handlers loaded",
@@ -496,17 +656,23 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 {
 	struct gen	*g = w->gen;
 	struct qitem	*it;
-	char		 result[16];
+	char		 result[16], *end;
 	long long	 us = 0;
-	const char	*nl;
+	const char	*nl, *q, *e = p + len;
 	size_t		 i;
+	long		 slot;
 	int		 retire;
 
 	if (type == IPC_READY) {
 		if (w->state != W_LOADING)
 			return;
 		if (len == 2 && memcmp(p, "ok", 2) == 0) {
-			w->state = W_IDLE;
+			if (slots_init(w) == -1) {
+				kill(w->pid, SIGKILL);
+				worker_lost(w);
+				return;
+			}
+			w->state = W_READY;
 			if (g == loading && ++g->nready == g->target &&
 			    !g->failed)
 				activate(g);
@@ -526,32 +692,43 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 		return;
 	}
 	if (type == IPC_METRIC) {
-		const char *z = memchr(p, '\0', len);
-		char labels[256];
+		/* family\0labels\0value */
+		const char *z1 = memchr(p, '\0', len), *z2;
+		char labels[256], value[32];
 
-		if (z != NULL && (size_t)(p + len - z - 1) < sizeof(labels)) {
-			memcpy(labels, z + 1, (size_t)(p + len - z - 1));
-			labels[p + len - z - 1] = '\0';
-			metrics_inc(p, labels, 1);
-		}
+		if (z1 == NULL || (z2 = memchr(z1 + 1, '\0',
+		    (size_t)(e - z1 - 1))) == NULL ||
+		    (size_t)(z2 - z1 - 1) >= sizeof(labels) ||
+		    (size_t)(e - z2 - 1) >= sizeof(value))
+			return;
+		memcpy(labels, z1 + 1, (size_t)(z2 - z1 - 1));
+		labels[z2 - z1 - 1] = '\0';
+		memcpy(value, z2 + 1, (size_t)(e - z2 - 1));
+		value[e - z2 - 1] = '\0';
+		metrics_record(p, labels[0] ? labels : NULL, strtod(value, NULL));
 		return;
 	}
-	if (type != IPC_DONE || w->state != W_BUSY || (it = w->item) == NULL)
+	if (type != IPC_DONE || w->state != W_READY)
 		return;
-	w->item = NULL;
-	w->state = W_IDLE;
-	/* "<result>\t<microseconds>..." */
-	for (i = 0; i < len && i < sizeof(result) - 1 && p[i] >= 'a' &&
-	    p[i] <= 'z'; i++)
-		result[i] = p[i];
+	/* "<slot>\t<result>\t<microseconds>[\tretire]\n<error>" */
+	slot = strtol(p, &end, 10);
+	if (end == p || end >= e || *end != '\t' || slot < 0 ||
+	    slot >= w->nslots || w->slots[slot].it == NULL)
+		return;
+	q = end + 1;
+	for (i = 0; q + i < e && i < sizeof(result) - 1 && q[i] >= 'a' &&
+	    q[i] <= 'z'; i++)
+		result[i] = q[i];
 	result[i] = '\0';
-	if (i < len && p[i] == '\t')
-		for (i++; i < len && p[i] >= '0' && p[i] <= '9' &&
-		    us < LLONG_MAX / 10 - 9; i++)
-			us = us * 10 + (p[i] - '0');
+	q += i;
+	if (q < e && *q == '\t')
+		for (q++; q < e && *q >= '0' && *q <= '9' &&
+		    us < LLONG_MAX / 10 - 9; q++)
+			us = us * 10 + (*q - '0');
 	nl = memchr(p, '\n', len);
 	retire = nl != NULL && (size_t)(nl - p) > 7 &&
 	    memcmp(nl - 7, "\tretire", 7) == 0;
+	it = slot_give(w, (int)slot);
 	metrics_observe("walua_handler_duration_seconds", (double)us / 1e6);
 	if (strcmp(result, "ok") == 0) {
 		metrics_inc("walua_events_handled_total", "result=\"ok\"", 1);
@@ -565,8 +742,11 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 		    "error", msg ? msg : "handler failed");
 		free(msg);
 	}
-	if (g != current || retire)
-		close_worker(w);	/* retired generation, or a full state */
+	if (retire)
+		w->retiring = 1;	/* a full state: no more events */
+	/* a retired generation's worker, or a full one, once it is idle */
+	if ((g != current || w->retiring) && w->inflight == 0)
+		close_worker(w);
 }
 
 static void
@@ -617,7 +797,7 @@ reap(void)
 		metrics_inc("walua_workers", NULL, -1);
 		atomic_fetch_sub(&pub_workers, 1);
 		gen_maybe_free(w->gen);
-		free(w);
+		worker_free(w);
 	}
 }
 
@@ -632,57 +812,103 @@ stale(const struct qitem *it)
 }
 
 /*
- * Hand ready events to idle workers of the current generation.
+ * The worker of the current generation to give the next event to: the
+ * least busy of those with a free slot and whose socket took what was
+ * written (a worker stuck in C does not read: its events wait here).
+ */
+static struct worker *
+least_busy(void)
+{
+	struct worker	*w, *best = NULL;
+
+	for (w = workers; w != NULL; w = w->next)
+		if (w->gen == current && w->state == W_READY &&
+		    !w->retiring && w->inflight < w->nslots &&
+		    !w->blocked && (best == NULL ||
+		    w->inflight < best->inflight))
+			best = w;
+	return best;
+}
+
+/* Write what w has waiting, as far as its socket takes it. */
+static void
+flush_worker(struct worker *w)
+{
+	ssize_t	n;
+
+	while (w->out.len > 0) {
+		n = send(w->fd, w->out.data, w->out.len, MSG_DONTWAIT |
+		    MSG_NOSIGNAL);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			w->blocked = 1;	/* poll says when it has room */
+			return;
+		}
+		if (n == -1) {
+			kill(w->pid, SIGKILL);
+			worker_lost(w);
+			return;
+		}
+		memmove(w->out.data, w->out.data + n, w->out.len - (size_t)n);
+		w->out.len -= (size_t)n;
+	}
+	w->blocked = 0;
+}
+
+/*
+ * Hand ready events to the workers of the current generation, each up
+ * to limits.handler_concurrency at once (every one is a coroutine there).
  *
  * A handler's success reaches the database with the inbox writer's next
  * group commit, not before the worker takes another event: that keeps
  * workers off the database's write lock.  What a crash of walua would
  * run again is what is running plus what is handled but not yet marked;
- * holding events back while those reach MARKS_AHEAD per worker keeps
- * that bound (README, Handler scripts and the Lua API: "at most eight per
- * worker").  The writer wakes us after its commit.
+ * holding events back while those marks reach MARKS_AHEAD per worker
+ * keeps that bound (README, Handler scripts and the Lua API).  The
+ * writer wakes us after its commit.
  */
 static void
 dispatch(void)
 {
+	static struct buf hdr;
 	struct worker	*w;
 	struct qitem	*it;
-	struct buf	 hdr = { 0 };
-	int		 timeout, busy = 0;
+	int		 timeout, slot;
+	int64_t		 now;
 
 	if (current == NULL)
 		return;
 	timeout = current->cfg->limits.handler_timeout_ms;
-	for (w = workers; w != NULL; w = w->next)
-		busy += w->state == W_BUSY;
-	for (w = workers; w != NULL; w = w->next) {
-		if (w->gen != current || w->state != W_IDLE)
-			continue;
-		if (busy + inbox_unmarked() >= MARKS_AHEAD * current->target) {
+	now = queue_now_ms();
+	while ((w = least_busy()) != NULL) {
+		if (inbox_unmarked() >= MARKS_AHEAD * current->target) {
 			inbox_flush();
 			break;
 		}
 		if ((it = queue_take()) == NULL)
 			break;
-		busy++;
-		buf_reset(&hdr);
+		/* the worker's own timer stops it at 1x; we step in at 1.5x */
+		slot = slot_take(w, it, now + timeout + timeout / 2);
 		/* its fixed part stays under IPC_EVENT_SLACK (ipc.h) */
-		buf_printf(&hdr, "%s\t%d\t%s\t%s\t%s\t%d\t%s\n", it->id,
-		    it->attempts, stale(it) ? "stale" : "", it->kind,
+		buf_reset(&hdr);
+		buf_printf(&hdr, "%d\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n", slot,
+		    it->id, it->attempts, stale(it) ? "stale" : "", it->kind,
 		    it->message_id ? it->message_id : "",
 		    inbox_status_rank(it->status), it->conv ? it->conv : "");
-		w->item = it;
-		w->state = W_BUSY;
-		w->started_ms = queue_now_ms();
-		/* the worker's own hook stops it at 1x; we step in at 1.5x */
-		w->kill_ms = w->started_ms + timeout + timeout / 2;
-		if (hdr.data == NULL || ipc_send(w->fd, IPC_EVENT, hdr.data,
-		    hdr.len, it->json, it->jsonlen) == -1) {
+		if (hdr.data == NULL || ipc_frame(&w->out, IPC_EVENT, hdr.data,
+		    hdr.len, it->json, it->jsonlen, NULL, 0) == -1) {
 			kill(w->pid, SIGKILL);
 			worker_lost(w);
+			continue;
 		}
+		/* many events for one worker go out in few writes */
+		if (w->out.len >= 65536)
+			flush_worker(w);
 	}
-	buf_free(&hdr);
+	for (w = workers; w != NULL; w = w->next)
+		if (w->fd != -1 && w->out.len > 0)
+			flush_worker(w);
 }
 
 /*
@@ -698,7 +924,7 @@ load_overdue(struct worker *w)
 
 	snprintf(msg, sizeof(msg), "worker %d did not load the handler "
 	    "scripts within %lld ms", (int)w->pid,
-	    (long long)(w->kill_ms - w->started_ms));
+	    (long long)(w->load_kill_ms - w->load_started_ms));
 	if (g == loading) {
 		g->failed = 1;
 		if (g->errors.len == 0)
@@ -713,34 +939,54 @@ load_overdue(struct worker *w)
 	close_worker(w);
 }
 
+/*
+ * An event of w is past 1.5x its budget and w has not said so: w is stuck
+ * where its own timers cannot run (C code, as a long string.find).  Kill
+ * it, blaming the event whose Lua runs (the shared page says which), or
+ * else the oldest; lost_events sorts out the rest.
+ */
+static void
+overdue(struct worker *w)
+{
+	int culprit = atomic_load(&w->shm->running) - 1;
+
+	if (culprit < 0 || culprit >= w->nslots ||
+	    w->slots[culprit].it == NULL)
+		culprit = w->oldest;
+	w->killed = 1;
+	w->culprit = culprit;
+	log_event(LOG_WARN, "stopping worker: handler past its budget",
+	    w->slots[culprit].it, NULL, NULL, NULL, NULL);
+	kill(w->pid, SIGKILL);
+}
+
 /* Kill workers past their budget; keep the current generation staffed. */
 static int64_t
 supervise(int64_t now)
 {
 	struct worker	*w;
 	int64_t		 next = now + 1000;
-	int		 live = 0;
+	int		 live = 0, outbound = 0;
 
 	for (w = workers; w != NULL; w = w->next) {
 		if (w->state == W_LOADING) {
-			if (now >= w->kill_ms)
+			if (now >= w->load_kill_ms)
 				load_overdue(w);
-			else if (w->kill_ms < next)
-				next = w->kill_ms;
+			else if (w->load_kill_ms < next)
+				next = w->load_kill_ms;
 		}
-		if (w->state == W_BUSY) {
-			if (now >= w->kill_ms && !w->killed) {
-				w->killed = 1;
-				log_event(LOG_WARN, "stopping worker: handler "
-				    "past its budget", w->item, NULL, NULL,
-				    NULL, NULL);
-				kill(w->pid, SIGKILL);
-			} else if (w->kill_ms < next)
-				next = w->kill_ms;
+		if (w->state == W_READY && w->oldest != -1 && !w->killed) {
+			if (now >= w->slots[w->oldest].kill_ms)
+				overdue(w);
+			else if (w->slots[w->oldest].kill_ms < next)
+				next = w->slots[w->oldest].kill_ms;
 		}
-		if (w->gen == current && w->state != W_CLOSED)
+		if (w->state != W_CLOSED && w->shm != NULL)
+			outbound += atomic_load(&w->shm->outbound);
+		if (w->gen == current && w->state != W_CLOSED && !w->retiring)
 			live++;
 	}
+	atomic_store(&pub_outbound, outbound);
 	if (current != NULL && !stopping) {
 		for (; live < current->target; live++) {
 			if (now < current->respawn_ms) {
@@ -768,6 +1014,9 @@ refresh_gauges(void)
 	metrics_set("walua_inbox_pending", NULL, (double)(st.waiting +
 	    st.retrying));
 	metrics_set("walua_inbox_inflight", NULL, (double)st.inflight);
+	metrics_set("walua_handlers_inflight", NULL, (double)st.inflight);
+	metrics_set("walua_outbound_inflight", NULL,
+	    (double)atomic_load(&pub_outbound));
 	metrics_set("walua_inbox_oldest_pending_seconds", NULL, age);
 	metrics_set("walua_dead_letters", NULL, (double)inbox_dead_count());
 }
@@ -791,7 +1040,7 @@ poll_once(int64_t deadline)
 		if (w->fd != -1) {
 			ws[n] = w;
 			fds[n].fd = w->fd;
-			fds[n++].events = POLLIN;
+			fds[n++].events = POLLIN | (w->out.len > 0 ? POLLOUT : 0);
 		}
 	timeout = deadline <= now ? 0 : (int)(deadline - now);
 	if (poll(fds, (nfds_t)n, timeout) == -1) {
@@ -810,9 +1059,14 @@ poll_once(int64_t deadline)
 		}
 	if (fds[1].revents & POLLIN)
 		queue_clear_wake();
-	for (i = 2; i < n; i++)
-		if (fds[i].revents != 0 && ws[i]->fd == fds[i].fd)
+	for (i = 2; i < n; i++) {
+		if (fds[i].revents == 0 || ws[i]->fd != fds[i].fd)
+			continue;
+		if ((fds[i].revents & POLLOUT) && ws[i]->out.len > 0)
+			flush_worker(ws[i]);
+		if (ws[i]->fd == fds[i].fd && (fds[i].revents & ~POLLOUT))
 			read_worker(ws[i]);
+	}
 	/* on SIGCHLD, and each second should one have been missed */
 	if (chld || now - last_reap >= 1000) {
 		last_reap = now;
@@ -919,7 +1173,7 @@ pool_run(void (*stop_fn)(void))
 	}
 	/* closing the sockets tells idle workers to exit */
 	for (w = workers; w != NULL; w = w->next)
-		if (w->state != W_BUSY)
+		if (w->inflight == 0)
 			close_worker(w);
 	end = queue_now_ms() + 2000;
 	while (workers != NULL && queue_now_ms() < end) {

@@ -470,6 +470,30 @@ queue_done(struct qitem *it)
 	item_free(it);
 }
 
+/*
+ * it did not run to its end, through no fault of its own (its worker was
+ * stopped for another event): hand it out again first in its
+ * conversation, its attempt not counted.
+ */
+void
+queue_giveback(struct qitem *it)
+{
+	struct qconv *c = it->c;
+
+	pthread_mutex_lock(&mu);
+	it->attempts--;
+	c->busy = 0;
+	it->next = c->head;
+	c->head = it;
+	if (c->tail == NULL)
+		c->tail = it;
+	st.inflight--;
+	st.waiting++;
+	make_ready(c);
+	pthread_mutex_unlock(&mu);
+	queue_wake();
+}
+
 /* it failed; hand it out again at due_ms, after what arrived meanwhile. */
 void
 queue_retry(struct qitem *it, int64_t due_ms)

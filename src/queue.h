@@ -42,6 +42,7 @@ long		 queue_unfinished(void);
 struct qitem	*queue_take(void);
 void		 queue_done(struct qitem *);
 void		 queue_retry(struct qitem *, int64_t due_ms);
+void		 queue_giveback(struct qitem *);
 void		 queue_dead(struct qitem *);
 int64_t		 queue_tick(int64_t now_ms);
 void		 queue_stats(struct queue_stats *);

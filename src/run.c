@@ -113,6 +113,17 @@ struct run_args {
 	int		 status;
 };
 
+/* require "walua": walua.sleep, which blocks in an admin script. */
+static int
+open_walua(lua_State *L)
+{
+	luaopen_walua_httpc(L);
+	lua_createtable(L, 0, 1);
+	lua_getfield(L, -2, "wait");
+	lua_setfield(L, -2, "sleep");
+	return 1;
+}
+
 /* The C modules an admin script may require. */
 static const luaL_Reg preloads[] = {
 	{ "cjson", open_cjson },
@@ -121,6 +132,7 @@ static const luaL_Reg preloads[] = {
 	{ "walua.inbox", luaopen_walua_inbox },
 	{ "walua.httpc", luaopen_walua_httpc },
 	{ "walua.crypto", luaopen_walua_crypto },
+	{ "walua", open_walua },
 	{ NULL, NULL }
 };
 

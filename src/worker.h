@@ -5,6 +5,18 @@
 #include <stddef.h>
 
 #define WORKER_FD	3	/* the socketpair end a worker is given */
+#define WORKER_SHM_FD	4	/* its page shared with the supervisor */
+
+/*
+ * Written by the worker, read by the supervisor without a system call:
+ * which event's Lua runs now (slot + 1; 0: none), so that a worker stuck
+ * where no hook reaches is blamed on that event alone; and its outbound
+ * transfers in flight, for /metrics.
+ */
+struct worker_shm {
+	_Atomic int	 running;
+	_Atomic int	 outbound;
+};
 
 struct config;
 struct lhost;

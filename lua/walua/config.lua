@@ -91,6 +91,8 @@ local schema = record({
 		-- from the size of the frames that carry events to handlers
 		max_body = int(4194304, 1024),
 		handler_timeout_ms = int(5000, 10, 3600 * 1000),
+		-- events running at once per worker (each a coroutine)
+		handler_concurrency = int(256, 1, 10000),
 		handler_memory_mb = int(64, 4, 65536),
 		max_queue = int(100000, 1, 1000000000),
 		retries = int(5, 0, 1000),

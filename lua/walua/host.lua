@@ -149,6 +149,10 @@ preload["walua.log"] = function() return readonly(C.logmod, "walua.log") end
 preload["walua.store"] = function() return readonly(C.store, "walua.store") end
 preload["walua.httpc"] = function() return readonly(C.httpc, "walua.httpc") end
 preload["walua.crypto"] = function() return readonly(C.crypto, "walua.crypto") end
+-- walua.sleep(ms): in a handler it yields (other events run meanwhile)
+preload["walua"] = function()
+	return readonly({ sleep = C.httpc.wait }, "walua")
+end
 -- The running configuration (set by the worker), read-only.  walua's own
 -- modules (walua.insider, walua.kapso) read the credentials they call
 -- the providers with; handlers see every secret masked, as the admin

@@ -95,6 +95,8 @@ compare(const struct config *c, const struct config *w)
 	FIELD(c->limits.max_body == w->limits.max_body);
 	FIELD(c->limits.handler_timeout_ms == w->limits.handler_timeout_ms);
 	FIELD(c->limits.handler_memory_mb == w->limits.handler_memory_mb);
+	FIELD(c->limits.handler_concurrency ==
+	    w->limits.handler_concurrency);
 	FIELD(c->limits.max_queue == w->limits.max_queue);
 	FIELD(c->limits.retries == w->limits.retries);
 	FIELD(c->limits.nbackoff == w->limits.nbackoff);
