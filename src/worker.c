@@ -287,6 +287,22 @@ async_sleep(struct lb_ctx *ctx, int64_t ms)
 static const struct lb_async async = { async_fetch, async_fetch_end,
     async_sleep };
 
+/* Take t off the run list (it ended before its turn came). */
+static void
+unready(struct task *t)
+{
+	struct task **pp, *prev = NULL;
+
+	for (pp = &run_head; *pp != NULL; prev = *pp, pp = &(*pp)->rnext)
+		if (*pp == t) {
+			*pp = t->rnext;
+			if (run_tail == t)
+				run_tail = prev;
+			break;
+		}
+	t->ready = 0;
+}
+
 /* t is over (rc, err): report it, free what it held, free its slot. */
 static void
 finish(struct task *t, int rc, const char *err)
@@ -302,6 +318,8 @@ finish(struct task *t, int rc, const char *err)
 	}
 	evloop_timer_stop(&t->sleep);
 	evloop_timer_stop(&t->deadline);
+	if (t->ready)
+		unready(t);
 	lhost_end(host, &t->lt);
 	/*
 	 * A state that ran out of memory may keep what filled it (tables
@@ -376,7 +394,6 @@ start_event(char *p, size_t len)
 	t->lt.ctx.ev_msgid = t->msgid;
 	t->lt.ctx.async = &async;
 	t->used = 1;
-	t->ready = 0;
 	t->t0_ns = lb_ctx_now_ns();
 	nrunning++;
 	evloop_timer_start(&t->deadline, evloop_now_ms() + timeout);
