@@ -51,6 +51,7 @@ extern char **environ;
 enum { W_LOADING, W_READY, W_CLOSED };
 
 #define MARKS_AHEAD	8	/* events handled, mark not committed, per worker */
+#define STALL_MS	50	/* one event's Lua running this long: busy */
 
 /*
  * An event in flight on a worker, in the worker's slot of that number;
@@ -817,16 +818,29 @@ stale(const struct qitem *it)
  * written (a worker stuck in C does not read: its events wait here).
  */
 static struct worker *
-least_busy(void)
+least_busy(int64_t now)
 {
 	struct worker	*w, *best = NULL;
+	int		 busy, best_busy = 0;
 
-	for (w = workers; w != NULL; w = w->next)
-		if (w->gen == current && w->state == W_READY &&
-		    !w->retiring && w->inflight < w->nslots &&
-		    !w->blocked && (best == NULL ||
-		    w->inflight < best->inflight))
+	for (w = workers; w != NULL; w = w->next) {
+		if (w->gen != current || w->state != W_READY || w->retiring ||
+		    w->inflight >= w->nslots || w->blocked)
+			continue;
+		/*
+		 * 0: waiting in its loop; 1: running an event's Lua; 2: that
+		 * for a while (a heavy handler, or one stuck in C).  What a
+		 * busy worker is sent waits behind that Lua: prefer the
+		 * idlest, then the one with fewer events.
+		 */
+		busy = atomic_load(&w->shm->running) == 0 ? 0 : now -
+		    atomic_load(&w->shm->running_since) > STALL_MS ? 2 : 1;
+		if (best == NULL || busy < best_busy || (busy == best_busy &&
+		    w->inflight < best->inflight)) {
 			best = w;
+			best_busy = busy;
+		}
+	}
 	return best;
 }
 
@@ -881,7 +895,7 @@ dispatch(void)
 		return;
 	timeout = current->cfg->limits.handler_timeout_ms;
 	now = queue_now_ms();
-	while ((w = least_busy()) != NULL) {
+	while ((w = least_busy(now)) != NULL) {
 		if (inbox_unmarked() >= MARKS_AHEAD * current->target) {
 			inbox_flush();
 			break;

@@ -344,6 +344,14 @@ finish(struct task *t, int rc, const char *err)
 	nrunning--;
 }
 
+/* The supervisor's view: slot's Lua runs from now on. */
+static void
+mark_running(int slot)
+{
+	atomic_store(&shm->running_since, evloop_now_ms());
+	atomic_store(&shm->running, slot + 1);
+}
+
 /* After a start or a resume: t finished, or waits, or misused a yield. */
 static void
 settle(struct task *t, int rc, const char *err)
@@ -398,7 +406,7 @@ start_event(char *p, size_t len)
 	nrunning++;
 	evloop_timer_start(&t->deadline, evloop_now_ms() + timeout);
 	err[0] = '\0';
-	atomic_store(&shm->running, slot + 1);
+	mark_running(slot);
 	rc = lhost_start(host, &t->lt, nl + 1, len - (size_t)(nl + 1 - p),
 	    atoi(f[F_ATTEMPT]), strcmp(f[F_FLAGS], "stale") == 0, timeout, err,
 	    sizeof(err));
@@ -422,7 +430,7 @@ run_ready(void)
 		if (!t->used)
 			continue;
 		err[0] = '\0';
-		atomic_store(&shm->running, t->slot + 1);
+		mark_running(t->slot);
 		rc = lhost_resume(host, &t->lt, err, sizeof(err));
 		settle(t, rc, err);
 	}

@@ -9,13 +9,16 @@
 
 /*
  * Written by the worker, read by the supervisor without a system call:
- * which event's Lua runs now (slot + 1; 0: none), so that a worker stuck
- * where no hook reaches is blamed on that event alone; and its outbound
- * transfers in flight, for /metrics.
+ * which event's Lua runs now (slot + 1; 0: none) and since when
+ * (CLOCK_MONOTONIC ms), so that a worker stuck where no hook reaches is
+ * blamed on that event alone, and is given no more events while another
+ * worker can take them; and its outbound transfers in flight, for
+ * /metrics.
  */
 struct worker_shm {
 	_Atomic int	 running;
 	_Atomic int	 outbound;
+	_Atomic long long running_since;
 };
 
 struct config;

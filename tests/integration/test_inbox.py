@@ -154,10 +154,11 @@ CRASH_N = 5000
 CRASH_THREADS = 4
 CRASH_KILLS = 5
 CRASH_SENDERS = 40
-# What one crash may run again, per worker: the event running plus those
-# handled whose done mark waits for the next group commit (pool.c's
-# MARKS_AHEAD; the README's guarantees).
-RERUNS_PER_WORKER = 8
+# What one crash may run again, per worker (README, Handler scripts and the
+# Lua API): the events in flight (limits.handler_concurrency, 256 by
+# default) plus those handled whose done mark waits for the next group
+# commit (pool.c's MARKS_AHEAD, 8).
+RERUNS_PER_WORKER = 256 + 8
 
 
 def crash_handler():
