@@ -47,6 +47,8 @@ struct lb_ctx {
 	const char	*ev_conv;	/* its conversation, or NULL */
 	const char	*ev_msgid;	/* the provider's message id, or NULL */
 	int		 tripped;	/* the deadline fired (the count hook) */
+	int64_t		 slice_end_ns;	/* yield to other events after this */
+	int		 preempted;	/* it yielded for them (the hook) */
 	struct lua_State *co;		/* the event's coroutine, or NULL */
 	const struct lb_async *async;	/* NULL: every call blocks */
 };

@@ -36,6 +36,15 @@
  */
 #define LHOST_HOOK_COUNT	10000
 
+/*
+ * How long one event's Lua runs before the hook yields it so that the
+ * worker's other events get their turn (a handler that computes for a
+ * second must not make those waiting on the network miss their answers
+ * and budgets).  A slice is checked at the hook, so it is this plus up
+ * to one count of instructions.
+ */
+#define LHOST_SLICE_NS		(10 * 1000000LL)
+
 static void *
 lhost_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -67,13 +76,27 @@ static void
 lhost_hook(lua_State *L, lua_Debug *ar)
 {
 	struct lb_ctx	*ctx = lb_ctx_of(L);
+	int64_t		 now;
 
 	(void)ar;
 	if (ctx == NULL || ctx->deadline_ns == 0)
 		return;
 	if (!ctx->tripped) {
-		if (lb_ctx_now_ns() < ctx->deadline_ns)
+		now = lb_ctx_now_ns();
+		if (now < ctx->deadline_ns) {
+			/*
+			 * Long enough on the CPU: let the worker's loop serve
+			 * the other events (their answers, their timers) and
+			 * resume this one after them.  Only the event's own
+			 * coroutine yields so, where Lua can yield.
+			 */
+			if (ctx->slice_end_ns != 0 && now >= ctx->slice_end_ns &&
+			    ctx->co == L && lua_isyieldable(L)) {
+				ctx->preempted = 1;
+				lua_yield(L, 0);
+			}
 			return;
+		}
 		ctx->tripped = 1;
 	}
 	/* from now on, raise at every line and every instruction */
@@ -343,6 +366,9 @@ run(struct lhost *h, struct lhost_task *t, int nargs, char *err,
 	lua_State	*L = h->L, *co = t->ctx.co;
 	int		 rc, nres;
 
+	t->ctx.preempted = 0;
+	if (t->ctx.async != NULL)
+		t->ctx.slice_end_ns = lb_ctx_now_ns() + LHOST_SLICE_NS;
 	rc = lua_resume(co, L, nargs, &nres);
 	if (rc == LUA_YIELD || rc == LUA_OK) {
 		lua_pop(co, nres);

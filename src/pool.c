@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -105,7 +106,13 @@ static int		 sigpipe[2] = { -1, -1 };
 static const char	*config_file;	/* NULL: the built-in demo */
 static void		(*stop_http)(void);
 static atomic_int	 pub_generation, pub_workers;	/* for /healthz */
-static atomic_int	 pub_outbound;			/* for /metrics */
+/*
+ * The workers' shared pages, for /metrics: rendered by an HTTP thread at
+ * any time, so a copy of the list under a lock of its own.
+ */
+#define PAGES_MAX	256
+static pthread_mutex_t	 pages_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct worker_shm *pages[PAGES_MAX];
 
 static void
 on_signal(int sig)
@@ -202,6 +209,34 @@ load_deadline_ms(const struct config *cfg)
 	    (t + t / 2) + 2000;
 }
 
+/* Outbound transfers in flight in every worker, read from their pages. */
+static int
+outbound(void)
+{
+	int	i, n = 0;
+
+	pthread_mutex_lock(&pages_mu);
+	for (i = 0; i < PAGES_MAX; i++)
+		if (pages[i] != NULL)
+			n += atomic_load(&pages[i]->outbound);
+	pthread_mutex_unlock(&pages_mu);
+	return n;
+}
+
+static void
+page_list(struct worker_shm *p, struct worker_shm *replace)
+{
+	int	i;
+
+	pthread_mutex_lock(&pages_mu);
+	for (i = 0; i < PAGES_MAX; i++)
+		if (pages[i] == replace) {
+			pages[i] = p;
+			break;
+		}
+	pthread_mutex_unlock(&pages_mu);
+}
+
 /* fd, or a close-on-exec copy of it above min (fd is closed then). */
 static int
 fd_above(int fd, int min)
@@ -248,6 +283,7 @@ spawn(struct gen *g)
 		return NULL;
 	}
 	w->shm = page;
+	page_list(w->shm, NULL);
 	/* above the fds the child gets: dup2 onto the same fd would keep
 	 * close-on-exec, and one action must not overwrite the other's */
 	sv[1] = fd_above(sv[1], WORKER_SHM_FD);
@@ -273,6 +309,7 @@ spawn(struct gen *g)
 		log_msg(LOG_ERROR, "spawn: cannot start a worker: %s",
 		    strerror(rc));
 		close(sv[0]);
+		page_list(NULL, w->shm);
 		munmap(w->shm, sizeof(struct worker_shm));
 		free(w);
 		return NULL;
@@ -369,8 +406,10 @@ static void
 worker_free(struct worker *w)
 {
 	free(w->slots);
-	if (w->shm != NULL)
+	if (w->shm != NULL) {
+		page_list(NULL, w->shm);
 		munmap(w->shm, sizeof(struct worker_shm));
+	}
 	buf_free(&w->out);
 	free(w);
 }
@@ -980,7 +1019,7 @@ supervise(int64_t now)
 {
 	struct worker	*w;
 	int64_t		 next = now + 1000;
-	int		 live = 0, outbound = 0;
+	int		 live = 0;
 
 	for (w = workers; w != NULL; w = w->next) {
 		if (w->state == W_LOADING) {
@@ -995,12 +1034,10 @@ supervise(int64_t now)
 			else if (w->slots[w->oldest].kill_ms < next)
 				next = w->slots[w->oldest].kill_ms;
 		}
-		if (w->state != W_CLOSED && w->shm != NULL)
-			outbound += atomic_load(&w->shm->outbound);
 		if (w->gen == current && w->state != W_CLOSED && !w->retiring)
 			live++;
 	}
-	atomic_store(&pub_outbound, outbound);
+
 	if (current != NULL && !stopping) {
 		for (; live < current->target; live++) {
 			if (now < current->respawn_ms) {
@@ -1029,8 +1066,7 @@ refresh_gauges(void)
 	    st.retrying));
 	metrics_set("walua_inbox_inflight", NULL, (double)st.inflight);
 	metrics_set("walua_handlers_inflight", NULL, (double)st.inflight);
-	metrics_set("walua_outbound_inflight", NULL,
-	    (double)atomic_load(&pub_outbound));
+	metrics_set("walua_outbound_inflight", NULL, (double)outbound());
 	metrics_set("walua_inbox_oldest_pending_seconds", NULL, age);
 	metrics_set("walua_dead_letters", NULL, (double)inbox_dead_count());
 }

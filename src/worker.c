@@ -361,6 +361,10 @@ settle(struct task *t, int rc, const char *err)
 		finish(t, rc, err);
 		return;
 	}
+	if (t->lt.ctx.preempted) {		/* its slice is over */
+		ready(t);
+		return;
+	}
 	if (t->f == NULL && !evloop_timer_armed(&t->sleep))
 		finish(t, LHOST_ERROR, "coroutine.yield() outside a coroutine "
 		    "of the handler's own: nothing would resume it");
@@ -372,8 +376,9 @@ on_deadline(struct evloop_timer *tm)
 {
 	struct task *t = tm->arg;
 
-	finish(t, LHOST_TIMEOUT, "handler timed out (waiting on a transfer "
-	    "or a pause)");
+	finish(t, LHOST_TIMEOUT, t->f != NULL ? "handler timed out (waiting "
+	    "on a transfer)" : evloop_timer_armed(&t->sleep) ? "handler timed "
+	    "out (in walua.sleep)" : "handler timed out");
 }
 
 /* An EVENT frame: start it in its slot. */
@@ -414,15 +419,20 @@ start_event(char *p, size_t len)
 	return 0;
 }
 
-/* Resume the tasks whose wait is over, in the order they became ready. */
+/*
+ * Resume the tasks whose wait is over, in the order they became ready;
+ * those that become ready meanwhile (a slice over) wait for the next turn
+ * of the loop, so that it looks at sockets and timers in between.
+ */
 static void
 run_ready(void)
 {
-	struct task	*t;
+	struct task	*t, *last = run_tail;
 	char		 err[16384];
-	int		 rc;
+	int		 rc, more = 1;
 
-	while ((t = run_head) != NULL) {
+	while (more && (t = run_head) != NULL) {
+		more = t != last;
 		run_head = t->rnext;
 		if (run_head == NULL)
 			run_tail = NULL;
@@ -496,7 +506,7 @@ serve(void)
 	lb_http_set_metric_hook(send_metric);
 	/* EOF: retired (nothing runs), or the supervisor is gone */
 	while (!sup_eof) {
-		if (evloop_run_once(1000) == -1)
+		if (evloop_run_once(run_head != NULL ? 0 : 1000) == -1)
 			break;
 		run_ready();
 		if (out.len > 0 && ipc_write(WORKER_FD, &out) == -1)
