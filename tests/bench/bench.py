@@ -1463,7 +1463,9 @@ def io_report(results, errors):
               "(walua: the supervisor and its walua-worker processes), "
               "idle after one event and at its peak during the run "
               "(sampled every 50 ms); KiB per event in flight = (peak - "
-              "idle) / max in flight.", ""]
+              "idle) / max in flight. The peak also holds what taking in "
+              "the run's events costs (walua's inbox and queue, Node's "
+              "sockets), so that figure is an upper bound.", ""]
     tg = io_targets(res)
     if tg:
         lines += ["Targets (reported, not asserted):", ""]
