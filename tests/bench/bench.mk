@@ -3,12 +3,17 @@
 #
 #   make bench          install BENCH_DEBS if missing, build, run floor,
 #                       nginx + lua, node and walua (normal, full; 1 and 2
-#                       workers): 3 interleaved rounds of 10 s each; prints
-#                       the table and writes tests/bench/RESULTS.md
+#                       workers): 3 interleaved rounds of 10 s each; then
+#                       the I/O scenario (handlers waiting on a backend
+#                       that answers after 100 ms, then 1 s; walua beside
+#                       Node); prints the tables and writes
+#                       tests/bench/RESULTS.md
 #   make bench BENCH_SECONDS=5 BENCH_ROUNDS=1 BENCH_PLAN="floor walua-normal-w1"
+#   make bench BENCH_PLAN=io     the I/O scenario alone (io:100ms: one delay)
 #   make bench-smoke    one round, 2 s per server, keep-alive text only:
 #                       floor, walua (normal) and the peers that are
-#                       installed; fails only if a server does not start
+#                       installed; then the I/O scenario with 100 events
+#                       at 100 ms; fails only if a server does not start
 #                       or answers non-2xx (targets are never asserted)
 #
 # tests/bench/README.md describes what is measured and how.
@@ -20,12 +25,15 @@ BENCH_SMOKE_DEBS = wrk util-linux
 
 BENCH_ODIR = $(ODIR)/bench
 BENCH_FLOOR = $(BENCH_ODIR)/floor
-BENCH_ENV = WALUA_BIN="$(BIN)" BENCH_FLOOR="$(BENCH_FLOOR)"
+BENCH_IO_BACKEND = $(BENCH_ODIR)/io_backend
+BENCH_ENV = WALUA_BIN="$(BIN)" BENCH_FLOOR="$(BENCH_FLOOR)" \
+	BENCH_IO_BACKEND="$(BENCH_IO_BACKEND)"
 
 .PHONY: bench bench-smoke bench-deps bench-smoke-deps
 
-# The floor is built in the recipes below, not by a rule of its own, so a
-# sub-make (which reads only the main Makefile) is never asked for it.
+# The floor and the I/O scenario's backend are built in the recipes
+# below, not by rules of their own, so a sub-make (which reads only the
+# main Makefile) is never asked for them.
 define bench_floor
 	@mkdir -p $(BENCH_ODIR)
 	$(Q)if [ ! -x $(BENCH_FLOOR) ] || [ tests/bench/floor.c -nt $(BENCH_FLOOR) ]; \
@@ -33,6 +41,12 @@ define bench_floor
 		$(CC) -O2 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE \
 		$$(pkg-config --cflags $(MHD_PC)) -o $(BENCH_FLOOR) \
 		tests/bench/floor.c $$(pkg-config --libs $(MHD_PC)); \
+	fi
+	$(Q)if [ ! -x $(BENCH_IO_BACKEND) ] || \
+		[ tests/bench/io_backend.c -nt $(BENCH_IO_BACKEND) ]; \
+	then echo CC tests/bench/io_backend.c; \
+		$(CC) -O2 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE \
+		-o $(BENCH_IO_BACKEND) tests/bench/io_backend.c; \
 	fi
 endef
 

@@ -27,6 +27,15 @@ keep-alive) and text-close / status-close (`Connection: close`).  Every
 request carries a new message id (post.lua), so walua never takes its
 cheaper duplicate path.
 
+The I/O scenario (plan item "io[:100ms,1s]", run once after the rounds):
+handlers that wait on a slow API.  $BENCH_IO_EVENTS (2000) text messages
+in as many conversations, posted by io_post.py; each makes one GET to
+io_backend (io_backend.c), which answers after the delay.  walua with its
+defaults (walua_io.conf.lua, walua_io_bot.lua) beside Node (io_node.js:
+fetch after answering 200).  It reports handled events/s, the time from
+the last ack to the last event handled, the backend's most requests open
+at once (events in flight) and RSS, in its own section of the results.
+
 A run measures, over the window from wrk's start to (walua) the backlog
 handled: req/s and p50/p99 latency (wrk), the server's CPU time per request
 (utime+stime of its whole process tree from /proc), its RSS after the run
@@ -52,11 +61,16 @@ retries):
   BENCH_RESULTS tests/bench/RESULTS.md (smoke: obj/bench/RESULTS-smoke.md)
   WALUA_BIN ./walua   BENCH_FLOOR obj/bench/floor   BENCH_FLOOR_THREADS 1
   BENCH_COMMAND (the command line written to the results file)
+  I/O scenario: BENCH_IO_EVENTS 2000 (smoke 100)   BENCH_IO_BATCH 1
+  (messages per POST)   BENCH_IO_CONNECTIONS 32   BENCH_IO_TIMEOUT 180
+  (smoke 8; a run is stopped this long after its first POST)
+  BENCH_IO_SERVERS "node walua"   BENCH_IO_BACKEND obj/bench/io_backend
 
 Exit status: 0 when every server started, answered its sanity requests
 and every run completed with no non-2xx answer; 1 otherwise.  Targets are
 reported, never asserted.
 """
+import calendar
 import glob
 import http.client
 import json
@@ -103,6 +117,13 @@ WALUA = os.path.abspath(os.path.join(ROOT, env("WALUA_BIN", "walua")))
 FLOOR = os.path.abspath(os.path.join(ROOT, env("BENCH_FLOOR",
                                                 "obj/bench/floor")))
 FLOOR_THREADS = env("BENCH_FLOOR_THREADS", "1")
+IO_BACKEND = os.path.abspath(os.path.join(ROOT, env("BENCH_IO_BACKEND",
+                                                     "obj/bench/io_backend")))
+IO_EVENTS = int(env("BENCH_IO_EVENTS", "100" if SMOKE else "2000"))
+IO_BATCH = int(env("BENCH_IO_BATCH", "1"))
+IO_CONNECTIONS = int(env("BENCH_IO_CONNECTIONS", "32"))
+IO_TIMEOUT = float(env("BENCH_IO_TIMEOUT", "8" if SMOKE else "180"))
+IO_SERVERS = env("BENCH_IO_SERVERS", "node walua").split()
 TOKEN = "bench-" + uuid.uuid4().hex
 MAIN = "walua-normal-w%d" % MAIN_WORKERS
 PEERS = ["floor", "nginx-lua", "node"]
@@ -120,25 +141,43 @@ def default_plan():
         plan = [("floor", ["text-ka"])]
         plan += [(p, ["text-ka"]) for p in ("nginx-lua", "node")
                  if peer_available(p)]
-        return plan + [(MAIN, ["text-ka"])]
+        return plan + [(MAIN, ["text-ka"]), ("io", ["100ms"])]
     full = ["text-ka", "status-ka", "text-close"]
     plan = [(p, full) for p in PEERS] + [(MAIN, full)]
     plan += [("walua-normal-w%d" % w, ["text-ka"]) for w in WORKERS
              if w != MAIN_WORKERS]
     plan += [("walua-full-w%d" % w, ["text-ka"]) for w in WORKERS]
-    return plan
+    return plan + [("io", ["100ms", "1s"])]
 
 
 def parse_plan(text):
+    """BENCH_PLAN: "server[:scenario,...] ..."; the item "io[:delay,...]"
+    is the I/O scenario with those backend delays (default 100ms,1s)."""
     plan = []
     for item in text.split():
         name, _, scen = item.partition(":")
+        if name == "io":
+            scens = scen.split(",") if scen else ["100ms", "1s"]
+            for s in scens:
+                if delay_ms(s) is None:
+                    sys.exit("bench: bad I/O delay %r in BENCH_PLAN (e.g."
+                             " 100ms, 1s)" % s)
+            plan.append((name, scens))
+            continue
         scens = scen.split(",") if scen else ["text-ka"]
         for s in scens:
             if s not in SCENARIOS:
                 sys.exit("bench: unknown scenario %r in BENCH_PLAN" % s)
         plan.append((name, scens))
     return plan
+
+
+def delay_ms(label):
+    """"100ms" -> 100, "1s" -> 1000, else None."""
+    m = re.fullmatch(r"(\d+)(ms|s)", label)
+    if not m:
+        return None
+    return int(m.group(1)) * (1 if m.group(2) == "ms" else 1000)
 
 
 # -- the machine and processes ----------------------------------------------
@@ -381,6 +420,7 @@ class Server:
         self.health = "/healthz"
         # walua serves /healthz and /metrics on its admin listener
         self.admin_port = free_port() if self.walua else self.port
+        self.cpu = SERVER_CPU
 
     def command(self):
         n = self.name
@@ -431,7 +471,7 @@ class Server:
         if not argv[0] or not os.path.exists(argv[0]):
             raise BenchError("%s: %s not found" % (self.name, argv[0]))
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(pin(SERVER_CPU) + argv, cwd=self.dir,
+        self.proc = subprocess.Popen(pin(self.cpu) + argv, cwd=self.dir,
                                      stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=self.logf)
         end = time.time() + timeout
@@ -942,17 +982,527 @@ def report(results, errors, order, scenarios):
                                     for e in errors] + [""]
     text = "\n".join(lines)
     print("\n" + text)
+    write_results(main=text)
+
+
+IO_HEAD = "## I/O scenario"
+
+
+def write_results(main=None, io=None):
+    """Write RESULTS: the wrk table (main) and the I/O scenario's section
+    (io, which starts with IO_HEAD).  A part not given is kept from the
+    file as it was, so a run of one part leaves the other alone."""
+    try:
+        with open(RESULTS, encoding="utf-8") as f:
+            old = f.read()
+    except OSError:
+        old = ""
+    at = old.find("\n" + IO_HEAD)
+    at = 0 if old.startswith(IO_HEAD) else (at + 1 if at >= 0 else len(old))
+    old_main, old_io = old[:at].strip("\n"), old[at:].strip("\n")
+    main = (old_main if main is None else main).strip("\n")
+    io = (old_io if io is None else io).strip("\n")
+    text = "\n\n".join(p for p in (main, io) if p) + "\n"
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
+    with open(RESULTS, "w", encoding="utf-8") as f:
         f.write(text)
     rel = os.path.relpath(RESULTS, ROOT)
     print("written to %s" % (RESULTS if rel.startswith("..") else rel))
 
 
+# -- the I/O scenario -----------------------------------------------------------
+#
+# Handlers that wait on a slow API: IO_EVENTS text messages, each in its own
+# conversation, posted by io_post.py as fast as it can; every message makes
+# one GET to io_backend, which answers after the delay.  walua runs with
+# its defaults (workers, handler concurrency) and walua_io_bot.lua; Node
+# runs io_node.js (fetch after answering 200).  The backend and the client
+# run pinned to BENCH_WRK_CPU, the server under test to BENCH_SERVER_CPU.
+
+class IoBackend(Server):
+    """io_backend.c: answers every request after delay_ms."""
+
+    def __init__(self, delay):
+        super().__init__("io-backend")
+        self.delay = delay
+        self.cpu = WRK_CPU
+        self.health = "/stats"
+
+    def command(self):
+        # it stops by itself after the longest a run may take
+        return [IO_BACKEND, str(self.port), str(self.delay),
+                str(int(IO_TIMEOUT + 120))]
+
+    def url(self):
+        return "http://127.0.0.1:%d/api/slow" % self.port
+
+    def stats(self):
+        status, body = request(self.port, "GET", "/stats")
+        if status != 200:
+            raise BenchError("backend: GET /stats answered %d" % status)
+        return json.loads(body)
+
+    def reset(self):
+        request(self.port, "POST", "/reset")
+
+
+class IoServer(Server):
+    """The server under test in the I/O scenario: "walua" or "node"."""
+
+    def __init__(self, kind, backend_url):
+        super().__init__(kind)
+        self.walua = kind == "walua"
+        self.backend_url = backend_url
+        self.admin = False
+
+    def command(self):
+        if self.name == "node":
+            return [shutil.which("node") or shutil.which("nodejs"),
+                    os.path.join(HERE, "io_node.js"), str(self.port), TOKEN,
+                    self.backend_url]
+        with open(os.path.join(HERE, "walua_io_bot.lua")) as f:
+            bot = f.read().replace("@BACKEND@", self.backend_url)
+        with open(os.path.join(self.dir, "walua_io_bot.lua"), "w") as f:
+            f.write(bot)
+        return self.walua_config()
+
+    def walua_config(self):
+        """Write the run's walua.conf.lua and return the serve command.
+        /metrics and /healthz live on the admin listener (admin_listen)
+        in a walua that has the key: then it is set to a free port; a
+        walua without it (`walua check` refuses the key) serves them on
+        the main port, and the line is left out."""
+        with open(os.path.join(HERE, "walua_io.conf.lua")) as f:
+            text = f.read()
+        path = os.path.join(self.dir, "walua.conf.lua")
+
+        def write(admin):
+            conf = text
+            for k, v in (("@PORT@", str(self.port)), ("@TOKEN@", TOKEN),
+                         ("@ADMIN@", admin)):
+                conf = conf.replace(k, v)
+            with open(path, "w") as f:
+                f.write(conf)
+
+        port = free_port()
+        write('\n\tadmin_listen = "127.0.0.1:%d",' % port)
+        try:
+            p = subprocess.run([WALUA, "check", "-c", path], cwd=self.dir,
+                               capture_output=True, text=True, timeout=30)
+            self.admin = p.returncode == 0
+        except subprocess.TimeoutExpired:
+            self.admin = False
+        if self.admin:
+            self.admin_port = port
+        else:
+            write("")
+        return [WALUA, "serve", "-c", path]
+
+    def progress(self):
+        """Events finished so far (ok or not), cumulative."""
+        if self.walua:
+            return metrics(self.admin_port).get(
+                "walua_events_handled_total", 0)
+        st = self.node_stats()
+        return st["handled"] + st["failed"]
+
+    def node_stats(self):
+        status, body = request(self.port, "GET", "/stats")
+        if status != 200:
+            raise BenchError("node: GET /stats answered %d" % status)
+        return json.loads(body)
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def handled_lines(self, offset, until=None):
+        """walua: (ok, failed, Unix time of the last "io handled" line, the
+        last failure's line) from the log after offset, up to the Unix
+        time until."""
+        ok = failed = 0
+        last, fail_line = None, None
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            for raw in f:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                t = log_time(line.get("ts", ""))
+                if until is not None and t is not None and t > until:
+                    continue
+                if line.get("msg") == "io handled":
+                    ok += 1
+                    if t is not None and (last is None or t > last):
+                        last = t
+                elif line.get("msg") == "io failed":
+                    failed += 1
+                    fail_line = raw.decode("utf-8", "replace").strip()
+        return ok, failed, last, fail_line
+
+
+def log_time(ts):
+    """walua's "ts" (2026-01-02T03:04:05.678Z) as Unix seconds."""
+    m = re.fullmatch(r"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)(\.\d+)?Z", ts)
+    if not m:
+        return None
+    g = [int(x) for x in m.groups()[:6]]
+    return calendar.timegm(tuple(g) + (0, 0, 0)) + float(m.group(7) or 0)
+
+
+def tree_rss(tree):
+    """VmRSS in KiB summed over a tree."""
+    rss = 0
+    for pid in tree:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+        except OSError:
+            pass
+    return rss
+
+
+def io_body(msg_id, wa):
+    return payload("payload_text.json", msg_id, "menu", wa)
+
+
+def io_sanity(srv, backend):
+    """One delivery (2xx, one event) that must be handled, the backend
+    answering 200; one with a wrong token (401).  Then zero the counts."""
+    h = {"Content-Type": "application/json",
+         "Authorization": "Bearer " + TOKEN}
+    body = io_body("wamid.iosanity" + uuid.uuid4().hex, "905339999999")
+    before = srv.progress()
+    status, resp = request(srv.port, "POST", "/webhooks/insider", body, h)
+    if not 200 <= status < 300:
+        raise BenchError("%s answered %d to a valid delivery: %r" % (
+            srv.name, status, resp[:300]))
+    doc = json.loads(resp)
+    if doc.get("events") != 1 or doc.get("duplicates", 0) != 0:
+        raise BenchError("%s: expected one new event, got %r" % (
+            srv.name, doc))
+    h["Authorization"] = "Bearer wrong-" + TOKEN
+    status, _ = request(srv.port, "POST", "/webhooks/insider", body, h)
+    if status != 401:
+        raise BenchError("%s answered %d to a wrong token" % (
+            srv.name, status))
+    end = time.time() + 15
+    while srv.progress() < before + 1:
+        if time.time() > end:
+            raise BenchError("%s: the sanity event was not handled in 15 s:"
+                             "\n%s" % (srv.name, srv.log_tail()))
+        time.sleep(0.05)
+    if srv.walua:
+        ok, failed, _, line = srv.handled_lines(0)
+        if failed or not ok:
+            raise BenchError("walua: the sanity event's call failed: %s" %
+                             line)
+    else:
+        st = srv.node_stats()
+        if st["failed"]:
+            raise BenchError("node: the sanity event's fetch failed: %s" %
+                             st["last_error"])
+        request(srv.port, "POST", "/reset")
+    if backend.stats()["requests"] != 1:
+        raise BenchError("%s: the sanity event did not reach the backend" %
+                         srv.name)
+    backend.reset()
+
+
+def io_measure(srv, backend, label):
+    io_sanity(srv, backend)
+    time.sleep(0.5)                      # let the sanity event settle
+    rss_idle = tree_rss(srv.tree())
+    done0 = srv.progress()
+    log0 = srv.log_size() if srv.walua else 0
+    argv = pin(WRK_CPU) + [sys.executable, os.path.join(HERE, "io_post.py"),
+                           str(srv.port), TOKEN, str(IO_EVENTS),
+                           str(IO_BATCH), str(IO_CONNECTIONS),
+                           uuid.uuid4().hex[:8]]
+    t0 = time.time()
+    poster = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    rss_peak, finished, post = rss_idle, False, None
+    expected = IO_EVENTS     # until the client says how many were acked
+    try:
+        while True:
+            rss_peak = max(rss_peak, tree_rss(srv.tree()))
+            done = srv.progress() - done0
+            if srv.proc.poll() is not None:
+                raise BenchError("%s exited (%d) during the run:\n%s" % (
+                    srv.name, srv.proc.returncode, srv.log_tail()))
+            if post is None and poster.poll() is not None:
+                post = io_post_result(poster)
+                expected = post["acked_events"]
+            if post is not None and done >= expected:
+                finished = True
+                break
+            if time.time() - t0 > IO_TIMEOUT:
+                break
+            time.sleep(0.05)
+        t_end = time.time()
+        if post is None:
+            try:
+                poster.wait(10)
+            except subprocess.TimeoutExpired:
+                raise BenchError("the client did not finish posting in "
+                                 "%g s" % (IO_TIMEOUT + 10))
+            post = io_post_result(poster)
+    finally:
+        if poster.poll() is None:
+            poster.kill()
+            poster.wait()
+    bst = backend.stats()
+    if srv.walua:
+        ok, failed, last, fail_line = srv.handled_lines(log0, t_end)
+        last_error = fail_line
+    else:
+        st = srv.node_stats()
+        ok, failed = st["handled"], st["failed"]
+        last = st["last_handled_ms"] / 1000.0 if ok else None
+        last_error = st["last_error"]
+    first = post["first_post"]
+    non2xx = sum(v for k, v in post["statuses"].items()
+                 if not 200 <= int(k) < 300)
+    r = {"server": srv.name, "delay": label, "events": IO_EVENTS,
+         "handled": ok, "failed": failed, "finished": finished and
+         ok >= IO_EVENTS, "elapsed_s": t_end - t0,
+         "handled_per_s": (ok / (last - first)) if ok and last and
+         last > first else 0.0,
+         "post_s": (post["last_ack"] - first) if post["last_ack"] else None,
+         "ack_to_handled_s": (last - post["last_ack"]) if last and
+         post["last_ack"] else None,
+         "max_in_flight": bst["max_open"], "backend_requests":
+         bst["requests"], "rss_idle_kib": rss_idle, "rss_peak_kib": rss_peak,
+         "acked_events": post["acked_events"], "requests": post["requests"],
+         "non2xx": non2xx, "post_errors": post["errors"],
+         "post_error": post["last_error"], "last_error": last_error,
+         "admin": getattr(srv, "admin", False)}
+    r["kib_per_in_flight"] = ((rss_peak - rss_idle) / bst["max_open"]
+                              if bst["max_open"] else None)
+    return r
+
+
+def io_post_result(poster):
+    """The finished client's IOPOST line as a dict."""
+    out, err = poster.communicate()
+    m = re.search(r"^IOPOST (\{.*\})$", out, re.M)
+    if poster.returncode != 0 or not m:
+        raise BenchError("the client failed (exit %d):\n%s\n%s" % (
+            poster.returncode, out[-2000:], err[-2000:]))
+    return json.loads(m.group(1))
+
+
+def io_describe(r):
+    s = "  %-6s %-6s " % (r["server"], r["delay"])
+    if r["finished"]:
+        s += "%d events handled: %.0f/s; last ack -> last handled %.3f s" % (
+            r["handled"], r["handled_per_s"], r["ack_to_handled_s"])
+    else:
+        s += ("DID NOT FINISH: %d of %d handled in %.0f s (%.1f/s)" % (
+            r["handled"], r["events"], r["elapsed_s"], r["handled_per_s"]))
+    s += "; posted in %s s; max in flight %d; RSS %.1f -> %.1f MiB" % (
+        fmt(r["post_s"], ".2f"), r["max_in_flight"],
+        r["rss_idle_kib"] / 1024.0, r["rss_peak_kib"] / 1024.0)
+    if r["failed"]:
+        s += "; %d calls FAILED (%s)" % (r["failed"], r["last_error"])
+    if r["non2xx"] or r["post_errors"]:
+        s += "; %d non-2xx, %d client errors (%s)" % (
+            r["non2xx"], r["post_errors"], r["post_error"])
+    return s
+
+
+def io_run(kind, label, errors):
+    """One server against one backend delay; returns a result or None."""
+    backend = IoBackend(delay_ms(label))
+    srv = None
+    failed = False
+    try:
+        backend.start()
+        srv = IoServer(kind, backend.url())
+        srv.start()
+        r = io_measure(srv, backend, label)
+        print(io_describe(r), flush=True)
+        if r["non2xx"] or r["post_errors"]:
+            errors.append("%s %s: %d non-2xx answers, %d client errors "
+                          "(%s)" % (kind, label, r["non2xx"],
+                                    r["post_errors"], r["post_error"]))
+        return r
+    except (BenchError, OSError, KeyError, ValueError,
+            subprocess.TimeoutExpired) as e:
+        failed = True
+        msg = "I/O %s %s: %s" % (kind, label, e)
+        print("ERROR " + msg, flush=True)
+        errors.append(msg)
+        for s in (srv, backend):
+            if s is not None:
+                errors.append("%s: its folder is kept: %s" % (s.name,
+                                                             s.dir))
+        return None
+    finally:
+        for s in (srv, backend):
+            if s is not None:
+                # walua's stop may spend limits.shutdown_timeout_ms (10 s)
+                # on events still queued
+                s.stop(15)
+                s.cleanup(keep=failed)
+
+
+def io_targets(res):
+    """[(target, how)] for the issue's I/O targets (never asserted)."""
+    out = []
+    w100, n100 = res.get(("walua", "100ms")), res.get(("node", "100ms"))
+    w1 = res.get(("walua", "1s"))
+
+    def dnf(r):
+        return " (did not finish: %d of %d in %.0f s)" % (
+            r["handled"], r["events"], r["elapsed_s"]) if not r[
+                "finished"] else ""
+
+    if w100 and n100 and n100["handled_per_s"]:
+        v = w100["handled_per_s"] / n100["handled_per_s"]
+        out.append(("100 ms backend: walua's handled events/s ≥ 0.9× "
+                    "Node's", "met (%.2f×: %.0f against %.0f)" % (
+                        v, w100["handled_per_s"], n100["handled_per_s"])
+                    if v >= 0.9 and w100["finished"] else
+                    "MISSED (%.2f×: %.0f/s against %.0f/s)%s" % (
+                        v, w100["handled_per_s"], n100["handled_per_s"],
+                        dnf(w100))))
+    if w100:
+        v = w100["ack_to_handled_s"]
+        out.append(("100 ms backend: last event handled ≤ 0.5 s after the "
+                    "last ack", "met (%.3f s)" % v if w100["finished"] and
+                    v <= 0.5 else "MISSED (%s)%s" % (
+                        "%.1f s" % v if v is not None and w100["finished"]
+                        else "more than %.0f s" % (
+                            w100["elapsed_s"] - (w100["post_s"] or 0)),
+                        dnf(w100))))
+    if w1:
+        v = w1["max_in_flight"]
+        out.append(("1 s backend: ≥ 1,000 events in flight at once",
+                    ("met (%d)" if v >= 1000 else "MISSED (%d)") % v))
+        v = w1["handled_per_s"]
+        out.append(("1 s backend: ≥ 400 events/s handled", (
+            "met (%.0f/s)" % v) if v >= 400 and w1["finished"] else
+            "MISSED (%.1f/s)%s" % (v, dnf(w1))))
+        k, n = w1["kib_per_in_flight"], w1["max_in_flight"]
+        if k is None:
+            how = "not measured (nothing in flight)"
+        elif n < 1000:
+            how = ("not assessed: %.0f KiB per event in flight, but only %d"
+                   " in flight (the target is for 1,000)" % (k, n))
+        else:
+            how = ("met (%.1f KiB)" if k <= 40 else "MISSED (%.1f KiB)") % k
+        out.append(("memory: ≤ 40 KiB of RSS per event in flight (1 s "
+                    "backend, against the idle daemon)", how))
+    return out
+
+
+def io_report(results, errors):
+    res = {(r["server"], r["delay"]): r for r in results}
+    admin = any(r["admin"] for r in results if r["server"] == "walua")
+    command = os.environ.get("BENCH_COMMAND") or " ".join(
+        ["python3"] + sys.argv)
+    settings = " ".join("%s=%s" % (k, os.environ[k]) for k in sorted(
+        os.environ) if k.startswith("BENCH_") and k not in (
+            "BENCH_COMMAND", "BENCH_FLOOR", "BENCH_IO_BACKEND")
+        and os.environ[k].strip())
+    lines = [IO_HEAD + ": handlers that wait on a slow API", "",
+             "- date: %s; command: `%s`%s" % (
+                 time.strftime("%Y-%m-%d %H:%M:%S %Z"), command,
+                 (" with `%s`" % settings) if settings else ""),
+             "- versions: %s; node %s; nproc %d; server pinned to CPU"
+             " %s, backend and client to CPU %s" % (
+                 sh([WALUA, "version"]),
+                 sh([shutil.which("node") or "node", "-v"]),
+                 os.cpu_count(), SERVER_CPU, WRK_CPU),
+             "- %d text messages in %d conversations, %d per POST over %d "
+             "keep-alive connections; each handler makes one GET to a local"
+             " backend (`io_backend.c`) that answers after the delay; walua"
+             " with its defaults (workers, handler concurrency; /metrics"
+             " read from %s), Node with `fetch` after answering 200; a run"
+             " is stopped %g s after its first POST" % (
+                 IO_EVENTS, IO_EVENTS, IO_BATCH, IO_CONNECTIONS,
+                 "its admin port" if admin else "the main port", IO_TIMEOUT),
+             "",
+             "| backend | server | handled | handled/s | posted in s | "
+             "last ack → last handled s | max in flight | RSS idle MiB | "
+             "RSS peak MiB | KiB per event in flight | notes |",
+             "|" + "---|" * 11]
+    for r in results:
+        notes = []
+        if not r["finished"]:
+            notes.append("did not finish: stopped after %.0f s" %
+                         r["elapsed_s"])
+        if r["failed"]:
+            notes.append("%d calls failed" % r["failed"])
+        if r["non2xx"]:
+            notes.append("%d non-2xx" % r["non2xx"])
+        if r["post_errors"]:
+            notes.append("%d client errors" % r["post_errors"])
+        lines.append("| %s | %s | %d of %d | %.1f | %s | %s | %d | %.1f | "
+                     "%.1f | %s | %s |" % (
+                         r["delay"], r["server"], r["handled"], r["events"],
+                         r["handled_per_s"], fmt(r["post_s"], ".2f"),
+                         fmt(r["ack_to_handled_s"], ".3f")
+                         if r["finished"] else "-",
+                         r["max_in_flight"], r["rss_idle_kib"] / 1024.0,
+                         r["rss_peak_kib"] / 1024.0,
+                         fmt(r["kib_per_in_flight"], ".0f"),
+                         ", ".join(notes)))
+    lines += ["", "handled/s: events whose call was answered 200, divided "
+              "by the time from the first POST to the last of them "
+              "(walua: the \"io handled\" log lines' ts; Node: its own "
+              "clock). max in flight: the most requests the backend held "
+              "at once. RSS: VmRSS summed over the server's process tree "
+              "(walua: the supervisor and its walua-worker processes), "
+              "idle after one event and at its peak during the run "
+              "(sampled every 50 ms); KiB per event in flight = (peak - "
+              "idle) / max in flight. The peak also holds what taking in "
+              "the run's events costs (walua's inbox and queue, Node's "
+              "sockets), so that figure is an upper bound.", ""]
+    tg = io_targets(res)
+    if tg:
+        lines += ["Targets (reported, not asserted):", ""]
+        lines += ["- %s: %s" % t for t in tg] + [""]
+    if errors:
+        lines += ["Errors:", ""] + ["- " + e.replace("\n", "\n  ")
+                                    for e in errors] + [""]
+    text = "\n".join(lines)
+    print("\n" + text)
+    write_results(io=text)
+
+
+def run_io(delays):
+    """The I/O scenario for each delay: each server in IO_SERVERS."""
+    results, errors = [], []
+    print("I/O scenario: %d events, backend delays %s, servers %s" % (
+        IO_EVENTS, " ".join(delays), " ".join(IO_SERVERS)), flush=True)
+    for label in delays:
+        for kind in IO_SERVERS:
+            if kind == "node" and not peer_available("node"):
+                if not SMOKE:       # the smoke runs what is installed
+                    errors.append("node: not installed (make bench "
+                                  "installs BENCH_DEBS)")
+                continue
+            r = io_run(kind, label, errors)
+            if r:
+                results.append(r)
+    if results or errors:
+        io_report(results, errors)
+    return errors
+
+
 # -- main -------------------------------------------------------------------
 
 def check_tools(plan):
-    need = ["wrk"] + (["taskset"] if SERVER_CPU not in ("", "-") else [])
+    need = (["wrk"] if any(n != "io" for n, _ in plan) else []) + (
+        ["taskset"] if SERVER_CPU not in ("", "-") else [])
     for t in need:
         if not shutil.which(t):
             sys.exit("bench: %s is not installed (make bench installs "
@@ -963,22 +1513,44 @@ def check_tools(plan):
     for name, _ in plan:
         if name == "floor" and not os.path.exists(FLOOR):
             sys.exit("bench: %s not built (make bench builds it)" % FLOOR)
-        if name.startswith("walua-") and not os.path.exists(WALUA):
+        if (name.startswith("walua-") or name == "io") and \
+                not os.path.exists(WALUA):
             sys.exit("bench: %s not built" % WALUA)
+        if name == "io" and not os.path.exists(IO_BACKEND):
+            sys.exit("bench: %s not built (make bench builds it)" %
+                     IO_BACKEND)
+
+
+def raise_nofile():
+    """The I/O scenario holds thousands of sockets: lift the soft limit on
+    open files to the hard one (the servers inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def main():
     plan = parse_plan(os.environ["BENCH_PLAN"]) if os.environ.get(
         "BENCH_PLAN", "").strip() else default_plan()
     check_tools(plan)
+    raise_nofile()
+    io_delays = [d for n, ss in plan if n == "io" for d in ss]
+    plan = [(n, ss) for n, ss in plan if n != "io"]
     order = [(n, s) for n, ss in plan for s in ss]
     scenarios = [s for s in SCENARIOS if any(s in ss for _, ss in plan)]
-    print("bench: %d round%s of %g s; plan: %s" % (
-        ROUNDS, "s" if ROUNDS > 1 else "", SECONDS,
-        " ".join("%s:%s" % (n, ",".join(ss)) for n, ss in plan)), flush=True)
+    if plan:
+        print("bench: %d round%s of %g s; plan: %s" % (
+            ROUNDS, "s" if ROUNDS > 1 else "", SECONDS,
+            " ".join("%s:%s" % (n, ",".join(ss)) for n, ss in plan +
+                     ([("io", io_delays)] if io_delays else []))),
+            flush=True)
     results, errors = [], []
     failed_servers = set()
-    for rnd in range(1, ROUNDS + 1):
+    for rnd in range(1, ROUNDS + 1 if plan else 1):
         print("round %d/%d" % (rnd, ROUNDS), flush=True)
         for name, scens in plan:
             if name in failed_servers:
@@ -1005,7 +1577,10 @@ def main():
             finally:
                 srv.stop()
                 srv.cleanup(keep=failed)
-    report(results, errors, order, scenarios)
+    if plan:
+        report(results, errors, order, scenarios)
+    if io_delays:
+        errors += run_io(io_delays)
     bad = [k for k, s in summarize(results).items() if s["status_errors"]]
     if bad:
         print("FAIL: non-2xx answers from %s" % ", ".join(
