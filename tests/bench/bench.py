@@ -64,7 +64,7 @@ retries):
   I/O scenario: BENCH_IO_EVENTS 2000 (smoke 100)   BENCH_IO_BATCH 1
   (messages per POST)   BENCH_IO_CONNECTIONS 32   BENCH_IO_TIMEOUT 180
   (smoke 8; a run is stopped this long after its first POST)
-  BENCH_IO_SERVERS "node walua"   BENCH_IO_BACKEND obj/bench/io_backend
+  BENCH_IO_SERVERS "node walua walua-c512"   BENCH_IO_BACKEND obj/bench/io_backend
 
 Exit status: 0 when every server started, answered its sanity requests
 and every run completed with no non-2xx answer; 1 otherwise.  Targets are
