@@ -393,6 +393,14 @@ load_protected(lua_State *L)
 	lua_pushboolean(L, a->file == NULL);
 	lua_setfield(L, -2, "_builtin");
 
+	/* what loads but may not work: lines, for walua check */
+	lua_getfield(L, -2, "warnings");
+	lua_pushvalue(L, -2);
+	lua_call(L, 1, 1);
+	a->c->warnings = strdup(lua_tostring(L, -1));
+	checked_alloc(L, a->c->warnings);
+	lua_pop(L, 1);
+
 	lua_getfield(L, t, "encode");
 	lua_pushvalue(L, -2);
 	lua_call(L, 1, 1);
@@ -504,6 +512,7 @@ config_free(struct config *c)
 	free(c->oauth2_path);
 	free(c->limits.backoff_ms);
 	free(c->log_file);
+	free(c->warnings);
 	free(c->json);
 	free(c);
 }

@@ -69,6 +69,7 @@ struct config {
 	int		 http_request_timeout_s;
 	int		 log_level;
 	char		*log_file;
+	char		*warnings;		/* lines for walua check, or "" */
 	char		*json;			/* the checked config, for workers */
 	size_t		 jsonlen;
 	int		 refs;			/* extra references, beyond the

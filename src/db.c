@@ -59,6 +59,12 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS oauth_tokens (hash TEXT PRIMARY KEY,"
 	"  client_id TEXT NOT NULL, scope TEXT, expires_ms INTEGER NOT NULL,"
 	"  secret_fp TEXT) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS sends (event_id TEXT NOT NULL,"
+	"  seq INTEGER NOT NULL, provider TEXT NOT NULL, phone TEXT,"
+	"  recipient TEXT, message_id TEXT, error TEXT,"
+	"  created_ms INTEGER NOT NULL, answered_ms INTEGER,"
+	"  PRIMARY KEY (event_id, seq)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS sends_age ON sends(created_ms);"
 	"INSERT OR IGNORE INTO meta VALUES ('schema_version', '2');";
 
 /* The integer the query answers, or 0 (no row, or an error). */

@@ -266,6 +266,86 @@ kv_status_set(struct db *d, const char *message_id, int rank, int64_t now_ms)
 }
 
 /*
+ * The journal entry of the seq-th send of event_id's run: 1 with what is
+ * known (message_id, error: NULL when the provider has not answered; the
+ * caller frees them), 0 when there is none, -1 on a database error.
+ */
+int
+kv_send_get(struct db *d, const char *event_id, int seq, char **message_id,
+    char **error)
+{
+	static const char sql[] = "SELECT message_id, error FROM sends"
+	    " WHERE event_id = ?1 AND seq = ?2";
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	*message_id = *error = NULL;
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, seq);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+			*message_id = strdup((const char *)
+			    sqlite3_column_text(st, 0));
+		if (sqlite3_column_type(st, 1) != SQLITE_NULL)
+			*error = strdup((const char *)
+			    sqlite3_column_text(st, 1));
+	}
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/*
+ * Record that the seq-th send of event_id's run is going out now (before
+ * the request: a crash between the two leaves an entry with no answer).
+ * An earlier entry of it is made unanswered again.  0 or -1.
+ */
+int
+kv_send_begin(struct db *d, const char *event_id, int seq,
+    const char *provider, const char *phone, const char *recipient,
+    int64_t now_ms)
+{
+	static const char sql[] = "INSERT INTO sends (event_id, seq, provider,"
+	    " phone, recipient, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+	    " ON CONFLICT (event_id, seq) DO UPDATE SET provider = ?3,"
+	    " phone = ?4, recipient = ?5, message_id = NULL, error = NULL,"
+	    " answered_ms = NULL";
+	sqlite3_stmt *st;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, seq);
+	sqlite3_bind_text(st, 3, provider, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, phone, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, recipient, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, now_ms);
+	return step_done(st);
+}
+
+/* The provider answered the send: its message id, or an error.  0 or -1. */
+int
+kv_send_answer(struct db *d, const char *event_id, int seq,
+    const char *message_id, const char *error, int64_t now_ms)
+{
+	static const char sql[] = "UPDATE sends SET message_id = ?3,"
+	    " error = ?4, answered_ms = ?5 WHERE event_id = ?1 AND seq = ?2";
+	sqlite3_stmt *st;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, seq);
+	sqlite3_bind_text(st, 3, message_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, now_ms);
+	return step_done(st);
+}
+
+/*
  * Delete up to limit expired rows of each table (dedup keys past their
  * time, walua.store values past their TTL, status ranks and finished
  * events older than keep_ms), in one transaction.  Bounded, so the writer
@@ -286,6 +366,8 @@ kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit,
 	    " statuses WHERE updated_ms < ?1 - ?2 LIMIT ?3)",
 	    "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
 	    " WHERE state = 1 AND done_ms < ?1 - ?2 LIMIT ?3)",
+	    "DELETE FROM sends WHERE (event_id, seq) IN (SELECT event_id, seq"
+	    " FROM sends WHERE created_ms < ?1 - ?2 LIMIT ?3)",
 	};
 	sqlite3_stmt	*st;
 	size_t		 i;

@@ -39,6 +39,13 @@ int	kv_token_put(struct db *, const char *hash, const char *client,
 int	kv_token_get(struct db *, const char *hash, struct kv_token *);
 void	kv_token_clear(struct kv_token *);
 int	kv_token_bind(struct db *, const char *client, const char *secret_fp);
+int	kv_send_get(struct db *, const char *event_id, int seq,
+	    char **message_id, char **error);
+int	kv_send_begin(struct db *, const char *event_id, int seq,
+	    const char *provider, const char *phone, const char *recipient,
+	    int64_t now_ms);
+int	kv_send_answer(struct db *, const char *event_id, int seq,
+	    const char *message_id, const char *error, int64_t now_ms);
 int	kv_prune(struct db *, int64_t now_ms, int64_t keep_ms, int limit,
 	    long *deleted);
 

@@ -27,6 +27,10 @@ int	luaopen_walua_httpc(lua_State *L);
 void	lb_http_set_metric_hook(void (*)(const char *family,
 	    const char *labels, double value));
 int	luaopen_walua_crypto(lua_State *L);
+void	lb_http_metric(const char *family, const char *labels, double value);
+
+/* lb_outbound.c: walua.whatsapp's journal and pace (walua's modules) */
+int	luaopen_walua_outbound(lua_State *L);
 
 /* lb_inbox.c: admin scripts only */
 int	luaopen_walua_inbox(lua_State *L);

@@ -49,6 +49,7 @@ struct lb_ctx {
 	int		 tripped;	/* the deadline fired (the count hook) */
 	int64_t		 slice_end_ns;	/* yield to other events after this */
 	int		 preempted;	/* it yielded for them (the hook) */
+	int		 sends;		/* walua.whatsapp sends in this run */
 	struct lua_State *co;		/* the event's coroutine, or NULL */
 	const struct lb_async *async;	/* NULL: every call blocks */
 };

@@ -3,7 +3,7 @@
  * adds json, get and post): outbound HTTP for handlers and admin scripts,
  * over client.c.
  *
- *   httpc.request{ method, url, headers, body, timeout_ms, api }
+ *   httpc.request{ method, url, headers, body, timeout_ms, api, max_bytes }
  *     -> { status, headers, body } | nil, err
  *   httpc.error(status, code, message) -> nil, err   (for Lua bindings)
  *
@@ -47,6 +47,14 @@ lb_http_set_metric_hook(void (*fn)(const char *family, const char *labels,
     double value))
 {
 	metric_hook = fn;
+}
+
+/* Count or observe a sample where the hook sends it (none: dropped). */
+void
+lb_http_metric(const char *family, const char *labels, double value)
+{
+	if (metric_hook != NULL)
+		metric_hook(family, labels, value);
 }
 
 /* What is left of the handler's budget, in ms; -1 outside a handler. */
@@ -225,6 +233,14 @@ lb_http_request(lua_State *L)
 	req.method = method;
 	req.url = url;
 	req.max_response = HTTP_MAX_RESPONSE;
+	lua_getfield(L, S_OPTS, "max_bytes");
+	if (!lua_isnil(L, -1)) {
+		lua_Integer m = luaL_checkinteger(L, -1);
+
+		luaL_argcheck(L, m > 0 && m <= (1 << 30), S_OPTS,
+		    "max_bytes must be 1..1073741824");
+		req.max_response = (size_t)m;
+	}
 	lua_getfield(L, S_OPTS, "timeout_ms");
 	req.timeout_ms = budget_ms(L, luaL_optinteger(L, -1, 0));
 	if (req.timeout_ms <= 0) {

@@ -203,6 +203,8 @@ init_protected(lua_State *L)
 	lua_setfield(L, -2, "httpc");
 	luaopen_walua_crypto(L);
 	lua_setfield(L, -2, "crypto");
+	luaopen_walua_outbound(L);
+	lua_setfield(L, -2, "outbound");
 	lua_call(L, 1, 1);				/* host table */
 	return 1;
 }

@@ -103,6 +103,8 @@ cmd_check(const char *file)
 	buf_free(&src);
 	lhost_free(h);
 	lb_store_close();
+	if (!bad && cfg->warnings != NULL && cfg->warnings[0] != '\0')
+		fprintf(stderr, "%s\n", cfg->warnings);
 	config_free(cfg);
 	if (bad)
 		return 1;

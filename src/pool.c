@@ -44,6 +44,7 @@
 #include "log.h"
 #include "luasrc.h"
 #include "metrics.h"
+#include "pace.h"
 #include "queue.h"
 #include "worker.h"
 
@@ -103,6 +104,7 @@ static int		 gen_seq;
 static int		 reload_pending, stopping;
 static int64_t		 stop_deadline;
 static int		 sigpipe[2] = { -1, -1 };
+static int		 pace_fd = -1;	/* the workers' shared pace (pace.c) */
 static const char	*config_file;	/* NULL: the built-in demo */
 static void		(*stop_http)(void);
 static atomic_int	 pub_generation, pub_workers;	/* for /healthz */
@@ -286,11 +288,13 @@ spawn(struct gen *g)
 	page_list(w->shm, NULL);
 	/* above the fds the child gets: dup2 onto the same fd would keep
 	 * close-on-exec, and one action must not overwrite the other's */
-	sv[1] = fd_above(sv[1], WORKER_SHM_FD);
-	mfd = fd_above(mfd, WORKER_SHM_FD);
+	sv[1] = fd_above(sv[1], WORKER_PACE_FD);
+	mfd = fd_above(mfd, WORKER_PACE_FD);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, sv[1], WORKER_FD);
 	posix_spawn_file_actions_adddup2(&fa, mfd, WORKER_SHM_FD);
+	if (pace_fd != -1)
+		posix_spawn_file_actions_adddup2(&fa, pace_fd, WORKER_PACE_FD);
 	posix_spawnattr_init(&at);
 	sigemptyset(&none);
 	sigfillset(&dfl);
@@ -1163,6 +1167,12 @@ pool_start(const char *file, struct config *cfg)
 	config_file = file;
 	if (pipe2(sigpipe, O_NONBLOCK | O_CLOEXEC) == -1)
 		return -1;
+	/* above the fds a worker is given (see spawn) */
+	if ((pace_fd = pace_create()) == -1)
+		log_msg(LOG_WARN, "no shared pace of sends (each worker paces "
+		    "alone): %s", strerror(errno));
+	else
+		pace_fd = fd_above(pace_fd, WORKER_PACE_FD);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sa.sa_flags = SA_RESTART;
@@ -1260,6 +1270,9 @@ pool_free(void)
 		close(sigpipe[0]);
 		close(sigpipe[1]);
 	}
+	if (pace_fd != -1)
+		close(pace_fd);
+	pace_fd = -1;
 }
 
 /* For the HTTP threads: the running generation and live workers. */

@@ -133,6 +133,7 @@ static const luaL_Reg preloads[] = {
 	{ "walua.httpc", luaopen_walua_httpc },
 	{ "walua.crypto", luaopen_walua_crypto },
 	{ "walua", open_walua },
+	{ "walua.outbound", luaopen_walua_outbound },
 	{ NULL, NULL }
 };
 

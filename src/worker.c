@@ -51,6 +51,7 @@
 #include "lb_ctx.h"
 #include "lhost.h"
 #include "log.h"
+#include "pace.h"
 
 static int
 get_u32(const char **p, const char *end, uint32_t *v)
@@ -480,6 +481,10 @@ map_shm(void)
 
 	shm = p == MAP_FAILED ? &shm_local : p;
 	close(WORKER_SHM_FD);
+	if (pace_attach(WORKER_PACE_FD) == -1)
+		log_msg(LOG_WARN, "worker %d: no shared pace of sends: %s",
+		    (int)getpid(), strerror(errno));
+	close(WORKER_PACE_FD);
 }
 
 /* Serve events until the supervisor closes the socket. */

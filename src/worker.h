@@ -6,6 +6,7 @@
 
 #define WORKER_FD	3	/* the socketpair end a worker is given */
 #define WORKER_SHM_FD	4	/* its page shared with the supervisor */
+#define WORKER_PACE_FD	5	/* the pace of sends, shared by all (pace.c) */
 
 /*
  * Written by the worker, read by the supervisor without a system call:

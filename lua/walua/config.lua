@@ -85,6 +85,20 @@ local schema = record({
 	kapso = record({
 		api_key = optional(str()),
 		api_url = str("https://app.kapso.ai/api/v1"),
+		-- Kapso's Meta-compatible send API (walua.whatsapp)
+		meta_url = str("https://api.kapso.ai/meta/whatsapp"),
+		graph_version = str("v24.0"),
+	}),
+	-- Meta's Cloud API, for replies to events from a meta endpoint
+	meta = record({
+		access_token = optional(str()),
+		graph_version = str("v21.0"),
+		api_url = str("https://graph.facebook.com"),
+	}),
+	-- walua.whatsapp: pacing per business number, media size cap
+	outbound = record({
+		rate_per_number = int(80, 1, 100000),
+		max_media_bytes = int(16777216, 1024, 1024 * 1024 * 1024),
 	}),
 	limits = record({
 		-- at most check()'s max_body, which src/config.c derives
@@ -325,6 +339,36 @@ end
 -- Check and normalize t, the table a config file returned.  file names the
 -- file in messages; dir is the folder relative paths are taken from;
 -- max_body is the largest limits.max_body allowed.
+-- What a configuration that loads may still lack: an endpoint whose
+-- provider walua.whatsapp cannot answer (no send credentials).  Lines,
+-- for `walua check` ("" when there is nothing to say).
+function M.warnings(c)
+	local out, seen = {}, {}
+	local need = {
+		insider = { "insider.auth_key, or insider.client_id and " ..
+		    "insider.client_secret", function()
+			return c.insider.auth_key ~= nil or (c.insider.client_id
+			    ~= nil and c.insider.client_secret ~= nil)
+		end },
+		kapso = { "kapso.api_key", function()
+			return c.kapso.api_key ~= nil
+		end },
+		meta = { "meta.access_token", function()
+			return c.meta.access_token ~= nil
+		end },
+	}
+	for _, e in ipairs(c.endpoints) do
+		local n = need[e.provider]
+		if n and not seen[e.provider] and not n[2]() then
+			seen[e.provider] = true
+			out[#out + 1] = "warning: endpoint " .. e.path .. " (" ..
+			    e.provider .. "): no send credentials (" .. n[1] ..
+			    "): walua.whatsapp cannot reply to its events"
+		end
+	end
+	return table.concat(out, "\n")
+end
+
 function M.check(t, file, dir, max_body)
 	local ok, res = pcall(function()
 		if type(t) ~= "table" then

@@ -149,6 +149,11 @@ preload["walua.log"] = function() return readonly(C.logmod, "walua.log") end
 preload["walua.store"] = function() return readonly(C.store, "walua.store") end
 preload["walua.httpc"] = function() return readonly(C.httpc, "walua.httpc") end
 preload["walua.crypto"] = function() return readonly(C.crypto, "walua.crypto") end
+-- walua.whatsapp's journal and pace: for walua's own modules only
+preload["walua.outbound"] = function(internal)
+	if not internal then error("module 'walua.outbound' not found", 3) end
+	return readonly(C.outbound, "walua.outbound")
+end
 -- walua.sleep(ms): in a handler it yields (other events run meanwhile)
 preload["walua"] = function()
 	return readonly({ sleep = C.httpc.wait }, "walua")
