@@ -31,12 +31,16 @@ def fixture(name):
         return f.read()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_port(other_than=()):
+    """A port nothing listens on now (none of other_than: the kernel may
+    hand out the same free port twice in a row)."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in other_than:
+            return port
 
 
 def lua_str(s):
@@ -60,7 +64,7 @@ class Daemon:
         self.dir = tempfile.mkdtemp(prefix="walua-test-")
         self.port = free_port()
         # admin=False: admin_listen = false (no /healthz, /metrics at all)
-        self.admin_port = free_port() if admin else None
+        self.admin_port = free_port((self.port,)) if admin else None
         self.token = token
         self.log_path = os.path.join(self.dir, "walua.log")
         self.proc = None
