@@ -2,9 +2,10 @@
 --
 --   walua run inbox stats              counts: pending, retrying, dead, done
 --   walua run inbox list [--state S] [--limit N]   newest first
---   walua run inbox show ID            one event, with its body
+--   walua run inbox show ID            one event, with its body and sends
 --   walua run inbox dead [--limit N]   dead letters, with their last error
---   walua run inbox replay ID          make a done or dead event pending again
+--   walua run inbox replay ID [--resend]  make a done or dead event pending
+--                                      again (--resend: its replies too)
 --   walua run inbox replay --dead      make every dead event pending again
 --
 -- Options: --db PATH (default: the config's database), --json, --help.
@@ -21,9 +22,12 @@ usage: walua run inbox [--db PATH] [--json] COMMAND
   list [--state S] [--limit N]
                              recent events, newest first (S: pending, done,
                              dead, all; N defaults to 50)
-  show ID                    one event with its body
+  show ID                    one event with its body and the replies its
+                             handler sent (walua.whatsapp)
   dead [--limit N]           dead letters with their last error
-  replay ID                  make a done or dead event pending again
+  replay ID [--resend]       make a done or dead event pending again; the
+                             replies it sent are not sent again unless
+                             --resend
   replay --dead              make every dead event pending again
 The database is the config's (-c FILE, else ./walua.conf.lua) unless --db.]]
 
@@ -32,13 +36,15 @@ local function fail(msg)
 	os.exit(1)
 end
 
-local opts, pos = cli.parse({ ... }, { json = true, dead = true })
+local opts, pos = cli.parse({ ... }, { json = true, dead = true,
+    resend = true })
 if opts.help then
 	print(USAGE)
 	os.exit(0)
 end
 for k in pairs(opts) do
-	if not ({ json = 1, dead = 1, db = 1, limit = 1, state = 1 })[k] then
+	if not ({ json = 1, dead = 1, db = 1, limit = 1, state = 1,
+	    resend = 1 })[k] then
 		fail("unknown option '--" .. k .. "'\n" .. USAGE)
 	end
 end
@@ -108,6 +114,13 @@ elseif cmd == "show" then
 			print(string.format("%-13s %s", k, tostring(v)))
 		end
 		print("body          " .. row.body)
+		for _, sd in ipairs(row.sends or {}) do
+			print(string.format("send %-8d %s to %s via %s: %s", sd.seq,
+			    sd.message_id and "sent" or sd.error and "failed" or
+			    "no answer", tostring(sd.recipient), sd.provider,
+			    sd.message_id or sd.error or ("since " ..
+			    iso(sd.created_ms))))
+		end
 	end
 elseif cmd == "replay" then
 	if opts.dead then
@@ -117,7 +130,7 @@ elseif cmd == "replay" then
 		    "pending again", n))
 	else
 		if not pos[2] then fail("replay needs an event id, or --dead") end
-		local ok, err = inbox.replay(db, pos[2])
+		local ok, err = inbox.replay(db, pos[2], opts.resend)
 		if not ok then fail(err) end
 		output({ replayed = 1, id = pos[2] }, "event " .. pos[2] ..
 		    " is pending again")

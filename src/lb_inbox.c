@@ -145,7 +145,53 @@ lb_inbox_list(lua_State *L)
 	return 1;
 }
 
-/* inbox.show(path, id) -> row with body | nil, err */
+/*
+ * Push the list of the event's sends (walua.whatsapp's journal), in
+ * order: { seq, provider, phone, recipient, message_id, error,
+ * created_ms, answered_ms }.  0, or -1 on a database error (nothing
+ * pushed).  [-0, +1, m]
+ */
+static int
+push_sends(lua_State *L, struct db *d, const char *id)
+{
+	static const char sql[] = "SELECT seq, provider, phone, recipient,"
+	    " message_id, error, created_ms, answered_ms FROM sends"
+	    " WHERE event_id = ?1 ORDER BY seq";
+	static const char *const names[] = { "seq", "provider", "phone",
+	    "recipient", "message_id", "error", "created_ms", "answered_ms" };
+	sqlite3_stmt	*st;
+	int		 rc, i, n = 0;
+
+	if ((st = db_prepare(d, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+	lua_newtable(L);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		lua_createtable(L, 0, 8);
+		for (i = 0; i < 8; i++) {
+			switch (sqlite3_column_type(st, i)) {
+			case SQLITE_NULL:
+				continue;
+			case SQLITE_INTEGER:
+				lua_pushinteger(L, sqlite3_column_int64(st, i));
+				break;
+			default:
+				lua_pushstring(L, (const char *)
+				    sqlite3_column_text(st, i));
+			}
+			lua_setfield(L, -2, names[i]);
+		}
+		lua_rawseti(L, -2, ++n);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		lua_pop(L, 1);
+		return -1;
+	}
+	return 0;
+}
+
+/* inbox.show(path, id) -> row with body and sends | nil, err */
 static int
 lb_inbox_show(lua_State *L)
 {
@@ -164,6 +210,12 @@ lb_inbox_show(lua_State *L)
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		push_row(L, st);
+		sqlite3_reset(st);
+		if (push_sends(L, d, id) == -1) {
+			lua_pop(L, 1);
+			return failure(L, d);
+		}
+		lua_setfield(L, -2, "sends");
 		db_close(d);
 		return 1;
 	}
@@ -175,8 +227,10 @@ lb_inbox_show(lua_State *L)
 }
 
 /*
- * inbox.replay(path, id) -> true | nil, err: a done or dead event becomes
- * pending again, with its attempts reset; the running daemon takes it.
+ * inbox.replay(path, id [, resend]) -> true | nil, err: a done or dead
+ * event becomes pending again, with its attempts reset; the running
+ * daemon takes it.  Its sends answered with a message id are not made
+ * again, unless resend (its journal is forgotten then).
  */
 static int
 lb_inbox_replay(lua_State *L)
@@ -184,8 +238,10 @@ lb_inbox_replay(lua_State *L)
 	static const char sql[] = "UPDATE events SET state = 0, attempts = 0,"
 	    " due_ms = NULL, requeue = 1 WHERE id = ?1 AND state != 0";
 	static const char exists[] = "SELECT state FROM events WHERE id = ?1";
+	static const char forget[] = "DELETE FROM sends WHERE event_id = ?1";
 	const char	*path = luaL_checkstring(L, 1);
 	const char	*id = luaL_checkstring(L, 2);
+	int		 resend = lua_toboolean(L, 3);
 	sqlite3_stmt	*st;
 	struct db	*d;
 	int		 n = 0, rc;
@@ -198,6 +254,13 @@ lb_inbox_replay(lua_State *L)
 	if (sqlite3_step(st) != SQLITE_DONE)
 		return failure(L, d);
 	if (sqlite3_changes(d->h) == 1) {
+		if (resend) {
+			if ((st = db_prepare(d, forget)) == NULL)
+				return failure(L, d);
+			sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+			if (sqlite3_step(st) != SQLITE_DONE)
+				return failure(L, d);
+		}
 		db_close(d);
 		lua_pushboolean(L, 1);
 		return 1;
