@@ -12,29 +12,40 @@
 -- copy this file, list it in your walua.conf.lua's handlers and send
 -- SIGHUP after each edit.
 
-local insider = require "walua.insider"
 local log = require "walua.log"
 local router = require "walua.router"
 local settings = require "walua.settings"
+local wa = require "walua.whatsapp"
 
 local bot = router.new()
 
 -- Every answer is logged (msg "reply", fields to and text: the README
 -- tutorial and the integration tests look for it).  When walua's config
--- has Insider One credentials (insider.auth_key, or client_id and
--- client_secret), it is also sent to the user; ev.id marks the send in
--- the log, so a retried event is easy to spot.  A failed send raises, so
--- the event is retried (then dead-lettered) rather than lost.
-local creds = settings.insider or {}
-local can_send = creds.auth_key ~= nil or (creds.client_id ~= nil and
-    creds.client_secret ~= nil)
+-- has send credentials for the provider the event came from (Insider
+-- One's, Kapso's or Meta's; a handler sees them masked, so it can tell
+-- they are set), it is also sent back through that provider with
+-- walua.whatsapp, once: a run again of the event does not send it twice.
+-- A failed send raises, so the event is retried (then dead-lettered)
+-- rather than lost.
+local function can_send(provider)
+	if provider == "insider" then
+		local c = settings.insider or {}
+		return c.auth_key ~= nil or (c.client_id ~= nil and
+		    c.client_secret ~= nil)
+	elseif provider == "kapso" then
+		return (settings.kapso or {}).api_key ~= nil
+	elseif provider == "meta" then
+		return (settings.meta or {}).access_token ~= nil
+	end
+	return false
+end
 
 local function reply(ev, text)
 	log.info("reply", { to = ev.from, text = text })
-	if can_send and ev.provider == "insider" then
-		local key, err = insider.send{ to = ev.from, text = text }
-		if not key then error("reply not sent: " .. tostring(err)) end
-		log.info("reply sent", { key = key })
+	if can_send(ev.provider) then
+		local id, err = wa.reply(ev, text)
+		if not id then error("reply not sent: " .. tostring(err)) end
+		log.info("reply sent", { id = id })
 	end
 end
 
