@@ -63,6 +63,12 @@ static const struct family families[] = {
 	    "Outbound requests of handlers in flight now" },
 	{ "walua_outbound_duration_seconds", "histogram",
 	    "Time one outbound request of a handler took" },
+	{ "walua_outbound_throttled_total", "counter",
+	    "Sends a provider throttled (429, 130429, 131056, 80007), by "
+	    "provider and code" },
+	{ "walua_sends_total", "counter",
+	    "walua.whatsapp sends, by provider and result (ok, error, "
+	    "journaled: made by an earlier run)" },
 	{ "walua_outbound_requests_total", "counter",
 	    "Requests to provider APIs and other services, by api and status "
 	    "(code 0: no answer)" },
