@@ -82,15 +82,11 @@ local function back_off(res, try)
 	return httpc.sleep(math.floor(math.min(ms, 60000)))
 end
 
--- POST body to the provider's messages endpoint for phone, pacing and
--- retrying throttled answers.  Returns the answer's JSON | nil, err.
+-- POST body to the provider's messages endpoint for phone, retrying
+-- throttled answers.  Returns the answer's JSON | nil, err.
 local function post(provider, phone, body)
 	local base, headers = graph(provider)
 	if not base then return fail(headers) end
-	local rate = (settings.outbound or {}).rate_per_number or 80
-	local wait, err = out.pace(phone, rate)
-	if not wait then return nil, err end
-	if wait > 0 then httpc.wait(wait) end
 	local url = base .. "/" .. http.urlencode(phone) .. "/messages"
 	for try = 1, MAX_TRIES do
 		local res, e = http.post(url, body, { headers = headers,
@@ -128,8 +124,15 @@ local function message_of(text_or_message)
 	return m
 end
 
--- Make one send (no journal): the provider's message id | nil, err.
+-- Make one send (no journal): the provider's message id | nil, err.  It
+-- waits its turn in the number's pace first.
 local function deliver(provider, phone, to, message)
+	if phone then
+		local rate = (settings.outbound or {}).rate_per_number or 80
+		local wait, err = out.pace(provider .. ":" .. phone, rate)
+		if not wait then return nil, err end
+		if wait > 0 then httpc.wait(wait) end
+	end
 	if provider == "insider" then
 		return insider.send{ from = phone, to = to, message = message }
 	end
