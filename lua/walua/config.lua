@@ -154,6 +154,17 @@ local function copy(v)
 	return t
 end
 
+-- v, if within spec's min and max; else raise.
+local function in_range(spec, v, where)
+	if spec.min and v < spec.min then
+		fail(where, "must be at least " .. spec.min)
+	end
+	if spec.max and v > spec.max then
+		fail(where, "must be at most " .. spec.max)
+	end
+	return v
+end
+
 function check(spec, v, where, dir)
 	if v == nil then
 		if spec.kind == "record" then
@@ -195,24 +206,12 @@ function check(spec, v, where, dir)
 				    (math.type(v) or type(v)))
 			end
 		end
-		if spec.min and v < spec.min then
-			fail(where, "must be at least " .. spec.min)
-		end
-		if spec.max and v > spec.max then
-			fail(where, "must be at most " .. spec.max)
-		end
-		return v
+		return in_range(spec, v, where)
 	elseif k == "number" then
 		if type(v) ~= "number" or v ~= v then
 			fail(where, "expected a number, got " .. type(v))
 		end
-		if spec.min and v < spec.min then
-			fail(where, "must be at least " .. spec.min)
-		end
-		if spec.max and v > spec.max then
-			fail(where, "must be at most " .. spec.max)
-		end
-		return v + 0.0
+		return in_range(spec, v, where) + 0.0
 	elseif k == "enum" then
 		for _, x in ipairs(spec.values) do
 			if v == x then return v end
