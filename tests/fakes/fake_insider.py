@@ -17,7 +17,7 @@ but store as garbage (a masked secret sent back, unknown keys), so that a
 binding bug shows up in tests.  See tests/fakes/README.md.
 
 This module also holds FakeServer, the generic recording HTTP server that
-fake_kapso.py builds on.
+fake_kapso.py and fake_meta.py build on.
 """
 import argparse
 import json
@@ -42,13 +42,15 @@ __all__ = ["FakeServer", "FakeInsider", "Reply", "mask_secret",
 
 class Reply(Exception):
     """Raise (or return) to answer a request: status, JSON body (None: no
-    body), extra headers."""
+    body), extra headers.  raw (bytes) is sent as it is instead of a JSON
+    body; give its Content-Type in headers."""
 
-    def __init__(self, status, body=None, headers=None):
+    def __init__(self, status, body=None, headers=None, raw=None):
         Exception.__init__(self, status, body)
         self.status = status
         self.body = body
         self.headers = dict(headers or {})
+        self.raw = raw
 
 
 def utc_now():
@@ -129,11 +131,13 @@ class _Handler(BaseHTTPRequestHandler):
             req["status"] = reply.status
             fake.cond.notify_all()
         data = b""
-        if reply.body is not None:
+        if reply.raw is not None:
+            data = reply.raw
+        elif reply.body is not None:
             data = json.dumps(reply.body).encode()
         try:
             self.send_response(reply.status)
-            if data:
+            if data and reply.raw is None:
                 self.send_header("Content-Type",
                                  "application/json; charset=utf-8")
             for k, v in reply.headers.items():
@@ -316,7 +320,7 @@ class FakeServer:
             item = self._take(self._fail, req["path"])
             if item is not None:
                 r = item[1]
-                return Reply(r.status, r.body, r.headers)
+                return Reply(r.status, r.body, r.headers, r.raw)
             item = self._take(self._throttle, req["path"])
             if item is not None:
                 h = {} if item[1] is None else {"Retry-After": item[1]}

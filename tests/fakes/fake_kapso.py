@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """fake_kapso.py - a strict fake of Kapso's legacy v1 management API for
-WhatsApp webhooks for walua's tests.  Standard library only.
+WhatsApp webhooks and of Kapso's Meta-compatible API (send, mark read with
+typing, media) for walua's tests.  Standard library only.
 
     from fake_kapso import FakeKapso
     with FakeKapso() as srv:
-        ... point kapso.api_url at srv.api_url (= srv.url + "/api/v1") ...
+        ... point kapso.api_url at srv.api_url (= srv.url + "/api/v1") and
+        kapso.meta_url at srv.meta_url (= srv.url + "/meta/whatsapp") ...
         cfg = srv.config_id
 
 Standalone:  python3 tests/fakes/fake_kapso.py --port 0 --seconds 60
@@ -17,25 +19,39 @@ import os
 import re
 import secrets
 import sys
+import time
+import urllib.parse
 import uuid
 
 try:
     from fake_insider import (FakeServer, Reply, add_common_args, is_int,
                               is_url, looks_masked, run_standalone, utc_now)
+    from fake_meta import GraphSendAPI, bad_token
 except ImportError:                     # imported by path / from elsewhere
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from fake_insider import (FakeServer, Reply, add_common_args, is_int,
                               is_url, looks_masked, run_standalone, utc_now)
+    from fake_meta import GraphSendAPI, bad_token
 
-__all__ = ["FakeKapso", "DEFAULT_API_KEY", "DEFAULT_CONFIG_ID", "BASE"]
+__all__ = ["FakeKapso", "DEFAULT_API_KEY", "DEFAULT_CONFIG_ID",
+           "DEFAULT_KAPSO_PHONE_NUMBER_ID", "DEFAULT_KAPSO_VERSION", "BASE",
+           "META_BASE"]
 
 DEFAULT_API_KEY = "kapso-test-api-key-0123456789"
 DEFAULT_CONFIG_ID = "9e8d7c6b-5a4f-3e2d-1c0b-9a8f7e6d5c4b"
+DEFAULT_KAPSO_PHONE_NUMBER_ID = "647015955153740"
+DEFAULT_KAPSO_VERSION = "v24.0"
 BASE = "/api/v1"
+META_BASE = "/meta/whatsapp"
+MEDIA_DOWNLOAD = META_BASE + "/media_download"
+LOOKASIDE = "/lookaside/whatsapp_business/attachments/"
 
 NOT_FOUND = {"error": "Resource not found", "status": 404,
              "message": "The requested resource could not be found"}
 UNAUTHORIZED = {"error": "Unauthorized"}
+NO_NUMBER = {"error": "WhatsApp configuration not found for this phone "
+             "number"}
+BAD_DOWNLOAD = {"error": "Invalid or expired download token"}
 WRAPPER = "whatsapp_webhook"
 
 # key -> validator(value) returning an error string or None
@@ -55,12 +71,18 @@ def _int_range(lo, hi):
     return check
 
 
-class FakeKapso(FakeServer):
-    """Kapso legacy v1: /api/v1/whatsapp_configs/{id}/whatsapp_webhooks."""
+class FakeKapso(GraphSendAPI, FakeServer):
+    """Kapso legacy v1: /api/v1/whatsapp_configs/{id}/whatsapp_webhooks, and
+    the Meta-compatible API under /meta/whatsapp/{version}/ (X-API-Key)."""
+
+    api_name = "kapso"
 
     def __init__(self, api_keys=(DEFAULT_API_KEY,),
                  config_ids=(DEFAULT_CONFIG_ID,), allowed_events=None,
-                 allow_http=True, host="127.0.0.1", port=0, verbose=False):
+                 allow_http=True,
+                 phone_number_ids=(DEFAULT_KAPSO_PHONE_NUMBER_ID,),
+                 meta_versions=(DEFAULT_KAPSO_VERSION,), media_url_ttl=300,
+                 download_ttl=240, host="127.0.0.1", port=0, verbose=False):
         FakeServer.__init__(self, host, port, verbose)
         self.api_keys = set(api_keys)
         self.config_ids = list(config_ids)
@@ -69,10 +91,68 @@ class FakeKapso(FakeServer):
         self.allow_http = allow_http
         # id -> record as returned plus "whatsapp_config_id"
         self.state = {"webhooks": {}, "deleted": []}
+        self.download_ttl = download_ttl
+        self._graph_setup(phone_number_ids, meta_versions, media_url_ttl)
 
     @property
     def api_url(self):
         return self.url + BASE
+
+    @property
+    def meta_url(self):
+        """What walua's kapso.meta_url points at (requests go to
+        meta_url/{version}/...)."""
+        return self.url + META_BASE
+
+    def add_media(self, media_id, body_bytes, mime_type, phone_number_id=None,
+                  sha256=None):
+        """As FakeMeta.add_media; phone_number_id defaults to the first
+        configured one (Kapso needs the number to find the media)."""
+        return GraphSendAPI.add_media(
+            self, media_id, body_bytes, mime_type,
+            phone_number_id or self.phone_number_ids[0], sha256)
+
+    # -- Meta-compatible API --------------------------------------------------
+    def _graph_auth(self, req):
+        if req["headers"].get("x-api-key") not in self.api_keys:
+            raise Reply(401, UNAUTHORIZED)
+
+    def _graph_phone(self, req, pid):
+        if pid not in self.phone_number_ids:
+            raise Reply(404, NO_NUMBER)
+
+    def _media_phone(self, req):
+        pid = req["query"].get("phone_number_id", [""])[0]
+        if not pid:
+            raise Reply(400, {"error": "phone_number_id query parameter is "
+                              "required"})
+        self._graph_phone(req, pid)
+        return pid
+
+    def _media_answer(self, media_id):
+        dl, expires = self._issue_url(media_id, self.download_ttl, "kapso")
+        return {"url": "%s%s?mid=%s&hash=%s" % (
+                    self.url, LOOKASIDE, urllib.parse.quote(media_id),
+                    secrets.token_urlsafe(12)),
+                "download_url": "%s%s?token=%s" % (self.url, MEDIA_DOWNLOAD,
+                                                   dl),
+                "download_url_expires_at": time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))}
+
+    def _meta_proxy(self, req):
+        path = req["path"]
+        if path == MEDIA_DOWNLOAD:
+            if req["method"] != "GET":
+                raise Reply(405, None, {"Allow": "GET"})
+            got = self._media_bytes_for(req["query"].get("token", [""])[0],
+                                        "kapso")
+            if got is None:
+                raise Reply(401, BAD_DOWNLOAD)
+            return self._bytes_reply(*got)
+        r = self._graph_route(req, path[len(META_BASE):])
+        if r is None:
+            raise Reply(404, {"error": "Not found"})
+        return r
 
     @property
     def config_id(self):
@@ -100,6 +180,11 @@ class FakeKapso(FakeServer):
     # -- dispatch -----------------------------------------------------------
     def handle(self, req):
         path, m = req["path"], req["method"]
+        if path.startswith(META_BASE + "/"):
+            return self._meta_proxy(req)
+        if path.startswith(LOOKASIDE):
+            # Meta's CDN URL: it needs Meta's access token, not Kapso's key
+            raise bad_token().reply()
         mm = re.match(r"^%s/whatsapp_configs/([^/]+)/whatsapp_webhooks"
                       r"(?:/([^/]+))?/?$" % re.escape(BASE), path)
         if not path.startswith(BASE + "/"):
@@ -289,7 +374,8 @@ class FakeKapso(FakeServer):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Fake Kapso management API")
+    ap = argparse.ArgumentParser(description="Fake Kapso management and "
+                                 "Meta-compatible APIs")
     add_common_args(ap)
     ap.add_argument("--api-key", action="append",
                     help="accepted X-API-Key (repeatable; default %s)"
@@ -297,9 +383,18 @@ def main(argv=None):
     ap.add_argument("--config-id", action="append",
                     help="known whatsapp_config id (repeatable; default %s)"
                     % DEFAULT_CONFIG_ID)
+    ap.add_argument("--phone-number-id", action="append",
+                    help="phone_number_id of the Meta-compatible API "
+                    "(repeatable; default %s)" % DEFAULT_KAPSO_PHONE_NUMBER_ID)
+    ap.add_argument("--graph-version", action="append",
+                    help="accepted version of the Meta-compatible API "
+                    "(repeatable; default %s)" % DEFAULT_KAPSO_VERSION)
     a = ap.parse_args(argv)
     fake = FakeKapso(api_keys=a.api_key or (DEFAULT_API_KEY,),
                      config_ids=a.config_id or (DEFAULT_CONFIG_ID,),
+                     phone_number_ids=(a.phone_number_id
+                                       or (DEFAULT_KAPSO_PHONE_NUMBER_ID,)),
+                     meta_versions=a.graph_version or (DEFAULT_KAPSO_VERSION,),
                      host=a.host, port=a.port, verbose=a.verbose)
     run_standalone(fake, min(a.seconds, 3600.0), a.dump)
     return 0

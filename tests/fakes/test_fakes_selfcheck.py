@@ -1,5 +1,7 @@
-"""Self-test of the fake provider servers (fake_insider.py, fake_kapso.py):
-a few happy paths and the rejections that bindings must not trigger."""
+"""Self-test of the fake provider servers (fake_insider.py, fake_kapso.py,
+fake_meta.py): a few happy paths and the rejections that bindings must not
+trigger."""
+import hashlib
 import json
 import os
 import re
@@ -18,10 +20,12 @@ from fake_insider import (DEFAULT_AUTH_KEY, DEFAULT_CLIENT_ID,  # noqa: E402
                           DEFAULT_CLIENT_SECRET, DEFAULT_PHONE, FakeInsider,
                           WEBHOOK_SCOPES)
 from fake_kapso import DEFAULT_API_KEY, FakeKapso  # noqa: E402
+from fake_meta import (DEFAULT_META_TOKEN,  # noqa: E402
+                       DEFAULT_PHONE_NUMBER_ID, FakeMeta)
 
 
-def call(method, url, body=None, headers=None, raw=None, timeout=10):
-    """(status, headers, parsed JSON or None) without raising on 4xx/5xx."""
+def fetch(method, url, body=None, headers=None, raw=None, timeout=10):
+    """(status, headers, body bytes) without raising on 4xx/5xx."""
     h = {"Content-Type": "application/json"}
     h.update(headers or {})
     data = raw if raw is not None else (
@@ -29,9 +33,14 @@ def call(method, url, body=None, headers=None, raw=None, timeout=10):
     req = urllib.request.Request(url, data=data, method=method, headers=h)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            status, hdrs, text = r.status, dict(r.headers), r.read()
+            return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
-        status, hdrs, text = e.code, dict(e.headers), e.read()
+        return e.code, dict(e.headers), e.read()
+
+
+def call(method, url, body=None, headers=None, raw=None, timeout=10):
+    """(status, headers, parsed JSON or None) without raising on 4xx/5xx."""
+    status, hdrs, text = fetch(method, url, body, headers, raw, timeout)
     return status, hdrs, (json.loads(text) if text else None)
 
 
@@ -385,6 +394,392 @@ def test_kapso_standalone():
         st, _, _ = call("GET", line.split()[1] + "/api/v1/whatsapp_configs/x"
                         "/whatsapp_webhooks")
         assert st == 401
+        st, _, js = call("POST", line.split()[1] + "/meta/whatsapp/v24.0/"
+                         "647015955153740/messages", text_msg(), KAPSO_KEY)
+        assert st == 200 and js["messages"][0]["id"].startswith("wamid.")
     finally:
         p.wait(15)
     assert p.returncode == 0
+
+
+# -- Meta Graph API and Kapso's Meta-compatible API ------------------------
+
+META_AUTH = {"Authorization": "Bearer " + DEFAULT_META_TOKEN}
+KAPSO_KEY = {"X-API-Key": DEFAULT_API_KEY}
+
+
+def text_msg(body="hello", to="14155550123", **extra):
+    m = {"messaging_product": "whatsapp", "recipient_type": "individual",
+         "to": to, "type": "text", "text": {"body": body}}
+    m.update(extra)
+    return m
+
+
+INBOUND_WAMID = "wamid.HBgLMTQxNTU1NTAxMjMVAgARGBI1QjdFOTAzRjJDNDFBOEQ2NzAA"
+
+
+def read_msg(typing=True, **extra):
+    m = {"messaging_product": "whatsapp", "status": "read",
+         "message_id": INBOUND_WAMID}
+    if typing:
+        m["typing_indicator"] = {"type": "text"}
+    m.update(extra)
+    return m
+
+
+def graph_code(st, js, status=400):
+    assert st == status, (st, js)
+    err = js["error"]
+    assert set(err) >= {"message", "type", "code", "fbtrace_id"}, js
+    return err["code"]
+
+
+def check_graph_messages(url, auth, srv, api):
+    """The send and read checks FakeMeta and FakeKapso share."""
+    st, _, js = call("POST", url, text_msg("hi there"), auth)
+    assert st == 200, (st, js)
+    wamid = js["messages"][0]["id"]
+    assert wamid.startswith("wamid.")
+    assert js == {"messaging_product": "whatsapp",
+                  "contacts": [{"input": "14155550123",
+                                "wa_id": "14155550123"}],
+                  "messages": [{"id": wamid}]}, js
+    s = srv.sent[-1]
+    assert s["wamid"] == wamid and s["api"] == api and s["type"] == "text"
+    assert s["body"]["text"]["body"] == "hi there" and s["time"] > 0
+    assert s["phone_number_id"] == srv.phone_number_id
+    # "+" kept in input, not in wa_id; type defaults to text; quoting
+    quoted = {"messaging_product": "whatsapp", "to": "+14155550123",
+              "context": {"message_id": wamid}, "text": {"body": "re"}}
+    st, _, js = call("POST", url, quoted, auth)
+    assert st == 200 and js["contacts"][0] == {"input": "+14155550123",
+                                               "wa_id": "14155550123"}, js
+    assert srv.sent[-1]["context_id"] == wamid
+    assert js["messages"][0]["id"] != wamid
+    for m in ({"messaging_product": "whatsapp", "to": "14155550123",
+               "type": "image", "image": {"id": "1184467339823761",
+                                          "caption": "box"}},
+              {"messaging_product": "whatsapp", "to": "14155550123",
+               "type": "reaction", "reaction": {"message_id": wamid,
+                                                "emoji": "\U0001f44d"}},
+              {"messaging_product": "whatsapp", "to": "14155550123",
+               "type": "audio", "audio": {"id": "1", "voice": True}},
+              {"messaging_product": "whatsapp", "to": "14155550123",
+               "type": "location", "location": {"latitude": "37.44",
+                                                "longitude": -122.16}},
+              {"messaging_product": "whatsapp", "to": "14155550123",
+               "type": "template", "template": {
+                   "name": "hello_world", "language": {"code": "en_US"}}}):
+        st, _, js = call("POST", url, m, auth)
+        assert st == 200, (m, js)
+    n_sent = len(srv.sent)
+    # rejections: casing, missing field, unknown key, wrong values
+    bad = [
+        {"Messaging_Product": "whatsapp", "to": "14155550123",
+         "type": "text", "text": {"body": "x"}},
+        {"to": "14155550123", "type": "text", "text": {"body": "x"}},
+        {"messaging_product": "whatsapp", "type": "text",
+         "text": {"body": "x"}},
+        text_msg(foo=1),
+        text_msg(messaging_product="sms"),
+        text_msg(recipient_type="group"),
+        text_msg(to="+1 (415) 555-0123"),
+        text_msg(""),
+        text_msg("x" * 4097),
+        {"messaging_product": "whatsapp", "to": "14155550123",
+         "type": "text", "text": {"Body": "x"}},
+        {"messaging_product": "whatsapp", "to": "14155550123",
+         "type": "text"},
+        {"messaging_product": "whatsapp", "to": "14155550123",
+         "type": "image", "text": {"body": "x"}},
+        {"messaging_product": "whatsapp", "to": "14155550123",
+         "type": "text", "text": {"body": "x"}, "image": {"id": "1"}},
+        {"messaging_product": "whatsapp", "to": "14155550123",
+         "type": "sms", "sms": {"body": "x"}},
+        {"messaging_product": "whatsapp", "to": "14155550123",
+         "type": "image", "image": {"id": "1", "link": "https://h/x.jpg"}},
+        {"messaging_product": "whatsapp", "to": "14155550123",
+         "type": "reaction", "context": {"message_id": wamid},
+         "reaction": {"message_id": wamid, "emoji": "x"}},
+        {"messaging_product": "whatsapp", "to": "14155550123",
+         "type": "audio", "audio": {"id": "1", "voice": "yes"}},
+        {"messaging_product": "whatsapp", "to": "14155550123",
+         "type": "location", "location": {"latitude": "north",
+                                          "longitude": 1}},
+        text_msg(context={"message_id": wamid, "from": "1"}),
+        text_msg(context={}),
+    ]
+    for b in bad:
+        st, _, js = call("POST", url, b, auth)
+        assert graph_code(st, js) == 100, (b, js)
+    assert "Messaging_Product" in call("POST", url, bad[0], auth)[2][
+        "error"]["error_data"]["details"]
+    st, _, js = call("POST", url, raw=json.dumps(text_msg()).encode(),
+                     headers=dict(auth, **{"Content-Type": "text/plain"}))
+    assert graph_code(st, js) == 100
+    assert len(srv.sent) == n_sent
+    # read receipt, with and without the typing indicator
+    st, _, js = call("POST", url, read_msg(), auth)
+    assert (st, js) == (200, {"success": True}), js
+    r = srv.reads[-1]
+    assert r["typing"] is True and r["message_id"].startswith("wamid.")
+    st, _, js = call("POST", url, read_msg(typing=False), auth)
+    assert (st, js) == (200, {"success": True}) and not srv.reads[-1][
+        "typing"]
+    for b in (read_msg(typing_indicator={"type": "audio"}),
+              read_msg(typing_indicator={"type": "text", "x": 1}),
+              read_msg(to="14155550123"), read_msg(status="delivered"),
+              read_msg(message_id="ABGGFlA5FpafAgo6EhM"),
+              {"messaging_product": "whatsapp", "status": "read"}):
+        st, _, js = call("POST", url, b, auth)
+        assert graph_code(st, js) == 100, (b, js)
+    assert len(srv.reads) == 2 and len(srv.sent) == n_sent
+    srv.require_wamid = False
+    st, _, js = call("POST", url, read_msg(message_id="ABGGFlA5Fpa"), auth)
+    assert st == 200 and srv.reads[-1]["message_id"] == "ABGGFlA5Fpa"
+    srv.require_wamid = True
+    st, _, js = call("GET", url, headers=auth)
+    assert graph_code(st, js) == 100
+    return wamid
+
+
+def check_graph_knobs(url, auth, srv, throttle_code):
+    """fail_next_send, throttle, hang and the per-second counts."""
+    srv.fail_next_send(131056, retry_after=2)
+    st, h, js = call("POST", url, text_msg(), auth)
+    assert graph_code(st, js) == 131056 and h.get("Retry-After") == "2"
+    assert js["error"]["message"].startswith("(#131056)")
+    assert js["error"]["error_data"]["messaging_product"] == "whatsapp"
+    srv.fail_next_send(131047, n=2)
+    # an invalid request is still rejected as such and uses up nothing
+    st, _, js = call("POST", url, text_msg(foo=1), auth)
+    assert graph_code(st, js) == 100
+    # read receipts are not sends unless asked
+    assert call("POST", url, read_msg(), auth)[0] == 200
+    for _ in range(2):
+        st, _, js = call("POST", url, text_msg(), auth)
+        assert graph_code(st, js) == 131047
+    for code, status in ((130429, 400), (80007, 400), (131000, 500),
+                         (2, 503)):
+        srv.fail_next_send(code)
+        st, _, js = call("POST", url, text_msg(), auth)
+        assert graph_code(st, js, status) == code
+    srv.fail_next_send(131026, status=404, message="custom", details="d")
+    st, _, js = call("POST", url, text_msg(), auth)
+    assert graph_code(st, js, 404) == 131026
+    assert js["error"]["message"] == "custom"
+    assert js["error"]["error_data"]["details"] == "d"
+    assert [f["code"] for f in srv.send_failures] == [
+        131056, 131047, 131047, 130429, 80007, 131000, 2, 131026]
+    srv.throttle(1, retry_after=1)
+    st, h, js = call("POST", url, text_msg(), auth)
+    assert st == 429 and h.get("Retry-After") == "1", (st, h)
+    assert throttle_code(js)
+    # counts: accepted sends per second from the first one
+    srv.clear()
+    srv.state["sent"].clear()
+    for _ in range(3):
+        assert call("POST", url, text_msg(), auth)[0] == 200
+    time.sleep(1.05)
+    assert call("POST", url, text_msg(), auth)[0] == 200
+    assert srv.sends_per_second(srv.phone_number_id) == [3, 1], \
+        srv.sends_per_second()
+    assert srv.sends_per_second("999") == []
+    assert srv.max_per_window(window=1.0) == 3
+    srv.fail_next_send(130429)
+    assert call("POST", url, text_msg(), auth)[0] == 400
+    assert sum(srv.sends_per_second(attempts=True)) == 5
+    assert sum(srv.sends_per_second()) == 4
+    # hang holds a send open
+    srv.hang = True
+    srv.hang_seconds = 5
+    t0 = time.time()
+    try:
+        call("POST", url, text_msg(), auth, timeout=0.5)
+        raise AssertionError("expected a timeout")
+    except (socket.timeout, TimeoutError, urllib.error.URLError):
+        pass
+    assert time.time() - t0 < 3
+    assert srv.requests[-1]["status"] is None
+    srv.hang = False
+    assert call("POST", url, text_msg(), auth)[0] == 200
+
+
+def test_meta_send_and_read():
+    with FakeMeta() as srv:
+        url = "%s/v21.0/%s/messages" % (srv.api_url, DEFAULT_PHONE_NUMBER_ID)
+        check_graph_messages(url, META_AUTH, srv, "meta")
+        # token, phone number id, version
+        for h in ({}, {"Authorization": "Bearer wrong"},
+                  {"Authorization": DEFAULT_META_TOKEN},
+                  {"X-API-Key": DEFAULT_META_TOKEN}):
+            st, _, js = call("POST", url, text_msg(), h)
+            assert graph_code(st, js, 401) == 190, js
+            assert js["error"]["type"] == "OAuthException"
+        st, _, js = call("POST", srv.api_url + "/v21.0/999/messages",
+                         text_msg(), META_AUTH)
+        assert graph_code(st, js) == 100
+        for v in ("v20.0", "21.0", "latest"):
+            st, _, js = call("POST", "%s/%s/%s/messages" % (
+                srv.api_url, v, DEFAULT_PHONE_NUMBER_ID), text_msg(),
+                META_AUTH)
+            assert graph_code(st, js) == 100, v
+        assert srv.requests[-1]["headers"]["authorization"] == \
+            "Bearer " + DEFAULT_META_TOKEN
+    with FakeMeta(versions=("v21.0", "v24.0"), phone_number_ids=("1", "2"),
+                  access_tokens=("t1",)) as srv:
+        st, _, js = call("POST", srv.api_url + "/v24.0/2/messages",
+                         text_msg(), {"Authorization": "Bearer t1"})
+        assert st == 200 and srv.sent[-1]["version"] == "v24.0"
+        assert srv.sent[-1]["phone_number_id"] == "2"
+
+
+def test_meta_knobs():
+    with FakeMeta() as srv:
+        url = "%s/v21.0/%s/messages" % (srv.api_url, DEFAULT_PHONE_NUMBER_ID)
+        check_graph_knobs(url, META_AUTH, srv,
+                          lambda js: js["error"]["code"] == 130429)
+        srv.maintenance = True
+        st, _, js = call("POST", url, text_msg(), META_AUTH)
+        assert graph_code(st, js, 503) == 2
+        srv.maintenance = False
+        srv.fail_next_send(130429, phone_number_id="999")
+        assert call("POST", url, text_msg(), META_AUTH)[0] == 200
+        srv.fail_next_send(131016, reads=True)
+        st, _, js = call("POST", url, read_msg(), META_AUTH)
+        assert graph_code(st, js, 500) == 131016
+
+
+def test_meta_media():
+    data = bytes(range(256)) * 40
+    with FakeMeta() as srv:
+        srv.add_media("1184467339823761", data, "image/jpeg")
+        srv.add_media("555", b"other", "audio/ogg", phone_number_id="42")
+        base = srv.api_url + "/v21.0/"
+        st, _, js = call("GET", base + "1184467339823761", headers=META_AUTH)
+        assert st == 200, js
+        assert set(js) == {"messaging_product", "url", "mime_type", "sha256",
+                           "file_size", "id"}, js
+        assert js["sha256"] == hashlib.sha256(data).hexdigest()
+        assert js["file_size"] == str(len(data)) and js["id"] == \
+            "1184467339823761" and js["mime_type"] == "image/jpeg"
+        assert js["url"].startswith(srv.url + "/media-download/")
+        st, h, body = fetch("GET", js["url"], headers=META_AUTH)
+        assert st == 200 and body == data and h["Content-Type"] == \
+            "image/jpeg"
+        st, _, body = fetch("GET", js["url"])
+        assert st == 401 and json.loads(body)["error"]["code"] == 190
+        st, _, body = fetch("GET", js["url"],
+                            headers={"Authorization": "Bearer nope"})
+        assert st == 401
+        st, _, _ = fetch("GET", js["url"].replace("token=", "token=x"),
+                         headers=META_AUTH)
+        assert st == 404
+        # the URL lives 5 minutes
+        srv.advance_clock(301)
+        assert fetch("GET", js["url"], headers=META_AUTH)[0] == 404
+        st, _, js = call("GET", base + "1184467339823761", headers=META_AUTH)
+        assert fetch("GET", js["url"], headers=META_AUTH)[2] == data
+        # phone_number_id is optional but must match when given
+        st, _, js = call("GET", base + "555?phone_number_id=42",
+                         headers=META_AUTH)
+        assert st == 200
+        st, _, js = call("GET", base + "555?phone_number_id=43",
+                         headers=META_AUTH)
+        assert graph_code(st, js) == 100
+        st, _, js = call("GET", base + "404404", headers=META_AUTH)
+        assert graph_code(st, js) == 100
+        st, _, js = call("GET", base + "555")
+        assert graph_code(st, js, 401) == 190
+        st, _, js = call("GET", srv.api_url + "/v20.0/555",
+                         headers=META_AUTH)
+        assert graph_code(st, js) == 100
+        # a declared hash that does not match the bytes, and integer sizes
+        srv.add_media("666", b"abc", "text/plain", sha256="0" * 64)
+        srv.file_size_as_int = True
+        st, _, js = call("GET", base + "666", headers=META_AUTH)
+        assert js["sha256"] == "0" * 64 and js["file_size"] == 3
+
+
+def test_meta_standalone():
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_meta.py"),
+                          "--port", "0", "--seconds", "2"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline().strip()
+        assert line.startswith("listening http://127.0.0.1:"), line
+        st, _, js = call("POST", "%s/v21.0/%s/messages" % (
+            line.split()[1], DEFAULT_PHONE_NUMBER_ID), text_msg(), META_AUTH)
+        assert st == 200 and js["messages"][0]["id"].startswith("wamid.")
+    finally:
+        p.wait(15)
+    assert p.returncode == 0
+
+
+def test_kapso_meta_send_and_read():
+    with FakeKapso() as srv:
+        assert srv.meta_url == srv.url + "/meta/whatsapp"
+        url = "%s/v24.0/%s/messages" % (srv.meta_url, srv.phone_number_id)
+        check_graph_messages(url, KAPSO_KEY, srv, "kapso")
+        for h in ({}, {"X-API-Key": "wrong"},
+                  {"Authorization": "Bearer " + DEFAULT_API_KEY}):
+            st, _, js = call("POST", url, text_msg(), h)
+            assert (st, js) == (401, {"error": "Unauthorized"}), (h, js)
+        st, _, js = call("POST", srv.meta_url + "/v24.0/999/messages",
+                         text_msg(), KAPSO_KEY)
+        assert st == 404 and "error" in js
+        st, _, js = call("POST", "%s/v21.0/%s/messages" % (
+            srv.meta_url, srv.phone_number_id), text_msg(), KAPSO_KEY)
+        assert graph_code(st, js) == 100
+        # the management API is untouched
+        st, _, js = call("GET", "%s/whatsapp_configs/%s/whatsapp_webhooks" % (
+            srv.api_url, srv.config_id), headers=KAPSO_KEY)
+        assert st == 200 and js["data"] == []
+
+
+def test_kapso_meta_knobs():
+    with FakeKapso() as srv:
+        url = "%s/v24.0/%s/messages" % (srv.meta_url, srv.phone_number_id)
+        check_graph_knobs(url, KAPSO_KEY, srv,
+                          lambda js: js == {"error": "Too many requests"})
+
+
+def test_kapso_meta_media():
+    data = b"OggS" + bytes(range(200))
+    with FakeKapso(phone_number_ids=("647015955153740", "2")) as srv:
+        srv.add_media("1184467339823761", data, "audio/ogg")
+        base = srv.meta_url + "/v24.0/1184467339823761"
+        q = "?phone_number_id=647015955153740"
+        st, _, js = call("GET", base, headers=KAPSO_KEY)
+        assert st == 400 and "phone_number_id" in js["error"], js
+        st, _, js = call("GET", base + q)
+        assert (st, js) == (401, {"error": "Unauthorized"})
+        st, _, js = call("GET", base + "?phone_number_id=999",
+                         headers=KAPSO_KEY)
+        assert st == 404
+        st, _, js = call("GET", base + "?phone_number_id=2",
+                         headers=KAPSO_KEY)
+        assert graph_code(st, js) == 100
+        st, _, js = call("GET", base + q, headers=KAPSO_KEY)
+        assert st == 200, js
+        assert js["sha256"] == hashlib.sha256(data).hexdigest()
+        assert js["file_size"] == str(len(data))
+        assert js["mime_type"] == "audio/ogg"
+        assert js["download_url"].startswith(
+            srv.url + "/meta/whatsapp/media_download?token=")
+        assert js["download_url_expires_at"].endswith("Z")
+        # download_url needs no key; url is Meta's and needs Meta's token
+        st, h, body = fetch("GET", js["download_url"], headers={})
+        assert st == 200 and body == data and h["Content-Type"] == \
+            "audio/ogg"
+        st, _, body = fetch("GET", js["url"], headers=KAPSO_KEY)
+        assert st == 401
+        # the download token lives 4 minutes
+        srv.advance_clock(239)
+        assert fetch("GET", js["download_url"])[0] == 200
+        srv.advance_clock(2)
+        st, _, body = fetch("GET", js["download_url"])
+        assert st == 401 and json.loads(body)["error"]
+        st, _, js = call("GET", srv.meta_url + "/v24.0/404404" + q,
+                         headers=KAPSO_KEY)
+        assert graph_code(st, js) == 100
