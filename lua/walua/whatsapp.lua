@@ -69,8 +69,11 @@ end
 
 -- The provider's error in an answer: nil, err with its code and message.
 local function answer_error(res)
-	local e = type(res.json) == "table" and type(res.json.error) == "table"
-	    and res.json.error or {}
+	local e = type(res.json) == "table" and res.json.error
+	if type(e) == "string" then		-- Kapso's own errors
+		return fail(e, res.status)
+	end
+	e = type(e) == "table" and e or {}
 	return fail(type(e.message) == "string" and e.message or
 	    ("HTTP " .. res.status), res.status, e.code)
 end
@@ -281,12 +284,14 @@ function M.media(ev)
 		local res, err = http.get(base .. "/" .. http.urlencode(media.id) ..
 		    q, { headers = h, api = ev.provider })
 		if not res then return nil, err end
+		-- Meta's URL takes the same token; Kapso's download_url
+		-- carries its own (its url is Meta's, for Meta's token)
+		local key = ev.provider == "kapso" and "download_url" or "url"
 		if res.status ~= 200 or type(res.json) ~= "table" or
-		    type(res.json.url) ~= "string" then
+		    type(res.json[key]) ~= "string" then
 			return answer_error(res)
 		end
-		url = res.json.url
-		-- Meta's URL takes the same token; Kapso's carries its own
+		url = res.json[key]
 		if ev.provider == "meta" then headers = h end
 	end
 	if type(url) ~= "string" then
