@@ -1,6 +1,7 @@
 """The README tutorial, run as written (only the ports are changed to free
-ones, `./walua` points at the binary under test, and `make run`, which
-would build, starts the already built demo in the background)."""
+ones, `./walua` points at the binary under test, the fake provider at
+the checkout's `tests/fakes/`, and `make run`, which would build, starts
+the already built demo in the background)."""
 import os
 import re
 import subprocess
@@ -20,11 +21,13 @@ def tutorial_script():
 
 def test_tutorial_runs_verbatim():
     blocks = tutorial_script()
-    demo, mine = free_port(), free_port()
-    demo_admin, mine_admin = free_port(), free_port()
+    ports = []
+    for _ in range(7):
+        ports.append(free_port(ports))
+    demo, mine, demo_admin, mine_admin, fake, reply, reply_admin = ports
     script = ["set -eu",
-              "trap 'kill ${DEMO_PID:-} ${WALUA_PID:-} 2>/dev/null || true' "
-              "EXIT"]
+              "trap 'kill ${DEMO_PID:-} ${WALUA_PID:-} ${REPLY_PID:-} "
+              "${FAKE_PID:-} 2>/dev/null || true' EXIT"]
     demo_running = False
     for b in blocks:
         b = b.replace("make run\n",
@@ -35,6 +38,12 @@ def test_tutorial_runs_verbatim():
         b = b.replace("127.0.0.1:8081", "127.0.0.1:%d" % mine)
         b = b.replace("127.0.0.1:9090", "127.0.0.1:%d" % demo_admin)
         b = b.replace("127.0.0.1:9091", "127.0.0.1:%d" % mine_admin)
+        b = b.replace("--port 8082", "--port %d" % fake)
+        b = b.replace("127.0.0.1:8082", "127.0.0.1:%d" % fake)
+        b = b.replace("127.0.0.1:8083", "127.0.0.1:%d" % reply)
+        b = b.replace("127.0.0.1:9093", "127.0.0.1:%d" % reply_admin)
+        b = b.replace("python3 tests/fakes/", "python3 %s/tests/fakes/"
+                      % ROOT)
         script.append(b)
         if demo_running and "DEMO_PID=$!" not in b:
             # the reader stops the demo with Ctrl-C after trying it
@@ -60,10 +69,13 @@ def test_tutorial_runs_verbatim():
         except OSError:
             pass
     assert p.returncode == 0, (p.returncode, out, p.stderr, logs[-3000:])
-    assert out.count('{"ok":true,"events":1,"duplicates":0}') == 3, out
+    # three curl answers and the one simulate prints
+    assert out.count('{"ok":true,"events":1,"duplicates":0}') == 4, out
     assert "configuration ok" in out, out
     assert '"msg":"greeting"' in out and '"name":"Ada"' in out, out
     assert '"reload ok"' in out and '"msg":"hi there"' in out, out
+    assert '"msg":"replied"' in out and '"id":"wamid.' in out, out
+    assert "POST /v21.0/106540352242922/messages HTTP/1.1\" 200" in out, out
     assert 'walua_events_acked_total{provider="insider",kind="message"} 1' \
         in out, out
     with open(os.path.join(folder, "demo.log")) as f:
