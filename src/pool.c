@@ -100,7 +100,7 @@ struct worker {
 
 static struct worker	*workers;
 static struct gen	*current, *loading;
-static int		 gen_seq;
+static int		 gen_seq;	/* generations that became current */
 static int		 reload_pending, stopping;
 static int64_t		 stop_deadline;
 static int		 sigpipe[2] = { -1, -1 };
@@ -169,7 +169,6 @@ gen_new(struct config *cfg, char *err, size_t errlen)
 		return NULL;
 	}
 	g->cfg = cfg;
-	g->id = ++gen_seq;
 	g->target = cfg->workers;
 	put_u32(&g->load, cfg->jsonlen);
 	buf_append(&g->load, cfg->json, cfg->jsonlen);
@@ -177,7 +176,6 @@ gen_new(struct config *cfg, char *err, size_t errlen)
 		if (luasrc_read(cfg->handlers[i], &src, err, errlen) == -1) {
 			buf_free(&src);
 			gen_free(g);
-			gen_seq--;
 			return NULL;
 		}
 		put_u32(&g->load, strlen(cfg->handlers[i]));
@@ -545,7 +543,10 @@ reopen_log(const struct config *cfg)
 		    cfg->log_file, strerror(errno));
 }
 
-/* Make the loading generation current; retire the old one. */
+/*
+ * Make the loading generation current; retire the old one.  Only now does
+ * it get its number: a reload that fails uses none.
+ */
 static void
 activate(struct gen *g)
 {
@@ -553,6 +554,7 @@ activate(struct gen *g)
 	struct worker	*w;
 	char		 id[16];
 
+	g->id = ++gen_seq;
 	if (old != NULL && !same_log_file(g->cfg, old->cfg)) {
 		if (g->cfg->log_file == NULL)
 			log_kv(LOG_WARN, "setting changed: restart walua to "
