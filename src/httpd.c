@@ -582,9 +582,10 @@ health(struct MHD_Connection *c, struct req *r)
 	ok = inbox_healthy();
 	len = snprintf(body, sizeof(body), "{\"ok\":%s,\"database\":\"%s\","
 	    "\"generation\":%d,\"workers\":%d,\"pending\":%ld,"
-	    "\"inflight\":%ld,\"dead\":%ld}", ok ? "true" : "false",
-	    ok ? "ok" : "unavailable", pool_generation(), pool_workers(),
-	    st.waiting + st.retrying, st.inflight, inbox_dead_count());
+	    "\"inflight\":%ld,\"unmarked\":%d,\"dead\":%ld}", ok ? "true" :
+	    "false", ok ? "ok" : "unavailable", pool_generation(),
+	    pool_workers(), st.waiting + st.retrying, st.inflight,
+	    inbox_unmarked(), inbox_dead_count());
 	return respond(c, r, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
 	    "application/json", body, (size_t)len, NULL);
 }

@@ -37,6 +37,9 @@ static const struct family families[] = {
 	    "Events acknowledged and not yet handled" },
 	{ "walua_inbox_inflight", "gauge",
 	    "Events being handled now" },
+	{ "walua_inbox_unmarked", "gauge",
+	    "Events handled whose done mark is not committed yet (a crash "
+	    "would run them again)" },
 	{ "walua_inbox_oldest_pending_seconds", "gauge",
 	    "Age of the oldest unhandled event" },
 	{ "walua_dead_letters", "gauge",

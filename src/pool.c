@@ -1071,6 +1071,7 @@ refresh_gauges(void)
 	metrics_set("walua_inbox_pending", NULL, (double)(st.waiting +
 	    st.retrying));
 	metrics_set("walua_inbox_inflight", NULL, (double)st.inflight);
+	metrics_set("walua_inbox_unmarked", NULL, (double)inbox_unmarked());
 	metrics_set("walua_handlers_inflight", NULL, (double)st.inflight);
 	metrics_set("walua_outbound_inflight", NULL, (double)outbound());
 	metrics_set("walua_inbox_oldest_pending_seconds", NULL, age);

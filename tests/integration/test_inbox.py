@@ -1435,3 +1435,59 @@ def test_15_pruning_keeps_up_with_a_sustained_rate():
             assert dedup <= bound and events <= bound, \
                 "rows grew past %d at %ds: %r" % (bound, s, samples)
 
+
+# 16 --------------------------------------------------------------------
+UNMARKED_N = 3
+
+
+def test_16_healthz_shows_unmarked_events():
+    """/healthz `inflight` counts the events running; `unmarked` those
+    handled whose done mark is not committed yet: together, what a crash
+    would run again.  A process holding the database's write lock keeps
+    the marks from being committed."""
+    from test_stop import LockHolder
+    handler = ('local walua = require "walua"\n'
+               'local log = require "walua.log"\n'
+               'return function(ev)\n'
+               '\twalua.sleep(800)\n'
+               '\tlog.info("handled", { message_id = ev.message_id })\n'
+               'end\n')
+    with Daemon(handlers={"handler.lua": handler}, workers=1) as d:
+        mids = ["wamid.UNMARKED-%d" % n for n in range(UNMARKED_N)]
+        for n, mid in enumerate(mids):
+            d.deliver(text_body("unmarked %d" % n, mid, wa_id=sender(n)))
+        end = time.time() + 0.5
+        while True:
+            running = healthz(d)[1]
+            if running.get("inflight") == UNMARKED_N or time.time() > end:
+                break
+            time.sleep(0.02)
+        holder = LockHolder(os.path.join(d.dir, "walua.db"), 3)
+        try:
+            for mid in mids:
+                d.wait_log(handled_for(mid))
+            end = time.time() + 2
+            while True:
+                held = healthz(d)[1]
+                if held.get("unmarked") == UNMARKED_N or time.time() > end:
+                    break
+                time.sleep(0.05)
+            gauge = metric(d, "walua_inbox_unmarked")
+        finally:
+            holder.close()
+        wait_stats(d, lambda s: s.get("done") == UNMARKED_N, timeout=15,
+                   what="done == %d" % UNMARKED_N)
+        after = healthz(d)[1]
+        say("/healthz while handlers run: inflight %s, unmarked %s; once "
+            "handled, marks held back by a lock: inflight %s, unmarked %s "
+            "(walua_inbox_unmarked %s); after: inflight %s, unmarked %s",
+            running.get("inflight"), running.get("unmarked"),
+            held.get("inflight"), held.get("unmarked"), gauge,
+            after.get("inflight"), after.get("unmarked"))
+        assert running.get("inflight") == UNMARKED_N, running
+        assert held.get("inflight") == 0, held
+        assert held.get("unmarked") == UNMARKED_N, held
+        assert gauge == UNMARKED_N, gauge
+        assert after.get("unmarked") == 0 and after.get("inflight") == 0, \
+            after
+        assert d.stop() == 0
