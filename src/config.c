@@ -318,6 +318,7 @@ read_table(lua_State *L, struct config *c)
 	c->http_max_connections = (int)intfield(L, sub, "max_connections");
 	c->http_per_ip = (int)intfield(L, sub, "per_ip_connections");
 	c->http_timeout_s = (int)intfield(L, sub, "timeout_s");
+	c->http_header_timeout_s = (int)intfield(L, sub, "header_timeout_s");
 	c->http_request_timeout_s = (int)intfield(L, sub, "request_timeout_s");
 	lua_pop(L, 1);
 	checked_alloc(L, c->database);

@@ -66,6 +66,7 @@ struct config {
 	int		 http_max_connections;
 	int		 http_per_ip;
 	int		 http_timeout_s;
+	int		 http_header_timeout_s;
 	int		 http_request_timeout_s;
 	int		 log_level;
 	char		*log_file;

@@ -16,6 +16,11 @@
  * inbox writer resumes it.  libmicrohttpd must never be stopped with a
  * connection suspended, nor a connection resumed once it is freed: see
  * "Deliveries waiting for their commit" below.
+ *
+ * Connections of the public listener are followed by guard.c from
+ * libmicrohttpd's connection notifications: it bounds the time a request
+ * head may take, enforces the per-address limit and makes room when
+ * connections run short, never touching one whose head is complete.
  */
 #include "httpd.h"
 
@@ -29,6 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <microhttpd.h>
@@ -37,6 +44,7 @@
 #include "buf.h"
 #include "config.h"
 #include "event.h"
+#include "guard.h"
 #include "inbox.h"
 #include "ipc.h"
 #include "log.h"
@@ -669,6 +677,43 @@ first_call(struct MHD_Connection *c, struct req *r, const char *url,
 	return 0;
 }
 
+/* guard.c's record of connection c (NULL if it has none). */
+static struct guard_conn *
+guard_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci;
+
+	ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
+/*
+ * libmicrohttpd opened or is closing connection c (on c's thread; when
+ * closing, before its socket is closed): guard.c tracks it meanwhile.
+ * A connection it cannot track (out of memory) is refused.
+ */
+static void
+on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	const union MHD_ConnectionInfo	*fd, *addr;
+
+	(void)cls;
+	if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		guard_close(*socket_context);
+		*socket_context = NULL;
+		return;
+	}
+	fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+	addr = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (fd == NULL)
+		return;
+	*socket_context = guard_open(fd->connect_fd, addr != NULL ?
+	    addr->client_addr : NULL);
+	if (*socket_context == NULL)
+		shutdown(fd->connect_fd, SHUT_RDWR);
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *c, const char *url,
     const char *method, const char *version, const char *upload,
@@ -682,6 +727,9 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 	(void)cls;
 	(void)version;
 	if (r == NULL) {
+		/* the head is complete: unless guard.c closed it just now */
+		if (guard_head(guard_of(c)) == -1)
+			return MHD_NO;
 		if ((r = calloc(1, sizeof(*r))) == NULL)
 			return MHD_NO;
 		r->refs = 1;
@@ -697,7 +745,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 		/*
 		 * libmicrohttpd's timeout is for idle connections: a body
 		 * trickling a byte at a time resets it.  Bound the whole body
-		 * (a head trickled that way needs a proxy in front).
+		 * (guard.c bounds the head).
 		 */
 		if (queue_now_ms() - r->started_ms >
 		    (int64_t)r->cfg->http_request_timeout_s * 1000) {
@@ -782,8 +830,8 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	int		 last;
 
 	(void)cls;
-	(void)c;
-	(void)code;
+	if (code == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		guard_idle(guard_of(c));	/* kept alive, or closing */
 	if (r == NULL)
 		return;
 	*con_cls = NULL;
@@ -804,13 +852,47 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 static void	mhd_log(void *, const char *, va_list)
 		    __attribute__((format(printf, 2, 0)));
 
+#define MHD_LOG_PER_S	10	/* libmicrohttpd's lines logged a second */
+
+/*
+ * libmicrohttpd's messages, at most MHD_LOG_PER_S a second: a client can
+ * cause one per connection ("closed by remote side", "connection
+ * limit"), and the log must not become the attack.  The count of those
+ * left out is logged with the next one that is not.
+ */
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
-	char	msg[1024];
-	size_t	n;
+	static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
+	static int64_t		 window_ms = -1000;
+	static int		 lines;
+	static long		 dropped;
+	int64_t			 now = queue_now_ms();
+	long			 missed = 0;
+	char			 msg[1024], count[24];
+	size_t			 n;
+	int			 keep;
 
 	(void)cls;
+	pthread_mutex_lock(&mu);
+	if (now - window_ms >= 1000) {
+		window_ms = now;
+		lines = 0;
+	}
+	if ((keep = lines < MHD_LOG_PER_S)) {
+		lines++;
+		missed = dropped;
+		dropped = 0;
+	} else
+		dropped++;
+	pthread_mutex_unlock(&mu);
+	if (!keep)
+		return;
+	if (missed > 0) {
+		snprintf(count, sizeof(count), "%ld", missed);
+		log_kv(LOG_WARN, "http: messages left out (too many a second)",
+		    "#count", count, NULL);
+	}
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n > 0 && msg[n - 1] == '\n')
@@ -894,6 +976,44 @@ admin_start(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+#define FD_SPARE	256	/* descriptors walua needs besides connections */
+
+/*
+ * Each connection is a file descriptor: raise the soft limit of open
+ * files to what http.max_connections needs (up to the hard limit), or
+ * else lower the number of connections to what the limit allows, so
+ * that libmicrohttpd never runs out of descriptors at accept().
+ */
+static unsigned int
+max_connections(const struct config *cfg)
+{
+	struct rlimit	rl;
+	rlim_t		want = (rlim_t)cfg->http_max_connections + FD_SPARE;
+	unsigned int	n;
+	char		a[24], b[24];
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return (unsigned int)cfg->http_max_connections;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		rl.rlim_cur = rl.rlim_max != RLIM_INFINITY &&
+		    rl.rlim_max < want ? rl.rlim_max : want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+		return (unsigned int)cfg->http_max_connections;
+	n = rl.rlim_cur > 2 * FD_SPARE ? (unsigned int)(rl.rlim_cur -
+	    FD_SPARE) : (unsigned int)rl.rlim_cur / 2;
+	if (n < 1)
+		n = 1;
+	snprintf(a, sizeof(a), "%u", n);
+	snprintf(b, sizeof(b), "%llu", (unsigned long long)rl.rlim_cur);
+	log_kv(LOG_WARN, "http.max_connections lowered to what the limit of "
+	    "open files allows (raise ulimit -n)", "#max_connections", a,
+	    "#open_files", b, NULL);
+	return n;
+}
+
 /*
  * Start serving cfg->listen, and cfg->admin_listen when set.  Returns 0,
  * or -1 with the reason in err (and nothing listening).
@@ -901,29 +1021,44 @@ admin_start(const struct config *cfg, char *err, size_t errlen)
 int
 httpd_start(const struct config *cfg, char *err, size_t errlen)
 {
-	struct addrinfo	*ai;
-	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
-			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
-			    MHD_ALLOW_SUSPEND_RESUME;
+	struct addrinfo		*ai;
+	struct guard_limits	 gl;
+	unsigned int		 flags = MHD_USE_INTERNAL_POLLING_THREAD |
+				    MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+				    MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
+	unsigned int		 max = max_connections(cfg);
+	int			 kept_s;
 
 	if ((ai = resolve("listen", cfg->listen, cfg->listen_host,
 	    cfg->listen_port, err, errlen)) == NULL)
 		return -1;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
+	/* a later head on a kept-alive connection: as long as it may idle */
+	kept_s = cfg->http_timeout_s > cfg->http_header_timeout_s ?
+	    cfg->http_timeout_s : cfg->http_header_timeout_s;
+	gl.head_ms = cfg->http_header_timeout_s * 1000;
+	gl.kept_ms = kept_s * 1000;
+	gl.max_conns = (int)max;
+	gl.per_ip = cfg->http_per_ip;	/* guard.c's, not libmicrohttpd's */
+	if (guard_start(&gl, err, errlen) == -1) {
+		freeaddrinfo(ai);
+		return -1;
+	}
 	daemon_ = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL,
 	    NULL, on_request, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 	    MHD_OPTION_THREAD_POOL_SIZE, http_threads(cfg),
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->http_max_connections,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->http_per_ip,
+	    MHD_OPTION_CONNECTION_LIMIT, max,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
 	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
 	    MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (daemon_ == NULL) {
+		guard_stop();
 		snprintf(err, errlen, "cannot listen on '%s' (address in use, "
 		    "or not a local address?)", cfg->listen);
 		return -1;
@@ -931,6 +1066,7 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	if (cfg->admin_listen != NULL && admin_start(cfg, err, errlen) == -1) {
 		MHD_stop_daemon(daemon_);
 		daemon_ = NULL;
+		guard_stop();
 		return -1;
 	}
 	return 0;
@@ -955,11 +1091,13 @@ sleep_ms(long ms)
 }
 
 /*
- * Stop accepting, let requests in progress finish (DRAIN_MS) and
- * deliveries finish their commit (limits.shutdown_timeout_ms), then stop
- * the HTTP threads.  A delivery still waiting then is answered 503: its
- * commit may still succeed, and a retry of it is then a duplicate.
- * Called from the supervisor on SIGTERM.
+ * Stop accepting, close idle connections (guard_drain: those with no
+ * request on its way, and each one once its request is over), let
+ * requests in progress finish (DRAIN_MS) and deliveries finish their
+ * commit (limits.shutdown_timeout_ms), then stop the HTTP threads.  A
+ * delivery still waiting then is answered 503: its commit may still
+ * succeed, and a retry of it is then a duplicate.  Called from the
+ * supervisor on SIGTERM.
  */
 void
 httpd_stop(void)
@@ -973,6 +1111,7 @@ httpd_stop(void)
 	if (daemon_ == NULL)
 		return;
 	MHD_quiesce_daemon(daemon_);
+	guard_drain();
 	now = queue_now_ms();
 	drain_end = now + DRAIN_MS;
 	cfg = config_get();
@@ -1024,6 +1163,7 @@ httpd_stop(void)
 	}
 	MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
+	guard_stop();
 	if (admin_ != NULL)
 		MHD_stop_daemon(admin_);
 	admin_ = NULL;

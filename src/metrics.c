@@ -79,6 +79,9 @@ static const struct family families[] = {
 	    "Provider error codes received in events (130429: rate limit hit)" },
 	{ "walua_oauth_tokens_issued_total", "counter",
 	    "Access tokens issued by the OAuth2 token endpoint" },
+	{ "walua_http_connections_closed_total", "counter",
+	    "Connections closed by walua before a complete request head, by "
+	    "reason (header_timeout, room, per_ip)" },
 	{ "walua_auth_failures_total", "counter",
 	    "Requests refused for authentication, by endpoint and reason" },
 	{ NULL, NULL, NULL }

@@ -664,6 +664,7 @@ keep_restart_keys(struct config *n, const struct config *o)
 	KEEP_INT(http_max_connections, "http.max_connections");
 	KEEP_INT(http_per_ip, "http.per_ip_connections");
 	KEEP_INT(http_timeout_s, "http.timeout_s");
+	KEEP_INT(http_header_timeout_s, "http.header_timeout_s");
 #undef KEEP_STR
 #undef KEEP_INT
 }

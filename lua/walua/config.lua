@@ -121,8 +121,13 @@ local schema = record({
 		-- 0: one per CPU walua may run on (its affinity), at most 4
 		threads = int(0, 0, 64),
 		max_connections = int(1024, 1, 65536),
-		per_ip_connections = int(256, 0, 65536),	-- 0: no limit
+		-- half of max_connections: a provider delivering from a few
+		-- addresses can use them all, one address alone only half
+		per_ip_connections = int(512, 0, 65536),	-- 0: no limit
 		timeout_s = int(30, 1, 3600),
+		-- a request head must be complete within this, however
+		-- slowly it trickles (libmicrohttpd does not bound it)
+		header_timeout_s = int(10, 1, 3600),
 		-- a body must arrive within this, however slowly it trickles
 		request_timeout_s = int(60, 1, 3600),
 	}),

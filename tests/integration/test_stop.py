@@ -4,10 +4,14 @@ A test process holds SQLite's write lock (BEGIN IMMEDIATE), so the inbox
 writer waits on its busy timeout while a POST sits suspended; then the
 daemon gets SIGTERM.  It must exit 0 without a crash (and, under
 `make check`, without a sanitizer report), and what the client was told
-must agree with the database: a 200 only for a committed event.
+must agree with the database: a 200 only for a committed event.  And an
+idle kept-alive connection does not hold a stop: it is closed at once,
+while a delivery waiting for its commit is still answered.
 """
+import http.client
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -118,3 +122,74 @@ def test_stop_answers_503_when_the_commit_outlasts_its_wait():
         assert b"stopping" in answer[1], answer
     assert n in (0, 1)      # not acknowledged; a retry would be a duplicate
     assert took < 15, took
+
+
+def keepalive_probe(d):
+    """A connection kept alive after one answered request (the endpoint's
+    GET probe), idle now."""
+    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=5)
+    c.request("GET", "/webhooks/insider")
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200 and not r.will_close, (r.status, r.getheaders())
+    return c
+
+
+def closed_after(c, limit):
+    """Seconds until the server closes c's idle connection, or None."""
+    t0 = time.time()
+    c.sock.settimeout(limit)
+    try:
+        b = c.sock.recv(1)
+    except socket.timeout:
+        return None
+    except OSError:
+        b = b""
+    return time.time() - t0 if not b else None
+
+
+def test_sigterm_with_an_idle_keepalive_connection_is_quick():
+    # an idle kept-alive connection is closed at once on stop (it used to
+    # hold the stop for the 2 s given to requests in progress)
+    with Daemon(workers=1) as d:
+        c = keepalive_probe(d)
+        time.sleep(0.2)
+        t0 = time.time()
+        d.signal(signal.SIGTERM)
+        rc = d.proc.wait(10)
+        took = time.time() - t0
+        c.close()
+        print("# SIGTERM with an idle keep-alive connection: exit %d after "
+              "%.3f s" % (rc, took))
+        assert rc == 0, d.log_text()[-2000:]
+        assert took < 0.5, took
+
+
+def test_stop_closes_idle_connections_and_still_answers_a_commit():
+    # SIGTERM while one delivery waits for its commit (the lock is held
+    # 1.5 s) and another connection idles after its request: the idle one
+    # is closed at once, the delivery is answered 200 once committed
+    with Daemon(workers=1) as d:
+        holder = LockHolder(os.path.join(d.dir, "walua.db"), 1.5)
+        try:
+            idle = keepalive_probe(d)
+            post = Post(d, text_body("hello", "wamid.STOP-IDLE"))
+            time.sleep(0.3)                 # the POST waits for its commit
+            assert post.result is None, post.result
+            t0 = time.time()
+            d.signal(signal.SIGTERM)
+            gone = closed_after(idle, 1.0)
+            rc = d.proc.wait(30)
+            took = time.time() - t0
+            post.join(30)
+        finally:
+            holder.close()
+        print("# idle connection closed %s s after SIGTERM; the delivery "
+              "waiting for its commit: %r; exit %d after %.2f s" % (
+                  "%.3f" % gone if gone is not None else "(not within 1)",
+                  post.result, rc, took))
+        assert rc == 0, d.log_text()[-2000:]
+        assert gone is not None and gone < 0.5, gone
+        assert post.result is not None and post.result[0] == 200, \
+            post.result
+        assert stored(d, "wamid.STOP-IDLE") == 1
