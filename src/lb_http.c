@@ -300,10 +300,19 @@ static int
 lb_http_error(lua_State *L)
 {
 	lua_Integer	 status = luaL_optinteger(L, 1, -1);
-	const char	*code = luaL_optstring(L, 2, NULL);
+	int		 t = lua_type(L, 2);
 	const char	*msg = luaL_checkstring(L, 3);
 
-	return lb_push_error(L, (int)status, code, msg);
+	/* a provider's code keeps its type: Meta's 131047 is a number a
+	 * handler compares with ==, Insider's may be a string */
+	luaL_argexpected(L, t == LUA_TNONE || t == LUA_TNIL ||
+	    t == LUA_TNUMBER || t == LUA_TSTRING, 2, "number or string");
+	lb_push_error(L, (int)status, NULL, msg);
+	if (t == LUA_TNUMBER || t == LUA_TSTRING) {
+		lua_pushvalue(L, 2);
+		lua_setfield(L, -2, "code");
+	}
+	return 2;
 }
 
 static int

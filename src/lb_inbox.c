@@ -230,7 +230,8 @@ lb_inbox_show(lua_State *L)
  * inbox.replay(path, id [, resend]) -> true | nil, err: a done or dead
  * event becomes pending again, with its attempts reset; the running
  * daemon takes it.  Its sends answered with a message id are not made
- * again, unless resend (its journal is forgotten then).
+ * again, unless resend: its journal is forgotten then, in the same
+ * transaction, so the daemon never runs the event with the old journal.
  */
 static int
 lb_inbox_replay(lua_State *L)
@@ -248,6 +249,8 @@ lb_inbox_replay(lua_State *L)
 
 	if ((d = open_db(L, path, &n)) == NULL)
 		return n;
+	if (db_exec(d, "BEGIN IMMEDIATE") == -1)
+		return failure(L, d);
 	if ((st = db_prepare(d, sql)) == NULL)
 		return failure(L, d);
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
@@ -261,10 +264,14 @@ lb_inbox_replay(lua_State *L)
 			if (sqlite3_step(st) != SQLITE_DONE)
 				return failure(L, d);
 		}
+		if (db_exec(d, "COMMIT") == -1)
+			return failure(L, d);
 		db_close(d);
 		lua_pushboolean(L, 1);
 		return 1;
 	}
+	if (db_exec(d, "ROLLBACK") == -1)
+		return failure(L, d);
 	if ((st = db_prepare(d, exists)) == NULL)
 		return failure(L, d);
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);

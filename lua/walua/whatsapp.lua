@@ -2,7 +2,8 @@
 --
 --   wa.reply(ev, text | message [, { quote = true }]) -> message id | nil, err
 --   wa.send{ provider, from | phone_number_id, to, text | message }
---       -> message id | nil, err
+--       -> message id | nil, err (Insider One: from, the business
+--       number; Meta and Kapso: phone_number_id, its id)
 --   wa.mark_read(ev [, { typing = true }]) -> true | nil, err
 --   wa.media(ev) -> { body, mime_type, sha256, filename } | nil, err
 --
@@ -195,7 +196,11 @@ function M.send(t)
 	then
 		return fail("provider must be \"insider\", \"kapso\" or \"meta\"")
 	end
+	-- Insider One sends from a number (from); Meta and Kapso from a
+	-- number's id (phone_number_id, or from).  A handler that passes both
+	-- works on all three.
 	local phone = t.phone_number_id or t.from
+	if provider == "insider" then phone = t.from end
 	if provider ~= "insider" and not digits(phone) then
 		return fail("phone_number_id (the business number's id) is needed")
 	end

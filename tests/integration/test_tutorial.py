@@ -22,12 +22,14 @@ def tutorial_script():
 def test_tutorial_runs_verbatim():
     blocks = tutorial_script()
     ports = []
-    for _ in range(7):
+    for _ in range(9):
         ports.append(free_port(ports))
-    demo, mine, demo_admin, mine_admin, fake, reply, reply_admin = ports
+    (demo, mine, demo_admin, mine_admin, fake, reply, reply_admin, kapso,
+     insider) = ports
     script = ["set -eu",
               "trap 'kill ${DEMO_PID:-} ${WALUA_PID:-} ${REPLY_PID:-} "
-              "${FAKE_PID:-} 2>/dev/null || true' EXIT"]
+              "${META_PID:-} ${KAPSO_PID:-} ${INSIDER_PID:-} "
+              "2>/dev/null || true' EXIT"]
     demo_running = False
     for b in blocks:
         b = b.replace("make run\n",
@@ -40,6 +42,10 @@ def test_tutorial_runs_verbatim():
         b = b.replace("127.0.0.1:9091", "127.0.0.1:%d" % mine_admin)
         b = b.replace("--port 8082", "--port %d" % fake)
         b = b.replace("127.0.0.1:8082", "127.0.0.1:%d" % fake)
+        b = b.replace("--port 8084", "--port %d" % kapso)
+        b = b.replace("127.0.0.1:8084", "127.0.0.1:%d" % kapso)
+        b = b.replace("--port 8085", "--port %d" % insider)
+        b = b.replace("127.0.0.1:8085", "127.0.0.1:%d" % insider)
         b = b.replace("127.0.0.1:8083", "127.0.0.1:%d" % reply)
         b = b.replace("127.0.0.1:9093", "127.0.0.1:%d" % reply_admin)
         b = b.replace("python3 tests/fakes/", "python3 %s/tests/fakes/"
@@ -55,7 +61,9 @@ def test_tutorial_runs_verbatim():
     env = dict(os.environ, WALUA=WALUA,
                WALUA_LISTEN="127.0.0.1:%d" % demo,
                WALUA_ADMIN_LISTEN="127.0.0.1:%d" % demo_admin)
-    env.pop("INSIDER_WEBHOOK_TOKEN", None)
+    for v in ("INSIDER_WEBHOOK_TOKEN", "META_ACCESS_TOKEN", "META_APP_SECRET",
+              "KAPSO_API_KEY", "KAPSO_WEBHOOK_SECRET", "INSIDER_AUTH_KEY"):
+        env.pop(v, None)
     with open(os.path.join(folder, "tutorial.sh"), "w") as f:
         f.write("\n".join(script))
     p = subprocess.run(["bash", "tutorial.sh"], cwd=folder,
@@ -69,13 +77,21 @@ def test_tutorial_runs_verbatim():
         except OSError:
             pass
     assert p.returncode == 0, (p.returncode, out, p.stderr, logs[-3000:])
-    # three curl answers and the one simulate prints
-    assert out.count('{"ok":true,"events":1,"duplicates":0}') == 4, out
+    # three curl answers and the three simulate prints
+    assert out.count('{"ok":true,"events":1,"duplicates":0}') == 6, out
     assert "configuration ok" in out, out
     assert '"msg":"greeting"' in out and '"name":"Ada"' in out, out
     assert '"reload ok"' in out and '"msg":"hi there"' in out, out
-    assert '"msg":"replied"' in out and '"id":"wamid.' in out, out
+    replied = [l for l in out.splitlines() if '"msg":"replied"' in l]
+    assert len(replied) == 3, out
+    for provider, id_start in (("meta", "wamid."), ("kapso", "wamid."),
+                               ("insider", "whatsapp-")):
+        assert any('"provider":"%s"' % provider in l and
+                   '"id":"%s' % id_start in l for l in replied), replied
     assert "POST /v21.0/106540352242922/messages HTTP/1.1\" 200" in out, out
+    assert "POST /meta/whatsapp/v24.0/647015955153740/messages HTTP/1.1\" " \
+        "200" in out, out
+    assert "POST /v1/conversational/send HTTP/1.1\" 200" in out, out
     assert 'walua_events_acked_total{provider="insider",kind="message"} 1' \
         in out, out
     with open(os.path.join(folder, "demo.log")) as f:
