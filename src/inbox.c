@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "config.h"
 #include "db.h"
 #include "kv.h"
@@ -672,6 +673,11 @@ inbox_open(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	dedup_keep_ms = cfg->limits.dedup_ms;
+	if (checkpoint_start(wdb, cfg->database, cfg->durability, err,
+	    errlen) == -1) {
+		inbox_close();
+		return -1;
+	}
 	if (load_pending(err, errlen) == -1) {
 		inbox_close();
 		return -1;
@@ -699,6 +705,7 @@ inbox_close(void)
 		pthread_join(writer, NULL);
 		writer_started = 0;
 	}
+	checkpoint_stop();
 	db_close(wdb);
 	db_close(rdb);
 	wdb = rdb = NULL;

@@ -56,6 +56,9 @@ static const struct family families[] = {
 	    "Handler worker processes that died or were stopped" },
 	{ "walua_commit_duration_seconds", "histogram",
 	    "Time one inbox commit took (a group of requests and outcomes)" },
+	{ "walua_checkpoint_duration_seconds", "histogram",
+	    "Time one WAL checkpoint took (in its own thread, off the commit "
+	    "path)" },
 	{ "walua_pruned_rows_total", "counter",
 	    "Expired rows deleted (dedup keys, finished events, status ranks, "
 	    "store values past their TTL)" },
