@@ -5,7 +5,8 @@
  * lua-cjson (depth limit fixed here, no script can change it) and
  * lua/walua/normalize.lua.  No handler code ever runs in these states; they
  * exist so the HTTP side can classify and normalize bodies with the same
- * cjson the handlers see, and hand each event on as one JSON object.
+ * cjson the handlers see, and hand each event on packed (pack.c): the
+ * worker loads it without parsing JSON again.
  */
 #include "event.h"
 
@@ -25,7 +26,9 @@
 #include <openssl/sha.h>
 
 #include "auth.h"
+#include "buf.h"
 #include "luasrc.h"
+#include "pack.h"
 
 #define EVENT_MAX_DEPTH	64
 #define EVENT_FIELDS	7	/* per event, from normalize.for_inbox */
@@ -148,7 +151,7 @@ event_new_id(char out[EVENT_ID_LEN + 1])
  * or NULL for false).  Returns -1 only when memory runs out.  [-0, +0, -]
  */
 static int
-field(lua_State *L, int idx, char **out, size_t *lenp)
+field(lua_State *L, int idx, char **out)
 {
 	const char	*s;
 	size_t		 len;
@@ -162,10 +165,31 @@ field(lua_State *L, int idx, char **out, size_t *lenp)
 			return -1;
 		}
 		memcpy(*out, s, len + 1);
-		if (lenp != NULL)
-			*lenp = len;
 	}
 	lua_pop(L, 1);
+	return 0;
+}
+
+/*
+ * Pack item idx of the list at the top of the stack (the event's table)
+ * into e->body.  Returns -1 only when memory runs out: what normalize
+ * builds is always packable.  [-0, +0, -]
+ */
+static int
+pack_field(lua_State *L, int idx, struct event *e)
+{
+	struct buf	b = { NULL, 0, 0 };
+	int		rc;
+
+	lua_rawgeti(L, -1, idx);
+	rc = pack_value(L, -1, &b);
+	lua_pop(L, 1);
+	if (rc == -1 || b.data == NULL) {
+		buf_free(&b);
+		return -1;
+	}
+	e->bodylen = b.len;
+	e->body = buf_steal(&b);
 	return 0;
 }
 
@@ -227,13 +251,12 @@ event_decode(const char *provider, const char *endpoint,
 		out->n = i + 1;
 		e->prior_rank = -1;
 		event_new_id(e->id);
-		if (field(L, base + 1, &e->kind, NULL) == -1 ||
-		    field(L, base + 2, &e->conversation, NULL) == -1 ||
-		    field(L, base + 3, &e->dedup, NULL) == -1 ||
-		    field(L, base + 4, &e->message_id, NULL) == -1 ||
-		    field(L, base + 5, &e->status, NULL) == -1 ||
-		    field(L, base + 6, &e->json, &e->jsonlen) == -1 ||
-		    e->kind == NULL || e->json == NULL)
+		if (field(L, base + 1, &e->kind) == -1 ||
+		    field(L, base + 2, &e->conversation) == -1 ||
+		    field(L, base + 3, &e->dedup) == -1 ||
+		    field(L, base + 4, &e->message_id) == -1 ||
+		    field(L, base + 5, &e->status) == -1 ||
+		    pack_field(L, base + 6, e) == -1 || e->kind == NULL)
 			goto oom;
 		lua_rawgeti(L, -1, base + 7);
 		e->code = lua_isinteger(L, -1) ? (long long)lua_tointeger(L,
@@ -271,7 +294,7 @@ event_free(struct event *e)
 	free(e->dedup);
 	free(e->message_id);
 	free(e->status);
-	free(e->json);
+	free(e->body);
 }
 
 void

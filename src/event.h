@@ -13,8 +13,8 @@ struct event {
 	char		*dedup;			/* owned: the dedup key */
 	char		*message_id;		/* owned, or NULL */
 	char		*status;		/* owned: a status event's status */
-	char		*json;			/* owned: the event for Lua */
-	size_t		 jsonlen;
+	char		*body;			/* owned: the event, packed (pack.h) */
+	size_t		 bodylen;
 	long long	 code;			/* provider error code, or 0 */
 	/* the status rank already handled for message_id, read by the
 	 * inbox writer in its commit (-1: not read), and the ranks cache

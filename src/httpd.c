@@ -368,7 +368,7 @@ fits_a_frame(const struct event_batch *b)
 
 	for (i = 0; i < b->n; i++) {
 		e = &b->ev[i];
-		if (e->jsonlen + strlen(e->kind) + (e->message_id ?
+		if (e->bodylen + strlen(e->kind) + (e->message_id ?
 		    strlen(e->message_id) : 0) + (e->conversation ?
 		    strlen(e->conversation) : 0) + IPC_EVENT_SLACK >
 		    IPC_MAX_FRAME)

@@ -160,8 +160,8 @@ insert_request(struct inbox_ticket *r, int64_t now)
 			return -1;
 		if (c == 0) {			/* a duplicate: drop it */
 			r->ndup++;
-			free(e->json);
-			e->json = NULL;
+			free(e->body);
+			e->body = NULL;
 			continue;
 		}
 		if (inbox_status_rank(e->status) > 0 && e->message_id != NULL) {
@@ -180,7 +180,7 @@ insert_request(struct inbox_ticket *r, int64_t now)
 		sqlite3_bind_text(st, 6, e->message_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 7, e->status, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 8, e->dedup, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 9, e->json, (int)e->jsonlen,
+		sqlite3_bind_blob(st, 9, e->body, (int)e->bodylen,
 		    SQLITE_STATIC);
 		sqlite3_bind_int64(st, 10, now);
 		if (sqlite3_step(st) != SQLITE_DONE) {
@@ -271,7 +271,7 @@ queue_new(struct inbox_ticket *r)
 	for (i = j = 0; i < r->batch->n; i++) {
 		struct event *e = &r->batch->ev[i];
 
-		if (e->json == NULL)
+		if (e->body == NULL)
 			continue;
 		snprintf(labels, sizeof(labels), "provider=\"%s\",kind=\"%s\"",
 		    r->provider, e->kind);
@@ -331,8 +331,12 @@ row_event(sqlite3_stmt *st, struct event *e)
 	e->conversation = column(st, 2);
 	e->message_id = column(st, 3);
 	e->status = column(st, 4);
-	e->json = column(st, 5);
-	e->jsonlen = e->json ? strlen(e->json) : 0;
+	/* packed (a blob), or JSON text from an older walua */
+	if ((e->bodylen = (size_t)sqlite3_column_bytes(st, 5)) > 0 &&
+	    (e->body = malloc(e->bodylen + 1)) != NULL) {
+		memcpy(e->body, sqlite3_column_blob(st, 5), e->bodylen);
+		e->body[e->bodylen] = '\0';
+	}
 }
 
 /* Load events marked for replay into the queue (clearing the mark). */
@@ -353,7 +357,7 @@ pick_up_replays(void)
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		row_event(st, &e);
 		if ((cl = db_prepare(wdb, clr)) == NULL || e.kind == NULL ||
-		    e.json == NULL) {
+		    e.body == NULL) {
 			event_free(&e);
 			break;
 		}
@@ -629,7 +633,7 @@ load_pending(char *err, size_t errlen)
 		due = 0;
 		if (sqlite3_column_type(st, 7) != SQLITE_NULL)
 			due = now + (sqlite3_column_int64(st, 7) - now_wall);
-		if (e.kind == NULL || e.json == NULL ||
+		if (e.kind == NULL || e.body == NULL ||
 		    queue_restore(&e, sqlite3_column_int(st, 6), due) == -1) {
 			event_free(&e);
 			sqlite3_reset(st);

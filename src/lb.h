@@ -14,6 +14,7 @@ int	luaopen_walua_log(lua_State *L);	/* writer at the top */
 int	lb_json_open_cjson(lua_State *L);	/* the handlers' `cjson` */
 int	lb_json_decode_raise(lua_State *L);	/* cjson.decode; raises */
 int	lb_json_decode_event(lua_State *L);	/* a stored event; raises */
+void	lb_json_event_text(lua_State *L);	/* stored event -> JSON text */
 void	lb_json_integerize(lua_State *L, int idx, int depth);
 
 /* lb_util.c */

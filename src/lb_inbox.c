@@ -217,6 +217,9 @@ lb_inbox_show(lua_State *L)
 		}
 		lua_setfield(L, -2, "sends");
 		db_close(d);
+		lua_getfield(L, -1, "body");	/* may raise: nothing is open */
+		lb_json_event_text(L);
+		lua_setfield(L, -2, "body");
 		return 1;
 	}
 	if (rc != SQLITE_DONE)

@@ -15,6 +15,8 @@
 
 #include <lua-cjson.h>
 
+#include "pack.h"
+
 #define JSON_MAX_DEPTH	64
 
 static char cjson_key;		/* registry: the private cjson module */
@@ -87,16 +89,48 @@ push_event_decoder(lua_State *L)
 	lua_rawsetp(L, LUA_REGISTRYINDEX, &event_key);
 }
 
-/* decode_event(text) -> ev, integers where exact; raises on bad JSON. */
+/*
+ * decode_event(body) -> ev: a packed event (pack.c), or the JSON text an
+ * older walua stored (integers where exact); raises on bad bytes.
+ */
 int
 lb_json_decode_event(lua_State *L)
 {
-	luaL_checkstring(L, 1);
+	size_t		 len;
+	const char	*p = luaL_checklstring(L, 1, &len);
+
+	if (pack_is(p, len)) {
+		if (unpack_value(L, p, len) == -1)
+			return luaL_error(L, "a stored event is damaged");
+		return 1;
+	}
 	push_event_decoder(L);
 	lua_pushvalue(L, 1);
 	lua_call(L, 1, 1);
 	lb_json_integerize(L, -1, 0);
 	return 1;
+}
+
+/*
+ * Replace the stored event body on top of the stack by its JSON text
+ * (what `inbox show` prints); JSON text is left as it is.  Raises on
+ * damaged bytes.  [-1, +1, e]
+ */
+void
+lb_json_event_text(lua_State *L)
+{
+	size_t		 len;
+	const char	*p = lua_tolstring(L, -1, &len);
+
+	if (p == NULL || !pack_is(p, len))
+		return;
+	push_cjson(L);
+	lua_getfield(L, -1, "encode");
+	lua_remove(L, -2);
+	if (unpack_value(L, p, len) == -1)
+		luaL_error(L, "a stored event is damaged");
+	lua_call(L, 1, 1);
+	lua_remove(L, -2);
 }
 
 /* decode(text) -> value, integers where exact; raises on bad JSON. */

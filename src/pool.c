@@ -957,7 +957,7 @@ dispatch(void)
 		    it->message_id ? it->message_id : "",
 		    inbox_status_rank(it->status), it->conv ? it->conv : "");
 		if (hdr.data == NULL || ipc_frame(&w->out, IPC_EVENT, hdr.data,
-		    hdr.len, it->json, it->jsonlen, NULL, 0) == -1) {
+		    hdr.len, it->body, it->bodylen, NULL, 0) == -1) {
 			kill(w->pid, SIGKILL);
 			worker_lost(w);
 			continue;

@@ -89,7 +89,7 @@ item_free(struct qitem *it)
 	free(it->conv);
 	free(it->message_id);
 	free(it->status);
-	free(it->json);
+	free(it->body);
 	free(it->last_error);
 	free(it);
 }
@@ -350,11 +350,11 @@ take_event(struct qitem *it, struct event *e)
 	it->conv = e->conversation;
 	it->message_id = e->message_id;
 	it->status = e->status;
-	it->json = e->json;
-	it->jsonlen = e->jsonlen;
+	it->body = e->body;
+	it->bodylen = e->bodylen;
 	it->prior_rank = e->prior_rank;
 	it->prior_epoch = e->prior_epoch;
-	e->kind = e->conversation = e->message_id = e->status = e->json = NULL;
+	e->kind = e->conversation = e->message_id = e->status = e->body = NULL;
 }
 
 static void
@@ -364,8 +364,8 @@ give_back(struct qitem *it, struct event *e)
 	e->conversation = it->conv;
 	e->message_id = it->message_id;
 	e->status = it->status;
-	e->json = it->json;
-	it->kind = it->conv = it->message_id = it->status = it->json = NULL;
+	e->body = it->body;
+	it->kind = it->conv = it->message_id = it->status = it->body = NULL;
 }
 
 /*

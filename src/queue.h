@@ -15,8 +15,8 @@ struct qitem {
 	char		*status;	/* a status event's status, or NULL */
 	int		 prior_rank;	/* see struct event */
 	int		 prior_epoch;
-	char		*json;
-	size_t		 jsonlen;
+	char		*body;		/* the event, packed (pack.h) */
+	size_t		 bodylen;
 	int		 attempts;	/* attempts started so far */
 	int64_t		 acked_ms;	/* when it was acknowledged */
 	int64_t		 due_ms;	/* retry: not before */

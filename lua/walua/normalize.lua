@@ -517,8 +517,8 @@ M.FIELDS = 7
 
 -- For the C core: decode, then describe and encode each event for the
 -- inbox.  Returns the count n and a list of n times FIELDS values (kind,
--- conversation, dedup key, message id, status, JSON, error code; false
--- for none), or
+-- conversation, dedup key, message id, status, the event's table, error
+-- code; false for none), or
 -- nil, err.
 function M.for_inbox(provider, body, endpoint, headers)
 	local events, err = M.decode(provider, body, { endpoint = endpoint,
@@ -541,7 +541,7 @@ function M.for_inbox(provider, body, endpoint, headers)
 		out[n + 3] = key or false
 		out[n + 4] = ev.message_id or false
 		out[n + 5] = ev.kind == "status" and ev.status or false
-		out[n + 6] = cjson.encode(ev)
+		out[n + 6] = ev		-- packed by the C core (src/pack.c)
 		-- the provider's error code (130429...), for /metrics
 		local e = ev.errors and ev.errors[1]
 		out[n + 7] = ev.code or (e and e.code) or false

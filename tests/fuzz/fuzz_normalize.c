@@ -18,8 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+
 #include "event.h"
 #include "fuzzlib.h"
+#include "pack.h"
 
 #define FL_BATCH	0x01	/* X-Webhook-Batch present ... */
 #define FL_BATCH_TRUE	0x02	/* ... and "true" (else "false") */
@@ -32,6 +35,8 @@
 #define MAX_PARAMS	16	/* as oauth.c asks */
 
 static const char *const providers[] = { "insider", "meta", "kapso" };
+
+static lua_State	*L;		/* where packed events are unpacked */
 
 static void
 fail(const char *what, const char *detail)
@@ -50,12 +55,15 @@ check_events(const struct event_batch *b)
 		e = &b->ev[i];
 		if (strlen(e->id) != EVENT_ID_LEN)
 			fail("bad event id", e->id);
-		if (e->kind == NULL || e->dedup == NULL || e->json == NULL)
-			fail("event without kind, dedup key or JSON", e->id);
-		/* cjson escapes NUL, so the text is one C string */
-		if (e->jsonlen == 0 || strlen(e->json) != e->jsonlen ||
-		    e->json[0] != '{')
-			fail("event JSON is not an object", e->json);
+		if (e->kind == NULL || e->dedup == NULL || e->body == NULL)
+			fail("event without kind, dedup key or body", e->id);
+		/* the worker must get back a table of the same kind */
+		if (unpack_value(L, e->body, e->bodylen) == -1)
+			fail("the packed event does not unpack", e->id);
+		if (!lua_istable(L, -1) || lua_getfield(L, -1, "kind") !=
+		    LUA_TSTRING || strcmp(lua_tostring(L, -1), e->kind) != 0)
+			fail("the packed event is not the event", e->kind);
+		lua_settop(L, 0);
 	}
 }
 
@@ -78,6 +86,12 @@ decode_params(const char *body, size_t len)
 	}
 }
 
+static void
+close_lua(void)
+{
+	lua_close(L);
+}
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -94,6 +108,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		fail("cannot start the decoder", err);
 	event_batch_free(&b);
 	atexit(event_shutdown);
+	if ((L = luaL_newstate()) == NULL)
+		fail("cannot make a Lua state", "out of memory");
+	atexit(close_lua);
 	return 0;
 }
 

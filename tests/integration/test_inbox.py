@@ -1491,3 +1491,53 @@ def test_16_healthz_shows_unmarked_events():
         assert after.get("unmarked") == 0 and after.get("inflight") == 0, \
             after
         assert d.stop() == 0
+
+
+def test_events_stored_as_json_by_an_earlier_walua_are_still_handled():
+    """Events are stored packed (README, Design notes); a pending event an
+    earlier version stored as JSON text is handled after the upgrade, with
+    the same fields, and `inbox show` prints both kinds as JSON."""
+    handler = ('local log = require "walua.log"\n'
+               'return function(ev)\n'
+               '\tlog.info("handled", { text = ev.text, id = ev.id,\n'
+               '\t    message_id = ev.message_id, tstype = math.type(ev.timestamp),\n'
+               '\t    n = ev.raw.n and math.type(ev.raw.n) })\n'
+               'end\n')
+    with Daemon(handlers={"h.lua": handler}, workers=1) as d:
+        d.deliver(text_body("stored packed", "wamid.PACKED1"))
+        (new,) = d.wait_log(handled_for("wamid.PACKED1"))
+        d.stop()
+        db = sqlite3.connect(os.path.join(d.dir, "walua.db"))
+        (blob,) = db.execute("SELECT body FROM events WHERE message_id = ?",
+                             ("wamid.PACKED1",)).fetchone()
+        assert isinstance(blob, bytes) and blob[:1] == b"\x01", blob[:16]
+        ev = {"provider": "insider", "endpoint": "/webhooks/insider",
+              "kind": "message", "type": "text", "text": "stored as JSON",
+              "message_id": "wamid.OLDJSON1", "from": "905321234567",
+              "conversation": "106540352242922:905321234567",
+              "timestamp": 1749416383, "raw": {"id": "wamid.OLDJSON1",
+                                                "n": 3.0}}
+        db.execute(
+            "INSERT INTO events (id, provider, endpoint, kind, conversation,"
+            " message_id, dedup, body, acked_ms) VALUES (?, 'insider',"
+            " '/webhooks/insider', 'message', ?, ?, ?, ?, ?)",
+            ("0190000000000000000000old1", ev["conversation"],
+             ev["message_id"], "m:" + ev["message_id"], json.dumps(ev),
+             int(time.time() * 1000)))
+        db.commit()
+        db.close()
+        d.restart()
+        (old,) = d.wait_log(handled_for("wamid.OLDJSON1"))
+        assert old["text"] == "stored as JSON", old
+        # JSON numbers become integers where exact, as they always did
+        assert old["tstype"] == "integer" and old["n"] == "integer", old
+        assert new["tstype"] == "integer", new
+        assert old["id"] == "0190000000000000000000old1", old
+        for mid, text in (("wamid.PACKED1", "stored packed"),
+                          ("wamid.OLDJSON1", "stored as JSON")):
+            event_id = (new if mid == "wamid.PACKED1" else old)["id"]
+            p = walua("run", "-c", d.conf, "inbox", "show", event_id,
+                      "--json")
+            assert p.returncode == 0, (p.stdout, p.stderr)
+            body = json.loads(p.stdout)["body"]
+            assert body["text"] == text and body["message_id"] == mid, body

@@ -19,8 +19,8 @@ push(const char *conv, const char *id, long max)
 	snprintf(b.ev[0].id, sizeof(b.ev[0].id), "%s", id);
 	b.ev[0].kind = strdup("message");
 	b.ev[0].conversation = conv ? strdup(conv) : NULL;
-	b.ev[0].json = strdup("{}");
-	b.ev[0].jsonlen = 2;
+	b.ev[0].body = strdup("{}");
+	b.ev[0].bodylen = 2;
 	if (queue_push(&b, max) == -1) {
 		event_batch_free(&b);
 		return -1;
@@ -39,8 +39,8 @@ restore(const char *id)
 	snprintf(e.id, sizeof(e.id), "%s", id);
 	e.kind = strdup("message");
 	e.conversation = strdup("r");
-	e.json = strdup("{}");
-	e.jsonlen = 2;
+	e.body = strdup("{}");
+	e.bodylen = 2;
 	rc = queue_restore(&e, 0, 0);
 	event_free(&e);
 	return rc;
