@@ -1,14 +1,19 @@
 /*
- * checkpoint.c - WAL checkpoints off the commit path.
+ * checkpoint.c - WAL checkpoints mostly off the commit path.
  *
  * SQLite's automatic checkpoint runs inside the commit that crosses the
  * threshold: that commit copies the WAL into the database file and syncs
  * it while every delivery of its group waits for its 200 (about 1 commit
- * in 100 took 1 to 10 ms that way).  Here the inbox writer's connection
- * only notes the WAL's size after each commit, and a thread of its own,
- * at a lower CPU priority, runs PASSIVE checkpoints with its own
- * connection: they never take a lock a writer waits for, and the writer
- * starts the WAL over after one has copied everything.
+ * in 100 took 1 to 10 ms that way).  Here a thread of its own, at a lower
+ * CPU priority, copies the bulk with PASSIVE checkpoints on its own
+ * connection, which never take a lock the writer waits for.
+ *
+ * It cannot finish the job alone: the WAL starts over only when a write
+ * transaction begins on a WAL that is copied to its end, and under load
+ * the writer appends between any two of the thread's passes, so the WAL
+ * would grow without end.  So once a pass is over, the writer, between
+ * two commits, copies the few frames appended since (checkpoint_turn),
+ * and its next transaction starts the WAL over.
  */
 #include "checkpoint.h"
 
@@ -25,14 +30,16 @@
 #include "metrics.h"
 
 #define CKPT_PAGES	1000	/* SQLite's own default threshold */
+#define CKPT_MAX_PAGES	20000	/* the writer does it all past this (80 MB) */
 #define CKPT_IDLE_MS	1000	/* checkpoint what is left when quiet */
 #define CKPT_NICE	5
 
 static pthread_t	 thread;
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t	 cv = PTHREAD_COND_INITIALIZER;
-static int		 started, stopping, wanted;
-static int		 wal_pages;		/* after the last commit */
+static int		 started, stopping, wanted, running;
+static int		 copied;		/* a pass is over: the writer's turn */
+static int		 wal_pages;		/* frames in the WAL, last commit */
 static struct db	*cdb;
 
 /* sqlite3_wal_hook: after each commit of the writer's connection. */
@@ -44,7 +51,7 @@ on_commit(void *arg, sqlite3 *h, const char *name, int pages)
 	(void)name;
 	pthread_mutex_lock(&mu);
 	wal_pages = pages;
-	if (pages >= CKPT_PAGES && !wanted) {
+	if (pages >= CKPT_PAGES && !wanted && !running && !copied) {
 		wanted = 1;
 		pthread_cond_signal(&cv);
 	}
@@ -52,31 +59,52 @@ on_commit(void *arg, sqlite3 *h, const char *name, int pages)
 	return SQLITE_OK;
 }
 
-static void
-run_checkpoint(void)
+static int
+run_checkpoint(struct db *d)
 {
 	struct timespec	t0, t1;
 	int		log = 0, done = 0, rc;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	rc = sqlite3_wal_checkpoint_v2(cdb->h, NULL, SQLITE_CHECKPOINT_PASSIVE,
+	rc = sqlite3_wal_checkpoint_v2(d->h, NULL, SQLITE_CHECKPOINT_PASSIVE,
 	    &log, &done);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
 		log_kv(LOG_WARN, "checkpoint failed", "error",
-		    sqlite3_errmsg(cdb->h), NULL);
-		return;
+		    sqlite3_errmsg(d->h), NULL);
+		return -1;
 	}
 	metrics_observe("walua_checkpoint_duration_seconds",
 	    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec -
 	    t0.tv_nsec) / 1e9);
+	return 0;
+}
+
+/*
+ * The writer, between two commits: when a pass of the thread is over (or
+ * the WAL is far too long), copy what is left, so that the next
+ * transaction starts the WAL over.
+ */
+void
+checkpoint_turn(struct db *writer)
+{
+	int	mine;
+
+	if (!started)
+		return;
+	pthread_mutex_lock(&mu);
+	mine = !running && (copied || wal_pages >= CKPT_MAX_PAGES);
+	if (mine)
+		copied = 0;
+	pthread_mutex_unlock(&mu);
+	if (mine)
+		run_checkpoint(writer);
 }
 
 static void *
 checkpoint_main(void *arg)
 {
 	struct timespec	ts;
-	int		run;
 
 	(void)arg;
 	pthread_setname_np(pthread_self(), "checkpointer");	/* top -H */
@@ -91,21 +119,20 @@ checkpoint_main(void *arg)
 			ts.tv_nsec += CKPT_IDLE_MS * 1000000L;
 			ts.tv_sec += ts.tv_nsec / 1000000000L;
 			ts.tv_nsec %= 1000000000L;
-			if (pthread_cond_timedwait(&cv, &mu, &ts) == ETIMEDOUT) {
-				/* quiet: checkpoint what a burst left */
-				if (wal_pages > 0)
-					wanted = 1;
-			}
+			/* quiet: copy what a burst left */
+			if (pthread_cond_timedwait(&cv, &mu, &ts) == ETIMEDOUT &&
+			    wal_pages > 0 && !copied)
+				wanted = 1;
 		}
-		if (stopping)
-			break;
-		run = wanted;
+		if (stopping || !wanted)
+			continue;
 		wanted = 0;
-		wal_pages = 0;
+		running = 1;
 		pthread_mutex_unlock(&mu);
-		if (run)
-			run_checkpoint();
+		run_checkpoint(cdb);
 		pthread_mutex_lock(&mu);
+		running = 0;
+		copied = 1;
 	}
 	pthread_mutex_unlock(&mu);
 	return NULL;
@@ -119,7 +146,7 @@ checkpoint_start(struct db *writer, const char *path, int durability,
 		return -1;
 	/* replaces SQLite's automatic checkpoint on the writer's connection */
 	sqlite3_wal_hook(writer->h, on_commit, NULL);
-	stopping = wanted = wal_pages = 0;
+	stopping = wanted = running = copied = wal_pages = 0;
 	if ((errno = pthread_create(&thread, NULL, checkpoint_main, NULL)) !=
 	    0) {
 		snprintf(err, errlen, "inbox: cannot start the checkpointer: %s",
@@ -145,7 +172,7 @@ checkpoint_stop(void)
 	pthread_mutex_unlock(&mu);
 	pthread_join(thread, NULL);
 	started = 0;
-	run_checkpoint();
+	run_checkpoint(cdb);
 	db_close(cdb);
 	cdb = NULL;
 }

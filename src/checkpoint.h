@@ -1,4 +1,4 @@
-/* checkpoint.h - WAL checkpoints in a thread of their own (inbox writer). */
+/* checkpoint.h - WAL checkpoints mostly off the inbox writer's commits. */
 #ifndef CHECKPOINT_H
 #define CHECKPOINT_H
 
@@ -8,6 +8,7 @@ struct db;
 
 int	checkpoint_start(struct db *writer, const char *path, int durability,
 	    char *err, size_t errlen);
+void	checkpoint_turn(struct db *writer);
 void	checkpoint_stop(void);
 
 #endif

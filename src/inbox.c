@@ -538,6 +538,8 @@ writer_main(void *arg)
 		flush = 0;
 		pthread_mutex_unlock(&mu);
 
+		/* the WAL starts over at this commit, if a pass is over */
+		checkpoint_turn(wdb);
 		rc = (rq != NULL || op != NULL) ? commit_group(rq, op) : 0;
 		if (rc == 0 && (rq != NULL || op != NULL))
 			set_health(1, NULL);
