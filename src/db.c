@@ -20,8 +20,11 @@
 /*
  * events: the inbox.  state 0 pending, 1 done, 2 dead; due_ms is the
  * wall-clock time of a pending retry; requeue marks events an admin
- * replayed, for the running daemon to pick up.
- * dedup: claimed dedup keys (README, HTTP answers) until expires_ms.
+ * replayed, for the running daemon to pick up.  dedup and dedup2 are the
+ * event's dedup keys (README, HTTP answers: dedup2 holds Kapso's
+ * delivery key, dedup the other one), each unique: the insert of an event
+ * is its claim, live until acked_ms plus the dedup window (schema
+ * version 3; before, a table of its own held the claims).
  * statuses: the highest status rank handled per message (ev.stale).
  * kv: walua.store.  oauth_tokens: issued tokens, by SHA-256, with their
  * client, scopes and the fingerprint of the client's secret (secret_fp,
@@ -35,6 +38,7 @@ static const char schema[] =
 	"  id TEXT NOT NULL UNIQUE,"
 	"  provider TEXT NOT NULL, endpoint TEXT, kind TEXT NOT NULL,"
 	"  conversation TEXT, message_id TEXT, status TEXT, dedup TEXT,"
+	"  dedup2 TEXT,"
 	"  body TEXT NOT NULL,"
 	"  state INTEGER NOT NULL DEFAULT 0,"
 	"  attempts INTEGER NOT NULL DEFAULT 0,"
@@ -48,9 +52,6 @@ static const char schema[] =
 	"  WHERE requeue = 1;"
 	"CREATE INDEX IF NOT EXISTS events_done ON events(done_ms)"
 	"  WHERE state = 1;"
-	"CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY,"
-	"  event_id TEXT NOT NULL, expires_ms INTEGER NOT NULL) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup(expires_ms);"
 	"CREATE TABLE IF NOT EXISTS statuses (message_id TEXT PRIMARY KEY,"
 	"  rank INTEGER NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS statuses_age ON statuses(updated_ms);"
@@ -65,6 +66,7 @@ static const char schema[] =
 	"  created_ms INTEGER NOT NULL, answered_ms INTEGER,"
 	"  PRIMARY KEY (event_id, seq)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS sends_age ON sends(created_ms);"
+	/* a new database is version 2 here: migrate() makes it 3 */
 	"INSERT OR IGNORE INTO meta VALUES ('schema_version', '2');";
 
 /* The integer the query answers, or 0 (no row, or an error). */
@@ -86,26 +88,54 @@ query_int(sqlite3 *h, const char *sql)
 	" WHERE key = 'schema_version'"
 #define HAS_SECRET_FP	"SELECT count(*) FROM pragma_table_info(" \
 	"'oauth_tokens') WHERE name = 'secret_fp'"
+#define HAS_DEDUP2	"SELECT count(*) FROM pragma_table_info(" \
+	"'events') WHERE name = 'dedup2'"
 
 /*
- * Bring a database of an older schema up to date.  Version 1 had no
+ * Version 3: the dedup keys move into the events they belong to.  A key
+ * of an older row is split (Kapso's delivery key to dedup2); a key two
+ * rows share (a redelivery after the window) stays with the newest.
+ */
+static const char to_v3[] =
+	"UPDATE events SET dedup2 = substr(dedup, 1, instr(dedup, char(10)) - 1),"
+	"  dedup = substr(dedup, instr(dedup, char(10)) + 1)"
+	"  WHERE instr(dedup, char(10)) > 0;"
+	"UPDATE events SET dedup2 = dedup, dedup = NULL"
+	"  WHERE dedup2 IS NULL AND dedup LIKE 'k:%';"
+	"UPDATE events SET dedup = NULL WHERE dedup IS NOT NULL AND seq NOT IN"
+	"  (SELECT max(seq) FROM events WHERE dedup IS NOT NULL"
+	"   GROUP BY dedup);"
+	"UPDATE events SET dedup2 = NULL WHERE dedup2 IS NOT NULL AND seq NOT IN"
+	"  (SELECT max(seq) FROM events WHERE dedup2 IS NOT NULL"
+	"   GROUP BY dedup2);"
+	"CREATE UNIQUE INDEX IF NOT EXISTS events_dedup ON events(dedup)"
+	"  WHERE dedup IS NOT NULL;"
+	"CREATE UNIQUE INDEX IF NOT EXISTS events_dedup2 ON events(dedup2)"
+	"  WHERE dedup2 IS NOT NULL;"
+	"DROP TABLE IF EXISTS dedup;"
+	"INSERT INTO meta VALUES ('schema_version', '3')"
+	"  ON CONFLICT (key) DO UPDATE SET value = excluded.value;";
+
+/*
+ * Bring a database of an older schema up to date: version 1 had no
  * oauth_tokens.secret_fp (CREATE TABLE IF NOT EXISTS left the old table
- * as it was).  Under the write lock, so that of several connections
- * opening at once exactly one migrates; the others then see version 2.
+ * as it was), version 2 kept dedup keys in a table of their own.  Under
+ * the write lock, so that of several connections opening at once exactly
+ * one migrates; the others then see version 3.
  */
 static int
 migrate(sqlite3 *h, char **msg)
 {
-	if (query_int(h, SCHEMA_VERSION) >= 2)
+	if (query_int(h, SCHEMA_VERSION) >= 3)
 		return SQLITE_OK;
 	if (sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, msg) != SQLITE_OK)
 		return SQLITE_ERROR;
-	if (query_int(h, SCHEMA_VERSION) < 2 && ((query_int(h,
+	if (query_int(h, SCHEMA_VERSION) < 3 && ((query_int(h,
 	    HAS_SECRET_FP) == 0 && sqlite3_exec(h, "ALTER TABLE oauth_tokens"
 	    " ADD COLUMN secret_fp TEXT", NULL, NULL, msg) != SQLITE_OK) ||
-	    sqlite3_exec(h, "INSERT INTO meta VALUES ('schema_version', '2')"
-	    " ON CONFLICT (key) DO UPDATE SET value = excluded.value", NULL,
-	    NULL, msg) != SQLITE_OK)) {
+	    (query_int(h, HAS_DEDUP2) == 0 && sqlite3_exec(h, "ALTER TABLE"
+	    " events ADD COLUMN dedup2 TEXT", NULL, NULL, msg) != SQLITE_OK) ||
+	    sqlite3_exec(h, to_v3, NULL, NULL, msg) != SQLITE_OK)) {
 		sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
 		return SQLITE_ERROR;
 	}

@@ -7,7 +7,7 @@
 
 #include <sqlite3.h>
 
-#define DB_CACHE	32
+#define DB_CACHE	48
 
 struct db {
 	sqlite3		*h;

@@ -977,6 +977,14 @@ admin_start(const struct config *cfg, char *err, size_t errlen)
 }
 
 #define FD_SPARE	256	/* descriptors walua needs besides connections */
+/*
+ * Each connection's memory (its request head, read and write buffers).
+ * libmicrohttpd clears what a request used before the next one on the
+ * connection, so its default 32 KiB cost a 32 KiB memset per request;
+ * 16 KiB still takes a head of 8 KiB and more (webhook heads are under
+ * 2 KiB; a bigger one gets 431).
+ */
+#define HTTP_CONN_MEMORY	(16 * 1024)
 
 /*
  * Each connection is a file descriptor: raise the soft limit of open
@@ -1050,6 +1058,7 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 	    MHD_OPTION_THREAD_POOL_SIZE, http_threads(cfg),
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
 	    MHD_OPTION_CONNECTION_LIMIT, max,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,

@@ -114,39 +114,119 @@ op_free(struct op *o)
 }
 
 /*
- * Claim every dedup key of e (one per line: Kapso's idempotency key and
- * the message's own id, say).  Returns 1 when e is new, 0 when one of its
- * keys is a live duplicate, -1 on a database error.
+ * e's dedup keys (one per line) as the two columns that hold them:
+ * Kapso's delivery key ("k:...") in dedup2, the other one in dedup.
+ * Cuts e->dedup in place (its lines end at their '\0').
  */
-static int
-claim_keys(struct event *e, int64_t expires, int64_t now)
+static void
+split_keys(struct event *e, const char **key, const char **key2)
 {
 	char	*p, *nl;
-	int	 c, isnew = 1;
 
+	*key = *key2 = NULL;
 	for (p = e->dedup; p != NULL && *p != '\0'; p = nl ? nl + 1 : NULL) {
 		if ((nl = strchr(p, '\n')) != NULL)
 			*nl = '\0';
-		c = kv_dedup_claim(wdb, p, e->id, expires, now);
-		if (nl != NULL)
-			*nl = '\n';
-		if (c == -1)
-			return -1;
-		if (c == 0)
-			isnew = 0;
+		if (strncmp(p, "k:", 2) == 0) {
+			if (*key2 == NULL)
+				*key2 = p;
+		} else if (*key == NULL)
+			*key = p;
 	}
-	return isnew;
 }
 
-/* Claim the keys and insert the new events of one request. */
+static int
+insert_event(struct inbox_ticket *r, struct event *e, const char *key,
+    const char *key2, int64_t now)
+{
+	static const char sql[] = "INSERT INTO events (id, provider, endpoint,"
+	    " kind, conversation, message_id, status, dedup, dedup2, body,"
+	    " acked_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+	    " ON CONFLICT DO NOTHING";
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	if ((st = db_prepare(wdb, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, e->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, r->provider, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, r->endpoint, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, e->kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, e->conversation, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, e->message_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 7, e->status, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 8, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 9, key2, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 10, e->body, (int)e->bodylen, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 11, now);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return -1;
+	return sqlite3_changes(wdb->h);
+}
+
+/* Run sql (an UPDATE with one parameter) for key, unless key is NULL. */
+static int
+run_for_key(const char *sql, const char *key)
+{
+	sqlite3_stmt	*st;
+	int		 rc;
+
+	if (key == NULL)
+		return 0;
+	if ((st = db_prepare(wdb, sql)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/*
+ * A key of e is held by an earlier event.  Returns 0 when one of those
+ * claims is live (acknowledged since `since`: e is a duplicate); 1 when
+ * all had expired: the earlier events let go of them, for e.  -1 on a
+ * database error.
+ */
+static int
+release_expired(const char *key, const char *key2, int64_t since)
+{
+	static const char live[] = "SELECT count(*) FROM events WHERE"
+	    " (dedup = ?1 OR dedup2 = ?2) AND acked_ms >= ?3";
+	sqlite3_stmt	*st;
+	int		 n;
+
+	if ((st = db_prepare(wdb, live)) == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, key2, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, since);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return -1;
+	}
+	n = sqlite3_column_int(st, 0);
+	sqlite3_reset(st);
+	if (n > 0)
+		return 0;
+	if (run_for_key("UPDATE events SET dedup = NULL WHERE dedup = ?1",
+	    key) == -1 || run_for_key("UPDATE events SET dedup2 = NULL"
+	    " WHERE dedup2 = ?1", key2) == -1)
+		return -1;
+	return 1;
+}
+
+/*
+ * Insert the new events of one request: an event's insert is the claim
+ * of its dedup keys (unique columns); one whose key an earlier event
+ * holds, within the dedup window, is a duplicate and dropped.
+ */
 static int
 insert_request(struct inbox_ticket *r, int64_t now)
 {
-	static const char sql[] = "INSERT INTO events (id, provider, endpoint,"
-	    " kind, conversation, message_id, status, dedup, body, acked_ms)"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 	struct event_batch	*b = r->batch;
-	sqlite3_stmt		*st;
+	const char		*key, *key2;
 	int			 i, c;
 
 	if (queue_unfinished() + b->n > r->max_queue) {
@@ -156,7 +236,13 @@ insert_request(struct inbox_ticket *r, int64_t now)
 	for (i = 0; i < b->n; i++) {
 		struct event *e = &b->ev[i];
 
-		if ((c = claim_keys(e, now + r->dedup_ms, now)) == -1)
+		split_keys(e, &key, &key2);
+		if ((c = insert_event(r, e, key, key2, now)) == 0) {
+			c = release_expired(key, key2, now - r->dedup_ms);
+			if (c == 1)
+				c = insert_event(r, e, key, key2, now);
+		}
+		if (c == -1)
 			return -1;
 		if (c == 0) {			/* a duplicate: drop it */
 			r->ndup++;
@@ -170,24 +256,6 @@ insert_request(struct inbox_ticket *r, int64_t now)
 			e->prior_epoch = atomic_load(&rank_epoch);
 			e->prior_rank = kv_status_rank(wdb, e->message_id);
 		}
-		if ((st = db_prepare(wdb, sql)) == NULL)
-			return -1;
-		sqlite3_bind_text(st, 1, e->id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, r->provider, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, r->endpoint, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 4, e->kind, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 5, e->conversation, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 6, e->message_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 7, e->status, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 8, e->dedup, -1, SQLITE_STATIC);
-		sqlite3_bind_blob(st, 9, e->body, (int)e->bodylen,
-		    SQLITE_STATIC);
-		sqlite3_bind_int64(st, 10, now);
-		if (sqlite3_step(st) != SQLITE_DONE) {
-			sqlite3_reset(st);
-			return -1;
-		}
-		sqlite3_reset(st);
 		r->nnew++;
 	}
 	return 0;

@@ -21,31 +21,6 @@ step_done(sqlite3_stmt *st)
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/*
- * Claim key for event_id until expires_ms.  Returns 1 when claimed (new,
- * or the old claim had expired), 0 when it is a live duplicate, -1 on error.
- */
-int
-kv_dedup_claim(struct db *d, const char *key, const char *event_id,
-    int64_t expires_ms, int64_t now_ms)
-{
-	static const char sql[] =
-	    "INSERT INTO dedup (key, event_id, expires_ms) VALUES (?1, ?2, ?3)"
-	    " ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id,"
-	    " expires_ms = excluded.expires_ms WHERE dedup.expires_ms < ?4";
-	sqlite3_stmt	*st;
-
-	if ((st = db_prepare(d, sql)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, event_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, expires_ms);
-	sqlite3_bind_int64(st, 4, now_ms);
-	if (step_done(st) == -1)
-		return -1;
-	return sqlite3_changes(d->h) == 1 ? 1 : 0;
-}
-
 /* The live value of key into *value (caller frees): 1, or 0 if none. */
 int
 kv_get(struct db *d, const char *key, int64_t now_ms, char **value)
@@ -346,9 +321,9 @@ kv_send_answer(struct db *d, const char *event_id, int seq,
 }
 
 /*
- * Delete up to limit expired rows of each table (dedup keys past their
- * time, walua.store values past their TTL, status ranks and finished
- * events older than keep_ms), in one transaction.  Bounded, so the writer
+ * Delete up to limit expired rows of each table (walua.store values past
+ * their TTL; status ranks, finished events with their dedup keys and
+ * sends older than keep_ms), in one transaction.  Bounded, so the writer
  * never stalls long; the caller runs it again soon while a table had more
  * (returns 1), at leisure when none had (0), or after an error (-1).
  * *deleted gets the rows deleted.
@@ -358,8 +333,6 @@ kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit,
     long *deleted)
 {
 	static const char *const sqls[] = {
-	    "DELETE FROM dedup WHERE key IN (SELECT key FROM dedup"
-	    " WHERE expires_ms < ?1 LIMIT ?3)",
 	    "DELETE FROM kv WHERE key IN (SELECT key FROM kv"
 	    " WHERE expires_ms IS NOT NULL AND expires_ms <= ?1 LIMIT ?3)",
 	    "DELETE FROM statuses WHERE message_id IN (SELECT message_id FROM"

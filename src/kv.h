@@ -1,6 +1,6 @@
 /*
- * kv.h - walua's shared state: dedup keys, walua.store, status ranks (and
- * the OAuth2 tokens).  One small interface, so that a later backend (Redis,
+ * kv.h - walua's shared state: walua.store, status ranks, the send journal
+ * (and the OAuth2 tokens).  One small interface, so that a later backend (Redis,
  * shared by several walua instances) can replace the SQLite one while each
  * instance keeps its own inbox.
  */
@@ -22,8 +22,6 @@ struct kv_token {
 	int64_t		 expires_ms;
 };
 
-int	kv_dedup_claim(struct db *, const char *key, const char *event_id,
-	    int64_t expires_ms, int64_t now_ms);
 int	kv_get(struct db *, const char *key, int64_t now_ms, char **value);
 int	kv_set(struct db *, const char *key, const char *value,
 	    int64_t expires_ms);

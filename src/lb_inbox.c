@@ -86,7 +86,8 @@ lb_inbox_stats(lua_State *L)
 	    " (SELECT count(*) FROM events WHERE state = 1),"
 	    " (SELECT min(acked_ms) FROM events WHERE state = 0),"
 	    " (SELECT max(acked_ms) FROM events),"
-	    " (SELECT count(*) FROM dedup)";
+	    " (SELECT count(*) FROM events WHERE dedup IS NOT NULL) +"
+	    " (SELECT count(*) FROM events WHERE dedup2 IS NOT NULL)";
 	static const char *names[] = { "pending", "retrying", "dead", "done",
 	    "oldest_pending_ms", "last_acked_ms", "dedup_keys", NULL };
 	const char	*path = luaL_checkstring(L, 1);

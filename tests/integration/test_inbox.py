@@ -1414,8 +1414,11 @@ def test_15_pruning_keeps_up_with_a_sustained_rate():
             assert r.status == 200, (r.status, r.read())
             sent += json.loads(r.read())["events"]
             if time.time() >= next_sample:
-                rows = [db.execute("SELECT count(*) FROM %s" % t)
-                        .fetchone()[0] for t in ("dedup", "events")]
+                # the dedup keys live in their events' rows (dedup,
+                # dedup2): bounded with them
+                rows = [db.execute(q).fetchone()[0] for q in (
+                    "SELECT count(*) FROM events WHERE dedup IS NOT NULL"
+                    " OR dedup2 IS NOT NULL", "SELECT count(*) FROM events")]
                 samples.append((round(time.time() - t0), sent, *rows))
                 next_sample += 1
             ahead = t0 + n / posts_per_s - time.time()
@@ -1541,3 +1544,79 @@ def test_events_stored_as_json_by_an_earlier_walua_are_still_handled():
             assert p.returncode == 0, (p.stdout, p.stderr)
             body = json.loads(p.stdout)["body"]
             assert body["text"] == text and body["message_id"] == mid, body
+
+
+def test_17_dedup_window_ends():
+    """A dedup key is held for limits.dedup_days after its event was
+    acknowledged (README, HTTP answers): a redelivery within it is a
+    duplicate, one after it a new event, handled again."""
+    extra = "  limits = { dedup_days = 1 / 86400 },"
+    with Daemon(handlers={"h.lua": logging_handler()}, workers=1,
+                extra=extra) as d:
+        body = text_body("again and again", "wamid.WINDOW1")
+        assert d.deliver(body) == {"ok": True, "events": 1, "duplicates": 0}
+        assert d.deliver(body) == {"ok": True, "events": 0, "duplicates": 1}
+        time.sleep(1.3)
+        assert d.deliver(body) == {"ok": True, "events": 1, "duplicates": 0}
+        assert d.deliver(body) == {"ok": True, "events": 0, "duplicates": 1}
+        d.wait_log(handled_for("wamid.WINDOW1"), count=2)
+
+
+V2_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+INSERT INTO meta VALUES ('schema_version', '2');
+CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+  provider TEXT NOT NULL, endpoint TEXT, kind TEXT NOT NULL,
+  conversation TEXT, message_id TEXT, status TEXT, dedup TEXT,
+  body TEXT NOT NULL, state INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0, due_ms INTEGER, last_error TEXT,
+  requeue INTEGER NOT NULL DEFAULT 0, acked_ms INTEGER NOT NULL,
+  done_ms INTEGER);
+CREATE TABLE dedup (key TEXT PRIMARY KEY, event_id TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+def test_18_dedup_keys_of_an_earlier_walua_move_into_their_events():
+    """A database of schema version 2 (dedup keys in a table of their own)
+    is migrated on start: each event keeps its keys (Kapso's delivery key
+    apart), a key two events shared stays with the newer, the old table
+    goes; a redelivery of a migrated event is still a duplicate."""
+    d = Daemon(handlers={"h.lua": logging_handler()}, workers=1)
+    now = int(time.time() * 1000)
+    db = sqlite3.connect(os.path.join(d.dir, "walua.db"))
+    db.executescript(V2_SCHEMA)
+    rows = [("0190000000000000000000mig1", "m:wamid.MIG1", now - 5000),
+            ("0190000000000000000000mig2", "k:idem-1:0\nm:wamid.MIG2", now),
+            ("0190000000000000000000mig3", "m:wamid.MIG3", now - 9000),
+            ("0190000000000000000000mig4", "m:wamid.MIG3", now)]
+    for eid, key, acked in rows:
+        db.execute("INSERT INTO events (id, provider, kind, message_id,"
+                   " dedup, body, state, acked_ms, done_ms) VALUES"
+                   " (?, 'insider', 'message', ?, ?, '{}', 1, ?, ?)",
+                   (eid, key.split(":", 1)[1], key, acked, acked))
+        for k in key.split("\n"):
+            db.execute("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?)",
+                       (k, eid, acked + 86400000))
+    db.commit()
+    db.close()
+    with d:
+        db = sqlite3.connect(os.path.join(d.dir, "walua.db"))
+        got = dict((r[0], (r[1], r[2])) for r in db.execute(
+            "SELECT id, dedup, dedup2 FROM events ORDER BY seq"))
+        version = db.execute("SELECT value FROM meta WHERE key ="
+                             " 'schema_version'").fetchone()[0]
+        tables = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        db.close()
+        assert got["0190000000000000000000mig1"] == ("m:wamid.MIG1", None)
+        assert got["0190000000000000000000mig2"] == ("m:wamid.MIG2",
+                                                     "k:idem-1:0"), got
+        assert got["0190000000000000000000mig3"] == (None, None), got
+        assert got["0190000000000000000000mig4"] == ("m:wamid.MIG3", None)
+        assert version == "3" and "dedup" not in tables, (version, tables)
+        for mid in ("wamid.MIG1", "wamid.MIG3"):
+            assert d.deliver(text_body("once more", mid)) == {
+                "ok": True, "events": 0, "duplicates": 1}, mid
+        assert d.deliver(text_body("new", "wamid.MIG5")) == {
+            "ok": True, "events": 1, "duplicates": 0}
