@@ -669,11 +669,34 @@ def measure(srv, scen):
     if reqs and threads1:
         r["threads_us"] = {k: (v - threads0.get(k, 0)) / CLK * 1e6 / reqs
                            for k, v in threads1.items()}
+    if srv.walua:
+        r["db_bytes"] = db_bytes_per_event(srv)
     r["disturbed"] = r["others_cores"] > MAX_OTHERS
     if reqs == 0:
         raise BenchError("%s %s: wrk completed no request:\n%s" % (
             srv.name, scen, wrk_text[-2000:]))
     return r
+
+
+def db_bytes_per_event(srv):
+    """The database's bytes in use per stored event, after a checkpoint
+    (a PASSIVE one on a connection of our own, beside the running walua;
+    the file's free pages are not counted)."""
+    import sqlite3
+    path = os.path.join(srv.dir, "bench.db")
+    try:
+        db = sqlite3.connect(path, timeout=5)
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            (n,) = db.execute("SELECT count(*) FROM events").fetchone()
+            (pages,) = db.execute("PRAGMA page_count").fetchone()
+            (free,) = db.execute("PRAGMA freelist_count").fetchone()
+            (size,) = db.execute("PRAGMA page_size").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return (pages - free) * size / n if n else None
 
 
 def describe(r):
@@ -764,7 +787,10 @@ def summarize(results):
         s = {key: median(rows, key) for key in (
             "rps", "cpu_us", "p50_ms", "p99_ms", "rss_kib", "pss_kib",
             "handled_per_s", "handled_ratio", "drain_s", "server_cores",
-            "wrk_cores", "others_cores", "steal_cores")}
+            "wrk_cores", "others_cores", "steal_cores", "db_bytes")}
+        acked = sum(r.get("acked", 0) for r in rows)
+        s["handled_end_ratio"] = (sum(r.get("handled", 0) for r in rows) /
+                                  acked if acked else None)
         s["rounds"] = len(rows)
         s["redone"] = sum(r.get("redone", 0) for r in rows)
         s["disturbed"] = sum(1 for r in rows if r["disturbed"])
@@ -848,7 +874,6 @@ def targets(summary):
     out = []
     w = summary.get((MAIN, "text-ka"))
     ng = summary.get(("nginx-lua", "text-ka"))
-    fl = summary.get(("floor", "text-ka"))
 
     def ratio_target(name, value, limit, higher):
         met = value >= limit if higher else value <= limit
@@ -862,38 +887,42 @@ def targets(summary):
         out.append((name, met, how))
 
     if w and ng:
-        ratio_target("walua normal CPU per event ≤ 1.0× nginx+lua "
-                     "(keep-alive text)", w["cpu_us"] / ng["cpu_us"], 1.0,
+        ratio_target("walua normal CPU per event ≤ 2.0× nginx+lua "
+                     "(keep-alive text)", w["cpu_us"] / ng["cpu_us"], 2.0,
                      False)
-        ratio_target("walua normal req/s ≥ 1.0× nginx+lua (keep-alive text)",
-                     w["rps"] / ng["rps"], 1.0, True)
-    if w and fl:
-        ratio_target("walua normal req/s ≥ 0.6× floor (keep-alive text)",
-                     w["rps"] / fl["rps"], 0.6, True)
+        ratio_target("walua normal req/s ≥ 0.5× nginx+lua (keep-alive text)",
+                     w["rps"] / ng["rps"], 0.5, True)
     if w:
-        hr = w["handled_ratio"]
-        out.append(("handling keeps up: handled ≥ 0.9× acknowledged "
-                    "during the run", hr >= 0.9,
-                    ("met (%.2f)" % hr) if hr >= 0.9 else
-                    "MISSED by %.0f%% (%.2f)" % ((0.9 - hr) / 0.9 * 100, hr)))
+        hr = w["handled_end_ratio"] or 0.0
+        out.append(("handling keeps up: handled ≥ 0.99× acknowledged at "
+                    "the end of the run", hr >= 0.99,
+                    ("met (%.3f)" % hr) if hr >= 0.99 else
+                    "MISSED (%.3f)" % hr))
         p99 = w["p99_ms"]
         out.append(("p99 ack latency ≤ 5 ms at %d connections" % CONNECTIONS,
                     p99 <= 5.0, ("met (%.2f ms)" % p99) if p99 <= 5.0 else
                     "MISSED by %.0f%% (%.2f ms)" % ((p99 - 5) / 5 * 100,
                                                     p99)))
+        if w.get("db_bytes"):
+            b = w["db_bytes"]
+            # commit 8bb3348 (events as JSON, dedup keys in a table of
+            # their own) stored 1,286 bytes per event by this measure
+            out.append(("database bytes per stored event ≤ 1,286 (commit "
+                        "8bb3348, the same measure)", b <= 1286,
+                        ("met (%.0f)" if b <= 1286 else "MISSED (%.0f)") % b))
     if w and ng:
-        ratio_target("walua normal RSS under load ≤ nginx+lua's",
-                     w["rss_kib"] / ng["rss_kib"], 1.0, False)
+        ratio_target("walua normal RSS under load ≤ 1.5× nginx+lua's",
+                     w["rss_kib"] / ng["rss_kib"], 1.5, False)
     fulls = [(k[0], s) for k, s in summary.items()
              if k[0].startswith("walua-full-") and k[1] == "text-ka"]
     for name, s in sorted(fulls):
         v = s["rps"]
-        hr = " acknowledged; handled/acked during the run %.2f" % (
-            s["handled_ratio"] or 0)
-        out.append(("durability full ≥ 2,000 events/s (%s)" % name,
-                    v >= 2000, ("met (%.0f events/s%s)" % (v, hr))
-                    if v >= 2000 else "MISSED by %.0f%% (%.0f events/s%s)" % (
-                        (2000 - v) / 2000 * 100, v, hr)))
+        hr = s["handled_end_ratio"] or 0.0
+        ok = v >= 5000 and hr >= 0.99
+        out.append(("durability full ≥ 5,000 events/s acknowledged, "
+                    "handlers keeping up (%s)" % name, ok,
+                    "%s (%.0f events/s; handled/acked at the end %.3f)" % (
+                        "met" if ok else "MISSED", v, hr)))
     return out
 
 
@@ -960,6 +989,15 @@ def report(results, errors, order, scenarios):
                 "%s %.1f" % (label, v) for label, v in sorted(
                     summary[k]["threads_us"].items(),
                     key=lambda kv: -kv[1]))))
+        lines += [""]
+    dbb = [k for k in order if k in summary and summary[k].get("db_bytes")]
+    if dbb:
+        lines += ["Database bytes in use per stored event, after a "
+                  "checkpoint (the whole database over its events; an "
+                  "Insider text delivery is about 460 bytes):", ""]
+        for k in dbb:
+            lines.append("- %s %s: %.0f" % (k[0], k[1],
+                                            summary[k]["db_bytes"]))
         lines += [""]
     tg = targets(summary)
     if tg:
