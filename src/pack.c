@@ -157,7 +157,9 @@ pack_value(lua_State *L, int idx, struct buf *b)
 
 	idx = lua_absindex(L, idx);
 	buf_reset(b);
-	if (put(b, &magic, 1) == -1 || pack_at(L, idx, b, 0) == -1) {
+	/* an event packs to about 500 bytes: grow the buffer once, not 5 times */
+	if (buf_reserve(b, 1024) == -1 || put(b, &magic, 1) == -1 ||
+	    pack_at(L, idx, b, 0) == -1) {
 		buf_reset(b);
 		return -1;
 	}
