@@ -237,6 +237,13 @@ lhost_new(size_t mem_limit, char *err, size_t errlen)
 	}
 	lb_ctx_set(h->L, &h->ctx);
 	lua_atpanic(h->L, at_panic);
+	/*
+	 * An event's tables and its coroutine are garbage once it is
+	 * handled, while the scripts and their state live on: what the
+	 * generational collector is made for (measured: about 15% less of
+	 * the worker's CPU per event than the incremental one).
+	 */
+	lua_gc(h->L, LUA_GCGEN, 0, 0);
 	lua_pushcfunction(h->L, init_protected);
 	if (lhost_call(h, 0, 1, 0) != LUA_OK) {
 		snprintf(err, errlen, "sandbox: %s", lua_tostring(h->L, -1));
