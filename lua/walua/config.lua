@@ -29,6 +29,11 @@ end
 local function list(of, default)
 	return { kind = "list", of = of, default = default or {} }
 end
+-- A list that may be absent (nil), where absent means "the default the
+-- checks below choose", unlike an empty list.
+local function maybe_list(of)
+	return { kind = "list", of = of, optional = true }
+end
 -- "HOST:PORT" to listen on; with off, false turns the listener off.
 local function address(default, off)
 	return { kind = "address", default = default, off = off }
@@ -40,6 +45,9 @@ local function optional(spec)
 	spec.optional = true
 	return spec
 end
+
+-- The events of an Insider One v2 webhook (a conversational one needs reply).
+local INSIDER_EVENTS = { "sent", "delivered", "read", "reply", "failed" }
 
 local auth = record({
 	type = enum({ "bearer", "oauth2", "kapso", "meta" }),
@@ -133,6 +141,24 @@ local schema = record({
 	}),
 	log_level = enum({ "debug", "info", "warn", "error" }, "info"),
 	log_file = optional(path()),
+	-- where the providers reach this walua (https://host[/prefix]): the
+	-- webhook URLs `walua run setup` gives them are this plus a path
+	public_url = optional(str()),
+	-- what `walua run setup` makes the providers point at (README,
+	-- "Point Insider One / Kapso at walua"); the daemon ignores it
+	setup = record({
+		insider = list(record({
+			phone = str(),			-- the sender, digits
+			endpoint = optional(str()),	-- an endpoint's path
+			events = maybe_list(enum(INSIDER_EVENTS)),
+			client = optional(str()),	-- an oauth2.clients id
+		}, { "phone" })),
+		kapso = list(record({
+			config_id = str(),		-- the WhatsApp config
+			endpoint = optional(str()),
+			events = maybe_list(str()),
+		}, { "config_id" })),
+	}),
 })
 
 local function fail(where, msg)
@@ -340,6 +366,128 @@ local function check_endpoints(c)
 	end
 end
 
+-- The default events of a setup entry: everything walua decodes.
+local KAPSO_EVENTS = { "whatsapp.message.received", "whatsapp.message.sent",
+    "whatsapp.message.delivered", "whatsapp.message.read",
+    "whatsapp.message.failed" }
+
+-- The endpoint a setup entry names (its path), or the only endpoint that
+-- fits when it names none.  fits(ep) says whether an endpoint can serve
+-- the entry; what describes them in messages.
+local function setup_endpoint(c, entry, w, fits, what)
+	if entry.endpoint == nil then
+		local found = {}
+		for _, ep in ipairs(c.endpoints) do
+			if fits(ep) then found[#found + 1] = ep end
+		end
+		if #found ~= 1 then
+			fail(w .. ".endpoint", "missing, and " .. #found ..
+			    " endpoints fit (" .. what .. "): name one by its path")
+		end
+		return found[1]
+	end
+	for _, ep in ipairs(c.endpoints) do
+		if ep.path == entry.endpoint then
+			if not fits(ep) then
+				fail(w .. ".endpoint", "'" .. ep.path .. "' does " ..
+				    "not fit (" .. what .. ")")
+			end
+			return ep
+		end
+	end
+	fail(w .. ".endpoint", "no endpoint has the path '" .. entry.endpoint ..
+	    "'")
+end
+
+local function has(list, x)
+	for _, v in ipairs(list) do
+		if v == x then return true end
+	end
+	return false
+end
+
+-- setup and public_url: every entry resolved to its endpoint, with the
+-- defaults filled in, so `walua run setup` only compares.
+local function check_setup(c)
+	if c.public_url ~= nil then
+		local u = c.public_url:gsub("/+$", "")
+		if not u:match("^https?://[^/%s?#]+[^%s?#]*$") then
+			fail("public_url", "expected http(s)://host[:port][/path], " ..
+			    "got '" .. c.public_url .. "'")
+		end
+		c.public_url = u
+	end
+	local s = c.setup
+	if (#s.insider > 0 or #s.kapso > 0) and c.public_url == nil then
+		fail("public_url", "missing (setup needs the URL the providers " ..
+		    "reach walua at)")
+	end
+	local phones, bearer = {}, nil
+	for i, e in ipairs(s.insider) do
+		local w = "setup.insider[" .. i .. "]"
+		local d = e.phone:gsub("[%s%+%-%(%)]", "")
+		if not d:match("^%d+$") or #d < 6 or #d > 15 then
+			fail(w .. ".phone", "expected the sender's number, got '" ..
+			    e.phone .. "'")
+		end
+		if phones[d] then fail(w .. ".phone", "'" .. d .. "' is listed twice") end
+		phones[d], e.phone = true, d
+		local ep = setup_endpoint(c, e, w, function(x)
+			return x.provider == "insider" and (x.auth.type == "bearer" or
+			    x.auth.type == "oauth2")
+		end, "provider insider, auth bearer or oauth2")
+		e.endpoint = ep.path
+		if ep.auth.type == "bearer" then
+			-- Insider One's v1 settings: one URL per account
+			for _, k in ipairs({ "events", "client" }) do
+				if e[k] ~= nil then
+					fail(w .. "." .. k, "not used with a bearer " ..
+					    "endpoint (Insider One's v1 settings take " ..
+					    "a URL and a token only)")
+				end
+			end
+			if bearer and bearer ~= ep.path then
+				fail(w .. ".endpoint", "bearer endpoints '" .. bearer ..
+				    "' and '" .. ep.path .. "': Insider One keeps " ..
+				    "one v1 webhook per account")
+			end
+			bearer = ep.path
+		else
+			e.events = e.events or { "sent", "delivered", "read",
+			    "failed", "reply" }
+			if not has(e.events, "reply") then
+				fail(w .. ".events", "a conversational webhook " ..
+				    "must include \"reply\"")
+			end
+			if e.client == nil then
+				e.client = c.oauth2.clients[1].id
+			else
+				local known = false
+				for _, cl in ipairs(c.oauth2.clients) do
+					known = known or cl.id == e.client
+				end
+				if not known then
+					fail(w .. ".client", "no oauth2.clients entry " ..
+					    "has the id '" .. e.client .. "'")
+				end
+			end
+		end
+	end
+	local configs = {}
+	for i, e in ipairs(s.kapso) do
+		local w = "setup.kapso[" .. i .. "]"
+		if configs[e.config_id] then
+			fail(w .. ".config_id", "'" .. e.config_id .. "' is listed twice")
+		end
+		configs[e.config_id] = true
+		e.endpoint = setup_endpoint(c, e, w, function(x)
+			return x.provider == "kapso" and x.auth.type == "kapso"
+		end, "provider kapso, auth kapso").path
+		e.events = e.events or copy(KAPSO_EVENTS)
+		if #e.events == 0 then fail(w .. ".events", "must not be empty") end
+	end
+end
+
 -- Check and normalize t, the table a config file returned.  file names the
 -- file in messages; dir is the folder relative paths are taken from;
 -- max_body is the largest limits.max_body allowed.
@@ -380,6 +528,7 @@ function M.check(t, file, dir, max_body)
 		end
 		local c = check(schema, t, "", dir)
 		check_endpoints(c)
+		check_setup(c)
 		if c.limits.max_body > max_body then
 			fail("limits.max_body", "must be at most " .. max_body ..
 			    " (every event of a body must fit the frame that " ..
