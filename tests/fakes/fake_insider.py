@@ -178,6 +178,10 @@ class FakeServer:
       hang (bool)        hold the request open without answering, up to
                          hang_seconds (30) or until stop(), then close it
       maintenance (bool) answer 503 maintenance_body()
+      fail_nth(nth, status, body, path=None, method=None, headers=None)
+                         the nth request from now whose path starts with
+                         `path` (and whose method is `method`) gets this
+                         answer; the ones before it are served as usual
       fail_next(status, body, n=1, headers=None, path=None)
                          the next n requests (whose path starts with `path`
                          when given) get this answer
@@ -200,6 +204,7 @@ class FakeServer:
         self.maintenance = False
         self._throttle = []             # [remaining, retry_after, path]
         self._fail = []                 # [remaining, Reply, path]
+        self._fail_nth = []             # [countdown, Reply, path, method]
         self._stopping = threading.Event()
         self._servers = {}
         self._threads = []
@@ -281,6 +286,12 @@ class FakeServer:
         with self.lock:
             self._fail.append([int(n), Reply(status, body, headers), path])
 
+    def fail_nth(self, nth, status, body=None, path=None, method=None,
+                 headers=None):
+        with self.lock:
+            self._fail_nth.append([int(nth), Reply(status, body, headers),
+                                   path, method])
+
     def throttle_body(self):
         return {"message": "Too Many Requests", "status": 429}
 
@@ -320,6 +331,19 @@ class FakeServer:
                 return item
         return None
 
+    def _count_nth(self, req):
+        """Count req against every fail_nth; the answer of the one whose
+        turn it is, else None."""
+        hit = None
+        for item in list(self._fail_nth):
+            if ((item[2] is None or req["path"].startswith(item[2]))
+                    and (item[3] is None or req["method"] == item[3])):
+                item[0] -= 1
+                if item[0] == 0:
+                    self._fail_nth.remove(item)
+                    hit = hit or item[1]
+        return hit
+
     def _dispatch(self, req):
         if self.hang:
             self._stopping.wait(self.hang_seconds)
@@ -327,6 +351,9 @@ class FakeServer:
         with self.lock:
             if self.maintenance:
                 return Reply(503, self.maintenance_body())
+            r = self._count_nth(req)
+            if r is not None:
+                return Reply(r.status, r.body, r.headers, r.raw)
             item = self._take(self._fail, req["path"])
             if item is not None:
                 r = item[1]

@@ -294,6 +294,30 @@ def test_insider_knobs():
     # stop() released the hung request
 
 
+def test_fail_nth_counts_matching_requests_only():
+    """fail_nth: the nth matching request gets the canned answer, the
+    others (before, after, other paths or methods) are served as usual."""
+    with FakeInsider() as srv:
+        auth = token(srv)
+        base = srv.gateway_url + "/api/wa/v2/webhooks?phoneNumber=" + \
+            DEFAULT_PHONE
+        err = {"message": "failed to validate request", "errorCode": "2011"}
+        srv.fail_nth(2, 400, err, path="/api/wa/v2/webhooks", method="POST")
+        assert call("GET", base, headers=auth)[0] == 200    # not counted
+        st, _, js = call("POST", base, wh_body("https://a.example.com/1"),
+                         auth)
+        assert st == 200 and js["status"] is True, (st, js)
+        assert call("GET", base, headers=auth)[0] == 200
+        st, _, js = call("POST", base, wh_body("https://a.example.com/2"),
+                         auth)
+        assert (st, js) == (400, err), (st, js)
+        st, _, js = call("POST", base, wh_body("https://a.example.com/2"),
+                         auth)
+        assert st == 200, (st, js)      # once only
+        assert [w["webhookUrl"] for w in srv.webhooks()] == [
+            "https://a.example.com/1", "https://a.example.com/2"]
+
+
 def test_insider_separate_gateway():
     with FakeInsider(separate_gateway=True) as srv:
         assert srv.api_url != srv.gateway_url
