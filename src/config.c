@@ -32,6 +32,7 @@
 #include "auth.h"
 #include "ipc.h"
 #include "luasrc.h"
+#include "passwd.h"
 
 #define DEFAULT_FILE	"walua.conf.lua"
 #define DEMO_CONFIG	"lua/examples/demo.conf.lua"
@@ -312,6 +313,29 @@ read_table(lua_State *L, struct config *c)
 	}
 	lua_pop(L, 2);
 
+	if (lua_getfield(L, t, "console") == LUA_TTABLE) {
+		sub = lua_gettop(L);
+		c->console_path = dupfield(L, sub, "path");
+		checked_alloc(L, c->console_path);
+		lua_getfield(L, sub, "users");
+		c->nconsole_users = (int)lua_rawlen(L, -1);
+		c->console_users = calloc((size_t)c->nconsole_users + 1,
+		    sizeof(*c->console_users));
+		checked_alloc(L, c->console_users);
+		for (i = 0; i < c->nconsole_users; i++) {
+			struct console_user *u = &c->console_users[i];
+
+			lua_rawgeti(L, -1, i + 1);
+			u->name = dupfield(L, -1, "name");
+			u->password_hash = dupfield(L, -1, "password_hash");
+			checked_alloc(L, u->name);
+			checked_alloc(L, u->password_hash);
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+
 	lua_getfield(L, t, "http");
 	sub = lua_gettop(L);
 	c->http_threads = (int)intfield(L, sub, "threads");
@@ -331,6 +355,14 @@ struct load_args {
 	size_t		 jsonlen;
 	struct config	*c;
 };
+
+/* valid_hash(s): whether s is a console password hash (passwd.c). */
+static int
+l_valid_hash(lua_State *L)
+{
+	lua_pushboolean(L, passwd_valid(luaL_checkstring(L, 1)));
+	return 1;
+}
 
 /* Everything that touches Lua, run under lua_pcall (lua.c's pmain). */
 static int
@@ -390,7 +422,8 @@ load_protected(lua_State *L)
 		lua_pushstring(L, dir);
 	}
 	lua_pushinteger(L, MAX_BODY_LIMIT);
-	lua_call(L, 4, 1);				/* checked table */
+	lua_pushcfunction(L, l_valid_hash);
+	lua_call(L, 5, 1);				/* checked table */
 	lua_pushboolean(L, a->file == NULL);
 	lua_setfield(L, -2, "_builtin");
 
@@ -513,6 +546,12 @@ config_free(struct config *c)
 	free(c->oauth2_path);
 	free(c->limits.backoff_ms);
 	free(c->log_file);
+	free(c->console_path);
+	for (i = 0; c->console_users != NULL && i < c->nconsole_users; i++) {
+		free(c->console_users[i].name);
+		free(c->console_users[i].password_hash);
+	}
+	free(c->console_users);
 	free(c->warnings);
 	free(c->json);
 	free(c);
@@ -579,6 +618,17 @@ config_client(const struct config *c, const char *id)
 	for (i = 0; i < c->nclients; i++)
 		if (strcmp(c->clients[i].id, id) == 0)
 			return &c->clients[i];
+	return NULL;
+}
+
+const struct console_user *
+config_console_user(const struct config *c, const char *name)
+{
+	int	i;
+
+	for (i = 0; i < c->nconsole_users; i++)
+		if (strcmp(c->console_users[i].name, name) == 0)
+			return &c->console_users[i];
 	return NULL;
 }
 

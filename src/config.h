@@ -29,6 +29,11 @@ struct oauth_client {
 	char		 secret_fp[65];		/* binds tokens to the secret */
 };
 
+struct console_user {
+	char		*name;
+	char		*password_hash;		/* passwd.c's format */
+};
+
 struct limits {
 	size_t		 max_body;
 	int		 handler_timeout_ms;
@@ -70,6 +75,9 @@ struct config {
 	int		 http_request_timeout_s;
 	int		 log_level;
 	char		*log_file;
+	char		*console_path;		/* NULL: no console */
+	struct console_user *console_users;
+	int		 nconsole_users;
 	char		*warnings;		/* lines for walua check, or "" */
 	char		*json;			/* the checked config, for workers */
 	size_t		 jsonlen;
@@ -89,6 +97,8 @@ void		 config_put(struct config *);
 
 const struct endpoint *config_endpoint(const struct config *, const char *path);
 const struct oauth_client *config_client(const struct config *, const char *id);
+const struct console_user *config_console_user(const struct config *,
+		    const char *name);
 int		 config_backoff_ms(const struct config *, int attempt);
 
 #endif

@@ -33,8 +33,9 @@ void	lb_http_metric(const char *family, const char *labels, double value);
 /* lb_outbound.c: walua.whatsapp's journal and pace (walua's modules) */
 int	luaopen_walua_outbound(lua_State *L);
 
-/* lb_inbox.c: admin scripts only */
+/* lb_inbox.c, lb_passwd.c: admin scripts only */
 int	luaopen_walua_inbox(lua_State *L);
+int	luaopen_walua_passwd(lua_State *L);
 
 /* lb_store.c */
 int	luaopen_walua_store(lua_State *L);

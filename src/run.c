@@ -130,6 +130,7 @@ static const luaL_Reg preloads[] = {
 	{ "walua.log", open_log },
 	{ "walua.store", luaopen_walua_store },
 	{ "walua.inbox", luaopen_walua_inbox },
+	{ "walua.passwd", luaopen_walua_passwd },
 	{ "walua.httpc", luaopen_walua_httpc },
 	{ "walua.crypto", luaopen_walua_crypto },
 	{ "walua", open_walua },

@@ -54,7 +54,7 @@ end
 -- Mask every field whose name says it is a secret, at any depth.
 local SECRET = { secret = true, client_secret = true, api_key = true,
     secret_key = true, refresh_token = true, token = true,
-    access_token = true, auth_key = true }
+    access_token = true, auth_key = true, password_hash = true }
 
 function cli.masked(v)
 	if type(v) ~= "table" then return v end

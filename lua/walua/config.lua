@@ -144,6 +144,15 @@ local schema = record({
 	-- where the providers reach this walua (https://host[/prefix]): the
 	-- webhook URLs `walua run setup` gives them are this plus a path
 	public_url = optional(str()),
+	-- the operator's console (README, "Console"): off when absent
+	console = optional(record({
+		path = str("/console"),
+		users = list(record({
+			name = str(),
+			-- `walua run console-passwd` prints one
+			password_hash = str(),
+		}, { "name", "password_hash" })),
+	})),
 	-- what `walua run setup` makes the providers point at (README,
 	-- "Point Insider One / Kapso at walua"); the daemon ignores it
 	setup = record({
@@ -198,7 +207,7 @@ end
 
 function check(spec, v, where, dir)
 	if v == nil then
-		if spec.kind == "record" then
+		if spec.kind == "record" and not spec.optional then
 			v = {}
 		elseif spec.default ~= nil then
 			v = copy(spec.default)
@@ -366,6 +375,53 @@ local function check_endpoints(c)
 	end
 end
 
+-- The console: a path of its own, users with well-formed hashes.
+-- valid_hash is the C check of a hash (src/passwd.c), when given.
+local function check_console(c, valid_hash)
+	local con = c.console
+	if con == nil then return end
+	local p = con.path
+	if not p:match("^/[%w%-%._~/]*[%w%-%._~]$") or p:find("//", 1, true) then
+		fail("console.path", "expected a path like \"/console\" (letters, " ..
+		    "digits, - . _ ~ /; no trailing '/'), got '" .. p .. "'")
+	end
+	local function under(x)
+		return x == p or x:sub(1, #p + 1) == p .. "/" or
+		    p:sub(1, #x + 1) == x .. "/"
+	end
+	for i, ep in ipairs(c.endpoints) do
+		if under(ep.path) then
+			fail("console.path", "'" .. p .. "' overlaps endpoints[" ..
+			    i .. "].path '" .. ep.path .. "'")
+		end
+	end
+	if under(c.oauth2.path) or reserved[p] then
+		fail("console.path", "'" .. p .. "' overlaps a path in use")
+	end
+	if #con.users == 0 then
+		fail("console.users", "needs at least one { name, password_hash }")
+	end
+	local names = {}
+	for i, u in ipairs(con.users) do
+		local w = "console.users[" .. i .. "]"
+		if not u.name:match("^[%w%.@_%-]+$") or #u.name > 64 then
+			fail(w .. ".name", "expected up to 64 letters, digits, " ..
+			    ". @ _ -, got '" .. u.name .. "'")
+		end
+		if names[u.name] then
+			fail(w .. ".name", "'" .. u.name .. "' is listed twice")
+		end
+		names[u.name] = true
+		local it = u.password_hash:match("^pbkdf2%-sha256%$(%d+)%$[%w+/]+=*" ..
+		    "%$[%w+/]+=*$")
+		if not it or (valid_hash and not valid_hash(u.password_hash)) then
+			fail(w .. ".password_hash", "expected pbkdf2-sha256$" ..
+			    "<iterations>$<salt>$<hash> (10000 to 10000000 " ..
+			    "iterations), as `walua run console-passwd` prints")
+		end
+	end
+end
+
 -- The default events of a setup entry: everything walua decodes.
 local KAPSO_EVENTS = { "whatsapp.message.received", "whatsapp.message.sent",
     "whatsapp.message.delivered", "whatsapp.message.read",
@@ -521,7 +577,7 @@ function M.warnings(c)
 	return table.concat(out, "\n")
 end
 
-function M.check(t, file, dir, max_body)
+function M.check(t, file, dir, max_body, valid_hash)
 	local ok, res = pcall(function()
 		if type(t) ~= "table" then
 			fail("config", "the file must return a table, got " .. type(t))
@@ -529,6 +585,7 @@ function M.check(t, file, dir, max_body)
 		local c = check(schema, t, "", dir)
 		check_endpoints(c)
 		check_setup(c)
+		check_console(c, valid_hash)
 		if c.limits.max_body > max_body then
 			fail("limits.max_body", "must be at most " .. max_body ..
 			    " (every event of a body must fit the frame that " ..
