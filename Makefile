@@ -16,6 +16,7 @@ SQLITE_PC ?= sqlite3
 # Debian 12 packages the build and the test suites need.
 DEBS = gcc make pkg-config liblua5.4-dev libmicrohttpd-dev lua-cjson-dev \
 	libcurl4-openssl-dev libssl-dev libsqlite3-dev python3 curl \
+	chromium chromium-driver \
 	$(FUZZ_DEBS) $(BENCH_SMOKE_DEBS)
 
 CC      ?= cc
@@ -42,7 +43,10 @@ ODIR ?= obj
 SRCS := $(wildcard src/*.c)
 LIB_OBJS := $(patsubst src/%.c,$(ODIR)/%.o,$(filter-out src/main.c src/embed.c,$(SRCS))) \
 	$(ODIR)/luafiles.o
-LUA_FILES := $(sort $(wildcard lua/walua/*.lua lua/examples/*.lua scripts/*.lua))
+# What src/embed.c compiles into the binary: the Lua files, and the
+# console's stylesheet (served as it is).
+LUA_FILES := $(sort $(wildcard lua/walua/*.lua lua/examples/*.lua scripts/*.lua \
+	lua/walua/console/*.css))
 
 ifeq ($(V),1)
 Q =

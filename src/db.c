@@ -29,6 +29,8 @@
  * kv: walua.store.  oauth_tokens: issued tokens, by SHA-256, with their
  * client, scopes and the fingerprint of the client's secret (secret_fp,
  * schema version 2; NULL for rows written before it).
+ * attempts: each failed attempt of an event (its error and when), for
+ * the console; pruned with the events.
  */
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
@@ -66,6 +68,10 @@ static const char schema[] =
 	"  created_ms INTEGER NOT NULL, answered_ms INTEGER,"
 	"  PRIMARY KEY (event_id, seq)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS sends_age ON sends(created_ms);"
+	"CREATE TABLE IF NOT EXISTS attempts (event_id TEXT NOT NULL,"
+	"  attempt INTEGER NOT NULL, error TEXT, ms INTEGER NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS attempts_event ON attempts(event_id);"
+	"CREATE INDEX IF NOT EXISTS attempts_age ON attempts(ms);"
 	/* a new database is version 2 here: migrate() makes it 3 */
 	"INSERT OR IGNORE INTO meta VALUES ('schema_version', '2');";
 

@@ -43,6 +43,7 @@
 #include "auth.h"
 #include "buf.h"
 #include "config.h"
+#include "console.h"
 #include "event.h"
 #include "guard.h"
 #include "inbox.h"
@@ -53,7 +54,7 @@
 #include "pool.h"
 #include "queue.h"
 
-enum { R_ENDPOINT, R_OAUTH, R_HEALTH, R_METRICS, R_NOTFOUND };
+enum { R_ENDPOINT, R_OAUTH, R_HEALTH, R_METRICS, R_CONSOLE, R_NOTFOUND };
 
 /* Where a POST to an endpoint is on its way to the inbox (under wait_mu). */
 enum {
@@ -71,6 +72,7 @@ struct req {
 	size_t			 received;	/* including what was dropped */
 	int			 too_large;
 	int64_t			 started_ms;	/* headers in, body to come */
+	void			*console;	/* R_CONSOLE: console.c's */
 	/* a delivery waiting for its commit (the connection is suspended) */
 	struct MHD_Connection	*conn;
 	struct event_batch	 batch;
@@ -114,6 +116,7 @@ static void
 req_free(struct req *r)
 {
 	config_put(r->cfg);
+	console_end(&r->console);
 	buf_free(&r->body);
 	event_batch_free(&r->batch);
 	free(r);
@@ -150,6 +153,7 @@ label_of(const struct req *r)
 	case R_OAUTH:		return r->cfg->oauth2_path;
 	case R_HEALTH:		return "/healthz";
 	case R_METRICS:		return "/metrics";
+	case R_CONSOLE:		return "console";
 	default:		return "unmatched";
 	}
 }
@@ -633,7 +637,14 @@ first_call(struct MHD_Connection *c, struct req *r, const char *url,
 		r->route = R_ENDPOINT;
 	else if (strcmp(url, r->cfg->oauth2_path) == 0)
 		r->route = R_OAUTH;
-	else {		/* /healthz and /metrics too: only on admin_listen */
+	else if (console_serves(r->cfg, url, 0)) {
+		/* no admin listener: the console is here (console.c) */
+		r->route = R_CONSOLE;
+		if (console_begin(&r->console) == -1) {
+			*ret = MHD_NO;
+			return 1;
+		}
+	} else {		/* /healthz and /metrics too: only on admin_listen */
 		r->route = R_NOTFOUND;
 		*ret = refuse(c, r, MHD_HTTP_NOT_FOUND, "no such path", NULL,
 		    NULL);
@@ -741,6 +752,9 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 			return ret;
 		return MHD_YES;
 	}
+	if (r->route == R_CONSOLE)
+		return console_request(c, url, method, upload, upload_size,
+		    &r->console);
 	if (*upload_size > 0) {
 		/*
 		 * libmicrohttpd's timeout is for idle connections: a body
@@ -790,21 +804,29 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 
 /*
  * The admin listener: /healthz and /metrics (GET or HEAD), answered on
- * the first call; nothing else.  Its own thread, so a busy webhook side
- * does not delay a health check.
+ * the first call, and the console (console.c) when configured; nothing
+ * else.  Its own thread, so a busy webhook side does not delay a health
+ * check.
  */
 static enum MHD_Result
 on_admin(void *cls, struct MHD_Connection *c, const char *url,
     const char *method, const char *version, const char *upload,
     size_t *upload_size, void **con_cls)
 {
-	struct req	r;
+	struct req	 r;
+	struct config	*cfg;
+	int		 console;
 
 	(void)cls;
 	(void)version;
-	(void)upload;
-	(void)upload_size;
-	(void)con_cls;
+	if (*con_cls != NULL)		/* the console's, after its first call */
+		return console_request(c, url, method, upload, upload_size,
+		    con_cls);
+	cfg = config_get();
+	console = console_serves(cfg, url, 1);
+	config_put(cfg);
+	if (console)
+		return console_begin(con_cls) == 0 ? MHD_YES : MHD_NO;
 	memset(&r, 0, sizeof(r));
 	if (strcmp(url, "/healthz") == 0)
 		r.route = R_HEALTH;
@@ -820,6 +842,17 @@ on_admin(void *cls, struct MHD_Connection *c, const char *url,
 		return refuse(c, &r, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    "method not allowed", MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
 	return r.route == R_HEALTH ? health(c, &r) : metrics_page(c, &r);
+}
+
+/* An admin request is over: free the console's part, if any. */
+static void
+on_admin_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+    enum MHD_RequestTerminationCode code)
+{
+	(void)cls;
+	(void)c;
+	(void)code;
+	console_end(con_cls);
 }
 
 static void
@@ -962,6 +995,7 @@ admin_start(const struct config *cfg, char *err, size_t errlen)
 	admin_ = MHD_start_daemon(flags, (uint16_t)cfg->admin_port, NULL, NULL,
 	    on_admin, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_admin_completed, NULL,
 	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
@@ -1176,4 +1210,5 @@ httpd_stop(void)
 	if (admin_ != NULL)
 		MHD_stop_daemon(admin_);
 	admin_ = NULL;
+	console_free();		/* no request can use it now */
 }

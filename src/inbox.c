@@ -37,6 +37,7 @@
 #include "kv.h"
 #include "log.h"
 #include "metrics.h"
+#include "minutes.h"
 #include "queue.h"
 
 #define POLL_MS		500		/* replayed events, unhealthy probe */
@@ -271,6 +272,8 @@ apply_op(struct op *o, int64_t now)
 	static const char dead_sql[] = "UPDATE events SET state = 2,"
 	    " attempts = ?2, done_ms = ?3, last_error = ?4, due_ms = NULL"
 	    " WHERE id = ?1";
+	static const char attempt_sql[] = "INSERT INTO attempts (event_id,"
+	    " attempt, error, ms) VALUES (?1, ?2, ?3, ?4)";
 	const char	*sql = o->type == OP_DONE ? done_sql :
 			    o->type == OP_RETRY ? retry_sql : dead_sql;
 	sqlite3_stmt	*st;
@@ -287,6 +290,19 @@ apply_op(struct op *o, int64_t now)
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return -1;
+	if (o->type != OP_DONE) {
+		/* a failed attempt, for the console's event page */
+		if ((st = db_prepare(wdb, attempt_sql)) == NULL)
+			return -1;
+		sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 2, o->attempts);
+		sqlite3_bind_text(st, 3, o->error, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, now);
+		rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return -1;
+	}
 	if (o->type == OP_DONE && o->rank > 0 && o->message_id != NULL)
 		return kv_status_set(wdb, o->message_id, o->rank, now);
 	return 0;
@@ -356,6 +372,7 @@ queue_new(struct inbox_ticket *r)
 		j++;
 	}
 	nb.n = j;
+	minutes_add(MINUTES_ACKED, j);
 	if (queue_push(&nb, LONG_MAX) == -1) {
 		log_msg(LOG_ERROR, "inbox: cannot queue %d committed events",
 		    nb.n);
@@ -621,6 +638,7 @@ writer_main(void *arg)
 			log_done(o);
 			n += o->type == OP_DONE;
 		}
+		minutes_add(MINUTES_HANDLED, n);
 		if (n > 0) {
 			/* the supervisor may be holding events back: see pool.c */
 			atomic_fetch_sub(&unmarked, n);

@@ -341,6 +341,8 @@ kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit,
 	    " WHERE state = 1 AND done_ms < ?1 - ?2 LIMIT ?3)",
 	    "DELETE FROM sends WHERE (event_id, seq) IN (SELECT event_id, seq"
 	    " FROM sends WHERE created_ms < ?1 - ?2 LIMIT ?3)",
+	    "DELETE FROM attempts WHERE rowid IN (SELECT rowid FROM attempts"
+	    " WHERE ms < ?1 - ?2 LIMIT ?3)",
 	};
 	sqlite3_stmt	*st;
 	size_t		 i;

@@ -34,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -153,6 +154,32 @@ gen_maybe_free(struct gen *g)
 {
 	if (g != NULL && g != current && g != loading && g->nlive == 0)
 		gen_free(g);
+}
+
+/* The last reload's outcome, for the console (read on HTTP threads). */
+static pthread_mutex_t	 reload_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct reload_info last_reload;
+
+static void
+note_reload(int ok, const char *error)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	pthread_mutex_lock(&reload_mu);
+	last_reload.ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	last_reload.ok = ok;
+	snprintf(last_reload.error, sizeof(last_reload.error), "%s",
+	    error != NULL ? error : "");
+	pthread_mutex_unlock(&reload_mu);
+}
+
+void
+pool_last_reload(struct reload_info *out)
+{
+	pthread_mutex_lock(&reload_mu);
+	*out = last_reload;
+	pthread_mutex_unlock(&reload_mu);
 }
 
 /* A generation for cfg (taking the caller's reference), LOAD frame built. */
@@ -576,8 +603,10 @@ activate(struct gen *g)
 	snprintf(id, sizeof(id), "%d", g->id);
 	log_kv(LOG_INFO, old ? "reload ok" : "handlers loaded",
 	    "#generation", id, NULL);
-	if (old != NULL)
+	if (old != NULL) {
 		metrics_inc("walua_reloads_total", "result=\"ok\"", 1);
+		note_reload(1, NULL);
+	}
 	gen_maybe_free(old);
 }
 
@@ -596,8 +625,10 @@ abandon(struct gen *g)
 			kill(w->pid, SIGKILL);
 			close_worker(w);
 		}
-	if (current != NULL)
+	if (current != NULL) {
 		metrics_inc("walua_reloads_total", "result=\"error\"", 1);
+		note_reload(0, g->errors.data);
+	}
 	loading = NULL;
 	gen_maybe_free(g);
 }
@@ -613,8 +644,10 @@ start_gen(struct config *cfg)
 	if ((g = gen_new(cfg, err, sizeof(err))) == NULL) {
 		log_kv(LOG_ERROR, current ? "reload failed" : "cannot load "
 		    "handlers", "error", err, NULL);
-		if (current != NULL)
+		if (current != NULL) {
 			metrics_inc("walua_reloads_total", "result=\"error\"", 1);
+			note_reload(0, err);
+		}
 		return -1;
 	}
 	loading = g;
@@ -684,6 +717,7 @@ reload(void)
 	if ((cfg = config_load(config_file, err, sizeof(err))) == NULL) {
 		log_kv(LOG_ERROR, "reload failed", "error", err, NULL);
 		metrics_inc("walua_reloads_total", "result=\"error\"", 1);
+		note_reload(0, err);
 		return;
 	}
 	keep_restart_keys(cfg, current->cfg);
