@@ -198,7 +198,7 @@ l_list(lua_State *L)
 	return 1;
 }
 
-/* show(id) -> row with body (JSON text), sends and attempts | nil */
+/* show(id) -> row with body (JSON text), sends, failed_attempts | nil */
 static int
 l_show(lua_State *L)
 {
@@ -224,7 +224,7 @@ l_show(lua_State *L)
 	    " event_id = ?1 ORDER BY rowid");
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
 	push_rows(L, st);
-	lua_setfield(L, -2, "attempts");
+	lua_setfield(L, -2, "failed_attempts");
 	return 1;
 }
 

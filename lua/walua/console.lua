@@ -469,7 +469,7 @@ local EVENT = [[
 <dt>Acknowledged</dt><dd>{{acked}}</dd>
 <dt>Finished</dt><dd>{{finished}}</dd>
 <dt>Next retry</dt><dd>{{due}}</dd>
-<dt>Last error</dt><dd>{{last_error}}</dd>
+<dt>Last error</dt><dd class="errtext">{{last_error}}</dd>
 </dl>
 {{{replay}}}
 <h2>Attempts</h2>
@@ -494,9 +494,9 @@ local function event_page(req, id)
 		    '</a></p>', { id = id, base = req.base }), 404)
 	end
 	local att = {}
-	for _, a in ipairs(ev.attempts) do
+	for _, a in ipairs(ev.failed_attempts) do
 		att[#att + 1] = render('<tr><td>{{n}}</td><td>{{t}}</td>' ..
-		    '<td>failed: {{e}}</td></tr>', { n = a.attempt, t = iso(a.ms),
+		    '<td class="errtext">failed: {{e}}</td></tr>', { n = a.attempt, t = iso(a.ms),
 		    e = a.error })
 	end
 	if ev.state == "done" then
@@ -607,7 +607,7 @@ local function api(req, path)
 			local ok, body = pcall(json.decode, ev.body or "")
 			if ok then ev.body = body end
 			list(ev.sends)
-			list(ev.attempts)
+			list(ev.failed_attempts)
 			return js(200, ev)
 		end
 	elseif req.method == "POST" then
