@@ -592,7 +592,11 @@ local function api(req, path)
 	local rid = path:match("^/api/events/([^/]+)/replay$")
 	if req.method == "GET" or req.method == "HEAD" then
 		if path == "/api/overview" then
-			return js(200, overview_data())
+			-- the session's CSRF token, for a script's POSTs: only a
+			-- page of this origin can read this answer (no CORS)
+			local d = overview_data()
+			d.csrf = req.csrf
+			return js(200, d)
 		elseif path == "/api/events" then
 			local f = filters_of(req.query)
 			local rows = C.list(f)

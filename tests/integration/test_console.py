@@ -432,6 +432,7 @@ def test_console_escapes_and_api():
         status, _, body = d.admin_request("GET", "/console/api/overview",
                                           headers=hc)
         o = json.loads(body)
+        assert o["csrf"] == csrf
         assert o["done"] + o["pending"] == 1 and o["dead"] == 0
         assert len(o["minutes"]["acked"]) == 60
         assert o["minutes"]["acked"][-1] + o["minutes"]["acked"][-2] >= 1
