@@ -35,10 +35,10 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "queue.h"
 
 #define UPGRADE_MS	30000	/* a new binary must say ready within this */
 
@@ -51,15 +51,6 @@ static int	 lock_fd = -1;
 static pid_t	 child = -1;		/* the old one: the new binary */
 static int	 child_fd = -1;		/* ... and the read end of its pipe */
 static int64_t	 child_deadline;
-
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int
 env_int(const char *name)
@@ -147,7 +138,7 @@ int
 upgrade_lock(const char *database, int wait_ms, char *err, size_t errlen)
 {
 	char		 path[PATH_MAX], pid[32];
-	int64_t		 end = now_ms() + wait_ms;
+	int64_t		 end = queue_now_ms() + wait_ms;
 	int		 len;
 
 	if (database == NULL || database[0] == '\0' ||
@@ -164,7 +155,7 @@ upgrade_lock(const char *database, int wait_ms, char *err, size_t errlen)
 		return -1;
 	}
 	while (flock(lock_fd, LOCK_EX | LOCK_NB) == -1) {
-		if (errno != EWOULDBLOCK || now_ms() >= end) {
+		if (errno != EWOULDBLOCK || queue_now_ms() >= end) {
 			snprintf(err, errlen, "the database is in use: '%s' is "
 			    "locked by pid %ld (one walua serves a database; "
 			    "SIGUSR2 upgrades it in place)", path,
@@ -258,7 +249,7 @@ upgrade_start(int fd0, int fd1)
 		return -1;
 	}
 	child_fd = p[0];
-	child_deadline = now_ms() + UPGRADE_MS;
+	child_deadline = queue_now_ms() + UPGRADE_MS;
 	log_msg(LOG_INFO, "upgrade: started %s as pid %ld; waiting for it to "
 	    "load", exe, (long)child);
 	return 0;
@@ -317,7 +308,7 @@ upgrade_poll(int readable)
 		    "walua keeps serving", "error", "exited before ready", NULL);
 		return 0;
 	}
-	if (now_ms() >= child_deadline)
+	if (queue_now_ms() >= child_deadline)
 		give_up("not ready within 30 s");
 	return 0;
 }
