@@ -108,6 +108,7 @@ static int		 owed;
 static int		 closing;
 
 #define DRAIN_MS	2000	/* a stop waits this for other requests */
+#define FRESH_MS	100	/* ... and this for a new one to speak */
 #define ANSWER_MS	1000	/* and this for its last answers to go out */
 
 /* Free r with what it owns (its last reference is gone). */
@@ -1156,7 +1157,7 @@ httpd_stop(void)
 {
 	struct config	*cfg;
 	struct req	*r, *next, *given_up = NULL;
-	int64_t		 now, drain_end, commit_end;
+	int64_t		 now, drain_end, commit_end, fresh_end;
 	int		 n, left;
 	MHD_socket	 fd;
 	char		 count[16];
@@ -1167,8 +1168,11 @@ httpd_stop(void)
 	 * a new binary of an upgrade that shares it (upgrade.c) */
 	if ((fd = MHD_quiesce_daemon(daemon_)) != MHD_INVALID_SOCKET)
 		close(fd);
-	guard_drain();
+	/* a connection accepted just before may have its request on its way
+	 * (a new binary of an upgrade accepts the next ones): FRESH_MS */
+	guard_drain(FRESH_MS);
 	now = queue_now_ms();
+	fresh_end = now + FRESH_MS;
 	drain_end = now + DRAIN_MS;
 	cfg = config_get();
 	commit_end = now + (cfg != NULL ? cfg->limits.shutdown_timeout_ms : 0);
@@ -1178,6 +1182,10 @@ httpd_stop(void)
 		n = nwaiting;
 		pthread_mutex_unlock(&wait_mu);
 		now = queue_now_ms();
+		if (fresh_end != 0 && now >= fresh_end) {
+			guard_drain(0);
+			fresh_end = 0;
+		}
 		if ((open_connections() <= (unsigned int)n ||
 		    now >= drain_end) && (n == 0 || now >= commit_end))
 			break;
