@@ -4,6 +4,8 @@
 #   make run        install missing Debian packages, build, serve the demo bot
 #   make test       install, build, run every suite; last line "N passed, N failed"
 #   make check      the same suites with ASan + UBSan
+#   make install    the binary, walua(8) and an example config under PREFIX
+#   make uninstall  remove them
 #   make clean
 
 LUA_PC   ?= lua5.4
@@ -58,7 +60,7 @@ BIN ?= walua
 SANITIZE = -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer \
 	-fno-sanitize-recover=all
 
-.PHONY: all run test check clean deps deps-quiet test-programs
+.PHONY: all run test check clean deps deps-quiet test-programs install uninstall
 all: deps-quiet $(BIN)
 
 $(BIN): $(ODIR)/main.o $(LIB_OBJS)
@@ -136,6 +138,30 @@ check: deps
 		SAN="$(SANITIZE)" CFLAGS="-O1 -g" test-programs fuzz-programs
 	WALUA_BIN=obj/asan/walua WALUA_TESTBIN=obj/asan/tests \
 		WALUA_ODIR=obj/asan ASAN_OPTIONS=detect_leaks=1 python3 tests/run.py
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the files walua(8) lists
+# under FILES.  The systemd units in contrib/ are not installed: they name
+# a user and paths each site chooses (README, "Running in production").
+PREFIX  ?= /usr/local
+BINDIR  = $(PREFIX)/bin
+MANDIR  = $(PREFIX)/share/man/man8
+DOCDIR  = $(PREFIX)/share/doc/walua
+INSTALLED = $(DESTDIR)$(BINDIR)/walua $(DESTDIR)$(MANDIR)/walua.8 \
+	$(DESTDIR)$(DOCDIR)/walua.conf.lua $(DESTDIR)$(DOCDIR)/walua.service \
+	$(DESTDIR)$(DOCDIR)/walua.socket
+
+# Installs the binary built by `make` (BIN=... another one) as it is.
+install:
+	@test -x $(BIN) || { echo "no $(BIN): run make first"; exit 1; }
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/walua
+	install -m 0644 contrib/walua.8 $(DESTDIR)$(MANDIR)/walua.8
+	install -m 0644 contrib/walua.conf.lua $(DESTDIR)$(DOCDIR)/walua.conf.lua
+	install -m 0644 contrib/walua.service contrib/walua.socket $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(INSTALLED)
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 clean:
 	rm -rf obj walua

@@ -7,6 +7,8 @@
 --   walua run inbox replay ID [--resend]  make a done or dead event pending
 --                                      again (--resend: its replies too)
 --   walua run inbox replay --dead      make every dead event pending again
+--   walua run inbox backup PATH        a consistent copy of the database,
+--                                      taken while walua runs
 --
 -- Options: --db PATH (default: the config's database), --json, --help.
 -- A running walua picks replayed events up within a second.
@@ -29,6 +31,9 @@ usage: walua run inbox [--db PATH] [--json] COMMAND
                              replies it sent are not sent again unless
                              --resend
   replay --dead              make every dead event pending again
+  backup PATH                a consistent copy of the whole database (inbox,
+                             store, tokens) while walua runs; PATH must not
+                             exist
 The database is the config's (-c FILE, else ./walua.conf.lua) unless --db.]]
 
 local function fail(msg)
@@ -135,6 +140,12 @@ elseif cmd == "replay" then
 		output({ replayed = 1, id = pos[2] }, "event " .. pos[2] ..
 		    " is pending again")
 	end
+elseif cmd == "backup" then
+	if not pos[2] then fail("backup needs a path to write") end
+	local n, err = inbox.backup(db, pos[2])
+	if not n then fail(err) end
+	output({ backup = pos[2], bytes = n }, string.format("%s copied to " ..
+	    "%s (%d bytes)", db, pos[2], n))
 else
 	fail((cmd and ("unknown command '" .. cmd .. "'\n") or "") .. USAGE)
 end

@@ -144,6 +144,8 @@ checkpoint_start(struct db *writer, const char *path, int durability,
 {
 	if ((cdb = db_open(path, durability, err, errlen)) == NULL)
 		return -1;
+	/* a checkpoint copies WAL frames to the file: it caches no pages */
+	(void)db_exec(cdb, "PRAGMA cache_size = -64");
 	/* replaces SQLite's automatic checkpoint on the writer's connection */
 	sqlite3_wal_hook(writer->h, on_commit, NULL);
 	stopping = wanted = running = copied = wal_pages = 0;

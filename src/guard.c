@@ -510,12 +510,15 @@ guard_close(struct guard_conn *c)
 
 /*
  * Stopping (no more connections are accepted): shut down every waiting
- * connection on which nothing arrived since it began to wait, and from
- * now on each one whose request is over.  One with a head on its way
- * still has the stop's wait, and its deadline, to finish.
+ * connection on which nothing arrived since it began to wait, at least
+ * fresh_ms ago, and from now on each one whose request is over.  One with
+ * a head on its way still has the stop's wait, and its deadline, to
+ * finish.  fresh_ms spares a connection accepted (or answered) a moment
+ * ago, whose request is likely on its way: the caller drains again once
+ * that moment is over.
  */
 void
-guard_drain(void)
+guard_drain(int fresh_ms)
 {
 	struct guard_conn	*c, *next;
 	struct list		*l[2] = { &heads, &kept };
@@ -527,7 +530,7 @@ guard_drain(void)
 	for (i = 0; i < 2; i++)
 		for (c = l[i]->first; c != NULL; c = next) {
 			next = c->next;
-			if (quiet(c, now))
+			if (now - c->since_ms >= fresh_ms && quiet(c, now))
 				shut(c, -1);
 		}
 	pthread_mutex_unlock(&mu);

@@ -20,7 +20,7 @@ struct guard_conn *guard_open(int fd, const struct sockaddr *);
 int	guard_head(struct guard_conn *);
 void	guard_idle(struct guard_conn *);
 void	guard_close(struct guard_conn *);
-void	guard_drain(void);
+void	guard_drain(int fresh_ms);
 int	guard_room(int max_conns);
 
 #endif

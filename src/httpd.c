@@ -53,6 +53,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "queue.h"
+#include "upgrade.h"
 
 enum { R_ENDPOINT, R_OAUTH, R_HEALTH, R_METRICS, R_CONSOLE, R_NOTFOUND };
 
@@ -109,6 +110,7 @@ static int		 owed;
 static int		 closing;
 
 #define DRAIN_MS	2000	/* a stop waits this for other requests */
+#define FRESH_MS	100	/* ... and this for a new one to speak */
 #define ANSWER_MS	1000	/* and this for its last answers to go out */
 
 /* Free r with what it owns (its last reference is gone). */
@@ -978,13 +980,33 @@ resolve(const char *key, const char *addr, const char *host, int port,
 	return ai;
 }
 
+/* Listen on the socket fd when there is one, else bind ai's address. */
+static void
+where_from(struct MHD_OptionItem *where, int fd, const struct addrinfo *ai)
+{
+	if (fd != -1) {
+		where[0].option = MHD_OPTION_LISTEN_SOCKET;
+		where[0].value = fd;
+		where[0].ptr_value = NULL;
+	} else {
+		where[0].option = MHD_OPTION_SOCK_ADDR;
+		where[0].value = 0;
+		where[0].ptr_value = ai->ai_addr;
+	}
+	where[1].option = MHD_OPTION_END;
+	where[1].value = 0;
+	where[1].ptr_value = NULL;
+}
+
 /* The admin listener: one thread, a few connections, no suspensions. */
 static int
 admin_start(const struct config *cfg, char *err, size_t errlen)
 {
 	struct addrinfo	*ai;
 	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
-			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+	int		 lfd;
+	struct MHD_OptionItem	 where[2];
 
 	if ((ai = resolve("admin_listen", cfg->admin_listen, cfg->admin_host,
 	    cfg->admin_port, err, errlen)) == NULL)
@@ -992,11 +1014,13 @@ admin_start(const struct config *cfg, char *err, size_t errlen)
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* no address reuse: listen's port is refused, not shared */
+	lfd = upgrade_listen_fd(1);
+	where_from(where, lfd, ai);
 	admin_ = MHD_start_daemon(flags, (uint16_t)cfg->admin_port, NULL, NULL,
 	    on_admin, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_admin_completed, NULL,
-	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+	    MHD_OPTION_ARRAY, where,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
 	    MHD_OPTION_END);
@@ -1069,7 +1093,8 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 				    MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
 				    MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
 	unsigned int		 max = max_connections(cfg);
-	int			 kept_s;
+	int			 kept_s, lfd;
+	struct MHD_OptionItem	 where[2];
 
 	if ((ai = resolve("listen", cfg->listen, cfg->listen_host,
 	    cfg->listen_port, err, errlen)) == NULL)
@@ -1087,10 +1112,13 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 		freeaddrinfo(ai);
 		return -1;
 	}
+	/* a socket systemd or the walua before us listens on: serve that */
+	lfd = upgrade_listen_fd(0);
+	where_from(where, lfd, ai);
 	daemon_ = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL,
 	    NULL, on_request, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+	    MHD_OPTION_ARRAY, where,
 	    MHD_OPTION_THREAD_POOL_SIZE, http_threads(cfg),
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
 	    MHD_OPTION_CONNECTION_LIMIT, max,
@@ -1113,6 +1141,22 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * The listening socket of listen (which 0) or admin_listen (1), for an
+ * upgrade to hand over; -1 when there is none.
+ */
+int
+httpd_listen_fd(int which)
+{
+	struct MHD_Daemon		*d = which == 0 ? daemon_ : admin_;
+	const union MHD_DaemonInfo	*di;
+
+	if (d == NULL)
+		return -1;
+	di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
+	return di != NULL ? (int)di->listen_fd : -1;
 }
 
 /* Connections open on the public listener. */
@@ -1147,15 +1191,22 @@ httpd_stop(void)
 {
 	struct config	*cfg;
 	struct req	*r, *next, *given_up = NULL;
-	int64_t		 now, drain_end, commit_end;
+	int64_t		 now, drain_end, commit_end, fresh_end;
 	int		 n, left;
+	MHD_socket	 fd;
 	char		 count[16];
 
 	if (daemon_ == NULL)
 		return;
-	MHD_quiesce_daemon(daemon_);
-	guard_drain();
+	/* the socket is ours to close; quiescing leaves it listening for
+	 * a new binary of an upgrade that shares it (upgrade.c) */
+	if ((fd = MHD_quiesce_daemon(daemon_)) != MHD_INVALID_SOCKET)
+		close(fd);
+	/* a connection accepted just before may have its request on its way
+	 * (a new binary of an upgrade accepts the next ones): FRESH_MS */
+	guard_drain(FRESH_MS);
 	now = queue_now_ms();
+	fresh_end = now + FRESH_MS;
 	drain_end = now + DRAIN_MS;
 	cfg = config_get();
 	commit_end = now + (cfg != NULL ? cfg->limits.shutdown_timeout_ms : 0);
@@ -1165,6 +1216,10 @@ httpd_stop(void)
 		n = nwaiting;
 		pthread_mutex_unlock(&wait_mu);
 		now = queue_now_ms();
+		if (fresh_end != 0 && now >= fresh_end) {
+			guard_drain(0);
+			fresh_end = 0;
+		}
 		if ((open_connections() <= (unsigned int)n ||
 		    now >= drain_end) && (n == 0 || now >= commit_end))
 			break;
@@ -1207,8 +1262,13 @@ httpd_stop(void)
 	MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
 	guard_stop();
-	if (admin_ != NULL)
+	if (admin_ != NULL) {
+		/* quiesced first: stopping shuts a listening socket down, and
+		 * a new binary of an upgrade may share this one */
+		if ((fd = MHD_quiesce_daemon(admin_)) != MHD_INVALID_SOCKET)
+			close(fd);
 		MHD_stop_daemon(admin_);
+	}
 	admin_ = NULL;
 	console_free();		/* no request can use it now */
 }

@@ -8,5 +8,6 @@ struct config;
 
 int	httpd_start(const struct config *, char *err, size_t errlen);
 void	httpd_stop(void);
+int	httpd_listen_fd(int which);
 
 #endif

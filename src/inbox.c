@@ -764,6 +764,8 @@ inbox_open(const struct config *cfg, char *err, size_t errlen)
 		wdb = NULL;
 		return -1;
 	}
+	/* the reader looks up a status's rank now and then: a small cache */
+	(void)db_exec(rdb, "PRAGMA cache_size = -256");
 	dedup_keep_ms = cfg->limits.dedup_ms;
 	if (checkpoint_start(wdb, cfg->database, cfg->durability, err,
 	    errlen) == -1) {
@@ -926,7 +928,7 @@ inbox_dead_count(void)
  * database has everything older by then).
  */
 #define RANKS_BUCKETS	4096
-#define RANKS_MAX	65536
+#define RANKS_MAX	8192	/* about half a second of statuses at full speed */
 
 struct rank {
 	char		*message_id;

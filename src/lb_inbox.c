@@ -9,7 +9,9 @@
  */
 #include "lb.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -308,12 +310,80 @@ lb_inbox_replay_dead(lua_State *L)
 	return 1;
 }
 
+/*
+ * inbox.backup(path, to) -> bytes written: a consistent copy of the
+ * database by SQLite's online backup API, while walua goes on writing
+ * (a step copies BACKUP_PAGES pages; a write between steps restarts it,
+ * so a busy inbox is copied in one step at the end).  to must not exist.
+ */
+#define BACKUP_PAGES	1024
+
+static int
+lb_inbox_backup(lua_State *L)
+{
+	const char	*path = luaL_checkstring(L, 1);
+	const char	*to = luaL_checkstring(L, 2);
+	sqlite3		*out = NULL;
+	sqlite3_backup	*b;
+	struct db	*d;
+	struct stat	 sb;
+	int		 n = 0, rc, tries = 0;
+
+	if (access(to, F_OK) == 0) {
+		lua_pushfstring(L, "'%s' exists: give a new path", to);
+		return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+	}
+	if ((d = open_db(L, path, &n)) == NULL)
+		return n;
+	if (sqlite3_open_v2(to, &out, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+		lua_pushfstring(L, "cannot create '%s': %s", to,
+		    out ? sqlite3_errmsg(out) : "out of memory");
+		sqlite3_close(out);
+		db_close(d);
+		return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+	}
+	if ((b = sqlite3_backup_init(out, "main", d->h, "main")) == NULL) {
+		lua_pushfstring(L, "backup: %s", sqlite3_errmsg(out));
+		sqlite3_close(out);
+		db_close(d);
+		return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+	}
+	do {
+		rc = sqlite3_backup_step(b, tries < 100 ? BACKUP_PAGES : -1);
+		if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+			sqlite3_sleep(10);
+		tries++;
+	} while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
+	sqlite3_backup_finish(b);
+	if (rc != SQLITE_DONE) {
+		lua_pushfstring(L, "backup: %s", sqlite3_errstr(rc));
+		sqlite3_close(out);
+		unlink(to);
+		db_close(d);
+		return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+	}
+	rc = sqlite3_close(out);
+	db_close(d);
+	if (rc != SQLITE_OK) {
+		lua_pushfstring(L, "backup: closing '%s' failed", to);
+		return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+	}
+	if (stat(to, &sb) == -1) {
+		lua_pushfstring(L, "backup: '%s': %s", to, strerror(errno));
+		return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+	}
+	lua_pushinteger(L, (lua_Integer)sb.st_size);
+	return 1;
+}
+
 static const luaL_Reg inbox_funcs[] = {
 	{ "stats",	 lb_inbox_stats },
 	{ "list",	 lb_inbox_list },
 	{ "show",	 lb_inbox_show },
 	{ "replay",	 lb_inbox_replay },
 	{ "replay_dead", lb_inbox_replay_dead },
+	{ "backup",	 lb_inbox_backup },
 	{ NULL,		 NULL }
 };
 

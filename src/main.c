@@ -26,6 +26,8 @@
 #include "pool.h"
 #include "queue.h"
 #include "run.h"
+#include "sdnotify.h"
+#include "upgrade.h"
 #include "worker.h"
 
 #ifndef WALUA_VERSION
@@ -44,7 +46,12 @@ usage(FILE *f)
 	    "\n"
 	    "FILE defaults to ./%s when present, else the built-in demo.\n"
 	    "serve: SIGHUP reloads the handlers and config; SIGTERM or SIGINT\n"
-	    "stops after finishing queued events.\n", config_default_file());
+	    "stops after finishing queued events; SIGUSR1 reopens log_file;\n"
+	    "SIGUSR2 starts the binary again and hands the listening sockets\n"
+	    "and the database over to it (an upgrade that refuses nothing).\n"
+	    "Sockets passed by systemd (LISTEN_FDS) are served instead of\n"
+	    "binding listen (the first) and admin_listen (a second).\n",
+	    config_default_file());
 }
 
 /* -c FILE, else ./walua.conf.lua when present, else NULL (the demo). */
@@ -112,12 +119,78 @@ cmd_check(const char *file)
 	return 0;
 }
 
+/* Serve until stopped; free everything.  The pool and inbox are up. */
+static int
+serve_http(struct config *cfg)
+{
+	char	err[1024];
+	int	rc;
+
+	if (httpd_start(cfg, err, sizeof(err)) == -1) {
+		log_kv(LOG_ERROR, "cannot start the HTTP server", "error", err,
+		    NULL);
+		config_put(cfg);
+		rc = 1;
+		kill(getpid(), SIGTERM);
+		pool_run(NULL);
+	} else {
+		log_kv(LOG_INFO, "listening", "listen", cfg->listen,
+		    "admin_listen", cfg->admin_listen, NULL);
+		sd_notify_msg("READY=1");
+		config_put(cfg);
+		rc = pool_run(httpd_stop);
+	}
+	event_shutdown();
+	oauth_shutdown();
+	inbox_close();		/* writes the last outcomes */
+	pool_free();
+	config_set_current(NULL);
+	queue_free();
+	metrics_free();
+	return rc;
+}
+
+/*
+ * The new binary of an upgrade (upgrade.c): workers first, then "ready",
+ * then the database once the walua before has let it go (it finishes its
+ * queued events first: bounded by its limits.shutdown_timeout_ms), then
+ * the inherited sockets.  Until then the kernel queues new connections.
+ */
+static int
+serve_upgraded(const char *file, struct config *cfg, const char *pid)
+{
+	char	err[1024];
+	int	wait_ms = cfg->limits.shutdown_timeout_ms + 30000;
+
+	log_kv(LOG_INFO, "starting (upgrade)", "version", WALUA_VERSION,
+	    "config", file ? file : "built-in demo", "listen", cfg->listen,
+	    "#pid", pid, NULL);
+	cfg->refs++;		/* the pool's generation keeps one */
+	if (pool_start(file, cfg) == -1) {
+		config_put(cfg);
+		pool_free();
+		queue_free();
+		return 1;
+	}
+	upgrade_say_ready();
+	if (upgrade_lock(cfg->database, wait_ms, err, sizeof(err)) == -1 ||
+	    inbox_open(cfg, err, sizeof(err)) == -1) {
+		log_kv(LOG_ERROR, "cannot open the inbox", "error", err, NULL);
+		config_put(cfg);
+		kill(getpid(), SIGTERM);
+		pool_run(NULL);
+		pool_free();
+		queue_free();
+		return 1;
+	}
+	return serve_http(cfg);
+}
+
 static int
 cmd_serve(const char *file)
 {
 	struct config	*cfg;
 	char		 err[8192], pid[16];
-	int		 rc;
 
 	if ((cfg = config_load(file, err, sizeof(err))) == NULL) {
 		log_kv(LOG_ERROR, "cannot load configuration", "error", err,
@@ -137,13 +210,20 @@ cmd_serve(const char *file)
 		config_free(cfg);
 		return 1;
 	}
-	if (inbox_open(cfg, err, sizeof(err)) == -1) {
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	/*
+	 * Started by an upgrade: load the handlers first, say ready, then
+	 * wait for the walua before to finish and release the database.
+	 */
+	if (upgrade_is_new())
+		return serve_upgraded(file, cfg, pid);
+	if (upgrade_lock(cfg->database, 0, err, sizeof(err)) == -1 ||
+	    inbox_open(cfg, err, sizeof(err)) == -1) {
 		log_kv(LOG_ERROR, "cannot open the inbox", "error", err, NULL);
 		queue_free();
 		config_free(cfg);
 		return 1;
 	}
-	snprintf(pid, sizeof(pid), "%d", (int)getpid());
 	log_kv(LOG_INFO, "starting", "version", WALUA_VERSION, "config",
 	    file ? file : "built-in demo", "listen", cfg->listen, "#pid", pid,
 	    NULL);
@@ -155,27 +235,7 @@ cmd_serve(const char *file)
 		queue_free();
 		return 1;
 	}
-	if (httpd_start(cfg, err, sizeof(err)) == -1) {
-		log_kv(LOG_ERROR, "cannot start the HTTP server", "error", err,
-		    NULL);
-		config_put(cfg);
-		rc = 1;
-		kill(getpid(), SIGTERM);
-		pool_run(NULL);
-	} else {
-		log_kv(LOG_INFO, "listening", "listen", cfg->listen,
-		    "admin_listen", cfg->admin_listen, NULL);
-		config_put(cfg);
-		rc = pool_run(httpd_stop);
-	}
-	event_shutdown();
-	oauth_shutdown();
-	inbox_close();		/* writes the last outcomes */
-	pool_free();
-	config_set_current(NULL);
-	queue_free();
-	metrics_free();
-	return rc;
+	return serve_http(cfg);
 }
 
 int
@@ -183,6 +243,7 @@ main(int argc, char **argv)
 {
 	const char	*file;
 
+	upgrade_init(argv);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

@@ -47,6 +47,9 @@
 #include "metrics.h"
 #include "pace.h"
 #include "queue.h"
+#include "httpd.h"
+#include "sdnotify.h"
+#include "upgrade.h"
 #include "worker.h"
 
 extern char **environ;
@@ -571,6 +574,26 @@ reopen_log(const struct config *cfg)
 }
 
 /*
+ * SIGUSR1 (after logrotate moved log_file): the supervisor points its fd
+ * 2 at a new file at the configured path, and tells each worker to do
+ * the same (they inherited fd 2; see worker.c).
+ */
+static void
+reopen_logs(void)
+{
+	struct worker	*w;
+
+	if (current == NULL || current->cfg->log_file == NULL)
+		return;
+	reopen_log(current->cfg);
+	for (w = workers; w != NULL; w = w->next)
+		if (w->state != W_CLOSED)
+			kill(w->pid, SIGUSR1);
+	log_kv(LOG_INFO, "log file reopened", "log_file",
+	    current->cfg->log_file, NULL);
+}
+
+/*
  * Make the loading generation current; retire the old one.  Only now does
  * it get its number: a reload that fails uses none.
  */
@@ -606,6 +629,7 @@ activate(struct gen *g)
 	if (old != NULL) {
 		metrics_inc("walua_reloads_total", "result=\"ok\"", 1);
 		note_reload(1, NULL);
+		sd_notify_msg("READY=1");
 	}
 	gen_maybe_free(old);
 }
@@ -628,6 +652,7 @@ abandon(struct gen *g)
 	if (current != NULL) {
 		metrics_inc("walua_reloads_total", "result=\"error\"", 1);
 		note_reload(0, g->errors.data);
+		sd_notify_msg("READY=1");
 	}
 	loading = NULL;
 	gen_maybe_free(g);
@@ -714,22 +739,26 @@ reload(void)
 	}
 	log_msg(LOG_INFO, "reloading %s", config_file ? config_file :
 	    "the built-in configuration");
+	sd_notify_msg("RELOADING=1");
 	if ((cfg = config_load(config_file, err, sizeof(err))) == NULL) {
 		log_kv(LOG_ERROR, "reload failed", "error", err, NULL);
 		metrics_inc("walua_reloads_total", "result=\"error\"", 1);
 		note_reload(0, err);
+		sd_notify_msg("READY=1");
 		return;
 	}
 	keep_restart_keys(cfg, current->cfg);
 	if (cfg->listen == NULL || cfg->database == NULL) {
 		config_put(cfg);
+		sd_notify_msg("READY=1");
 		return;
 	}
 	/* the same file: reopen it now (after logrotate moved it); another
 	 * one only once the new generation is running (activate) */
 	if (same_log_file(cfg, current->cfg))
 		reopen_log(cfg);
-	start_gen(cfg);
+	if (start_gen(cfg) == -1)
+		sd_notify_msg("READY=1");
 }
 
 static void
@@ -1128,6 +1157,8 @@ poll_once(int64_t deadline)
 	fds[n++].events = POLLIN;
 	fds[n].fd = queue_wake_fd();
 	fds[n++].events = POLLIN;
+	fds[n].fd = upgrade_child_fd();		/* -1: poll skips it */
+	fds[n++].events = POLLIN;
 	for (w = workers; w != NULL && n < 260; w = w->next)
 		if (w->fd != -1) {
 			ws[n] = w;
@@ -1148,10 +1179,24 @@ poll_once(int64_t deadline)
 				return 1;
 			else if (sig == SIGCHLD)
 				chld = 1;
+			else if (sig == SIGUSR1)
+				reopen_logs();
+			else if (sig == SIGUSR2 && !stopping)
+				upgrade_start(httpd_listen_fd(0),
+				    httpd_listen_fd(1));
 		}
 	if (fds[1].revents & POLLIN)
 		queue_clear_wake();
-	for (i = 2; i < n; i++) {
+	/* the new binary is ready: stop as on SIGTERM, which hands over */
+	if (upgrade_poll(fds[2].revents != 0) && !stopping) {
+		char	msg[32];
+
+		snprintf(msg, sizeof(msg), "MAINPID=%ld",
+		    (long)upgrade_child());
+		sd_notify_msg(msg);
+		return 1;
+	}
+	for (i = 3; i < n; i++) {
 		if (fds[i].revents == 0 || ws[i]->fd != fds[i].fd)
 			continue;
 		if ((fds[i].revents & POLLOUT) && ws[i]->out.len > 0)
@@ -1219,6 +1264,8 @@ pool_start(const char *file, struct config *cfg)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGCHLD, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	metrics_on_render(refresh_gauges);
 
@@ -1263,6 +1310,7 @@ pool_run(void (*stop_fn)(void))
 			log_msg(LOG_INFO, "stopping: no new requests; finishing "
 			    "queued events");
 			stopping = 1;
+			sd_notify_msg("STOPPING=1");
 			stop_deadline = queue_now_ms() +
 			    current->cfg->limits.shutdown_timeout_ms;
 			if (stop_http != NULL)

@@ -27,6 +27,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -526,6 +527,27 @@ serve(void)
 	tasks = NULL;
 }
 
+/*
+ * SIGUSR1 from the supervisor: log_file was moved (logrotate); point fd 2
+ * at a new file at its path.  open, dup2 and close are async-signal-safe.
+ */
+static char	log_path[4096];
+
+static void
+on_usr1(int sig)
+{
+	int	saved = errno, fd;
+
+	(void)sig;
+	if (log_path[0] != '\0' && (fd = open(log_path, O_WRONLY | O_APPEND |
+	    O_CREAT | O_CLOEXEC, 0640)) != -1) {
+		dup2(fd, 2);
+		dup2(fd, 1);
+		close(fd);
+	}
+	errno = saved;
+}
+
 int
 worker_main(void)
 {
@@ -537,6 +559,7 @@ worker_main(void)
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGUSR1, on_usr1);	/* before any supervisor could send it */
 	dup2(2, 1);		/* stray stdout from libraries lands in the log */
 	/*
 	 * A worker busy in C notices its supervisor's death only when it
@@ -550,6 +573,10 @@ worker_main(void)
 	if (ipc_recv(WORKER_FD, &rd, &type, &p, &len) == 0 &&
 	    type == IPC_LOAD) {
 		host = load(p, len, &wcfg, &out);
+		if (wcfg != NULL && wcfg->log_file != NULL &&
+		    strlen(wcfg->log_file) < sizeof(log_path))
+			memcpy(log_path, wcfg->log_file,
+			    strlen(wcfg->log_file) + 1);
 		if (host == NULL)
 			ipc_send(WORKER_FD, IPC_READY, out.data, out.len, NULL,
 			    0);

@@ -1024,23 +1024,39 @@ def report(results, errors, order, scenarios):
 
 
 IO_HEAD = "## I/O scenario"
+# A section written by hand from a profile (tests/bench/README.md, "Where
+# the time goes"): kept as it is by every run, between the two parts.
+PROFILE_HEAD = "## Where the time goes"
+
+
+def split_sections(text, heads):
+    """{head or "": the text from that heading to the next of heads}."""
+    at = sorted((i, h) for h in heads for i in [
+        0 if text.startswith(h) else text.find("\n" + h) + 1]
+        if i > 0 or text.startswith(h))
+    parts, prev, prev_head = {}, 0, ""
+    for i, h in at:
+        parts[prev_head] = text[prev:i].strip("\n")
+        prev, prev_head = i, h
+    parts[prev_head] = text[prev:].strip("\n")
+    return parts
 
 
 def write_results(main=None, io=None):
-    """Write RESULTS: the wrk table (main) and the I/O scenario's section
-    (io, which starts with IO_HEAD).  A part not given is kept from the
-    file as it was, so a run of one part leaves the other alone."""
+    """Write RESULTS: the wrk table (main), the hand-written profile
+    section (kept) and the I/O scenario's section (io, which starts with
+    IO_HEAD).  A part not given is kept from the file as it was, so a run
+    of one part leaves the other alone."""
     try:
         with open(RESULTS, encoding="utf-8") as f:
             old = f.read()
     except OSError:
         old = ""
-    at = old.find("\n" + IO_HEAD)
-    at = 0 if old.startswith(IO_HEAD) else (at + 1 if at >= 0 else len(old))
-    old_main, old_io = old[:at].strip("\n"), old[at:].strip("\n")
-    main = (old_main if main is None else main).strip("\n")
-    io = (old_io if io is None else io).strip("\n")
-    text = "\n\n".join(p for p in (main, io) if p) + "\n"
+    parts = split_sections(old, (IO_HEAD, PROFILE_HEAD))
+    main = (parts.get("", "") if main is None else main).strip("\n")
+    io = (parts.get(IO_HEAD, "") if io is None else io).strip("\n")
+    text = "\n\n".join(p for p in (main, parts.get(PROFILE_HEAD, ""), io)
+                        if p) + "\n"
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w", encoding="utf-8") as f:
         f.write(text)

@@ -195,8 +195,12 @@ def run_plugin(name, workers=1, victim=False, next_events=1):
             r["next"].append(line)
             r.setdefault("next_ms", []).append((seen - t1) * 1000)
         if victim:
-            r["victim"] = [l for l in d.find(msg_is("victim"))
-                           if l.get("conversation", "").endswith(NEXT_WA)]
+            # its line may come a moment after the next event's "handled"
+            def victim_line(l):
+                return (l.get("msg") == "victim" and
+                        l.get("conversation", "").endswith(NEXT_WA))
+            wait_for(d, victim_line, 5, name + ": the victim's line")
+            r["victim"] = d.find(victim_line)
         if kind == "harmless":
             # retries = 0: a failed attack would have been dead-lettered
             assert not d.find(of_event(ev_id, "event dead-lettered")), name
