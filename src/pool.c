@@ -931,6 +931,7 @@ least_busy(int64_t now)
 {
 	struct worker	*w, *best = NULL;
 	int		 busy, best_busy = 0;
+	int64_t		 since, best_since = 0;
 
 	for (w = workers; w != NULL; w = w->next) {
 		if (w->gen != current || w->state != W_READY || w->retiring ||
@@ -940,14 +941,19 @@ least_busy(int64_t now)
 		 * 0: waiting in its loop; 1: running an event's Lua; 2: that
 		 * for a while (a heavy handler, or one stuck in C).  What a
 		 * busy worker is sent waits behind that Lua: prefer the
-		 * idlest, then the one with fewer events.
+		 * idlest, then the one with fewer events, then the one whose
+		 * Lua began last (the other may be stuck, not yet past
+		 * STALL_MS).
 		 */
-		busy = atomic_load(&w->shm->running) == 0 ? 0 : now -
-		    atomic_load(&w->shm->running_since) > STALL_MS ? 2 : 1;
+		since = atomic_load(&w->shm->running_since);
+		busy = atomic_load(&w->shm->running) == 0 ? 0 :
+		    now - since > STALL_MS ? 2 : 1;
 		if (best == NULL || busy < best_busy || (busy == best_busy &&
-		    w->inflight < best->inflight)) {
+		    (w->inflight < best->inflight || (busy == 1 &&
+		    w->inflight == best->inflight && since > best_since)))) {
 			best = w;
 			best_busy = busy;
+			best_since = since;
 		}
 	}
 	return best;
