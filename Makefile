@@ -14,10 +14,12 @@ CJSON_PC ?= lua5.4-cjson
 CURL_PC  ?= libcurl
 CRYPTO_PC ?= libcrypto
 SQLITE_PC ?= sqlite3
+PQ_PC ?= libpq
 
 # Debian 12 packages the build and the test suites need.
 DEBS = gcc make pkg-config liblua5.4-dev libmicrohttpd-dev lua-cjson-dev \
-	libcurl4-openssl-dev libssl-dev libsqlite3-dev python3 curl \
+	libcurl4-openssl-dev libssl-dev libsqlite3-dev libpq-dev python3 curl \
+	postgresql-15 \
 	chromium chromium-driver \
 	$(FUZZ_DEBS) $(BENCH_SMOKE_DEBS)
 
@@ -30,9 +32,9 @@ ifdef CI
 WARN    += -Werror
 endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) $(MHD_PC) $(CJSON_PC) \
-	$(CRYPTO_PC) $(SQLITE_PC) 2>/dev/null)
+	$(CRYPTO_PC) $(SQLITE_PC) $(PQ_PC) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(LUA_PC) $(MHD_PC) $(CJSON_PC) \
-	$(CRYPTO_PC) $(SQLITE_PC) 2>/dev/null) \
+	$(CRYPTO_PC) $(SQLITE_PC) $(PQ_PC) 2>/dev/null) \
 	$(shell pkg-config --libs $(CURL_PC) 2>/dev/null || echo -lcurl)
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
 WALUA_CFLAGS = $(WARN) -D_GNU_SOURCE -DWALUA_VERSION='"$(VERSION)"' \

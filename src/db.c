@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "db_pg.h"
 
 
 /*
@@ -180,6 +181,13 @@ db_open(const char *path, int durability, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	if (db_is_pg(path)) {
+		if (pg_open(d, path, durability, err, errlen) == -1) {
+			db_close(d);
+			return NULL;
+		}
+		return d;
+	}
 	if (sqlite3_open_v2(path, &d->h, SQLITE_OPEN_READWRITE |
 	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open database '%s': %s", path,
@@ -209,6 +217,11 @@ db_close(struct db *d)
 
 	if (d == NULL)
 		return;
+	if (d->pg != NULL || d->url != NULL) {
+		pg_close(d);
+		free(d);
+		return;
+	}
 	for (i = 0; i < DB_CACHE; i++)
 		sqlite3_finalize(d->cache[i].st);
 	sqlite3_close(d->h);
@@ -257,6 +270,8 @@ db_exec(struct db *d, const char *sql)
 	sqlite3_stmt	*st;
 	int		 rc;
 
+	if (d->pg != NULL)
+		return pg_cmd(d, sql, 0, NULL) == -1 ? -1 : 0;
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
 	rc = sqlite3_step(st);
@@ -267,5 +282,7 @@ db_exec(struct db *d, const char *sql)
 const char *
 db_error(struct db *d)
 {
+	if (d->pg != NULL || d->url != NULL)
+		return pg_error(d);
 	return sqlite3_errmsg(d->h);
 }

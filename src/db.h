@@ -1,4 +1,8 @@
-/* db.h - one SQLite connection: pragmas, schema, cached statements. */
+/*
+ * db.h - one connection to walua's database: SQLite (a file, the
+ * default) or PostgreSQL (a URL, db_pg.c); pragmas, schema, cached
+ * statements.
+ */
 #ifndef DB_H
 #define DB_H
 
@@ -9,12 +13,19 @@
 
 #define DB_CACHE	48
 
+struct pg_conn;
+
 struct db {
-	sqlite3		*h;
+	sqlite3		*h;			/* SQLite, or NULL */
+	struct pg_conn	*pg;			/* PostgreSQL, or NULL */
 	struct {
 		const char	*sql;		/* static text: compared by address */
 		sqlite3_stmt	*st;
+		int		 prepared;	/* PostgreSQL: on this connection */
 	} cache[DB_CACHE];
+	char		*url;			/* PostgreSQL: to reconnect */
+	int		 durability;
+	char		 err[256];		/* PostgreSQL: the last error */
 };
 
 struct db	*db_open(const char *path, int durability, char *err,
