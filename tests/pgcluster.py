@@ -124,3 +124,18 @@ class Cluster:
 
     def __exit__(self, *exc):
         self.close()
+
+
+_shared = None
+
+
+def shared():
+    """One cluster for the whole test run (tests/run.py imports every
+    suite into one process), started on first use and stopped at exit;
+    each test takes a database of its own (new_database)."""
+    global _shared
+    if _shared is None:
+        import atexit
+        _shared = Cluster().start()
+        atexit.register(_shared.close)
+    return _shared
