@@ -201,6 +201,7 @@ read_table(lua_State *L, struct config *c)
 		    &c->admin_port);
 	c->database = dupfield(L, t, "database");
 	c->workers = (int)intfield(L, t, "workers");
+	c->cluster_lease_s = 30;
 	s = dupfield(L, t, "durability");
 	c->durability = s ? lookup(durabilities, s) : DURABILITY_NORMAL;
 	free(s);

@@ -60,6 +60,7 @@ struct config {
 	int		 nhandlers;
 	int		 workers;
 	int		 durability;
+	int		 cluster_lease_s;	/* PostgreSQL: see inbox_pg.c */
 	struct endpoint	*endpoints;
 	int		 nendpoints;
 	char		*oauth2_path;

@@ -2,10 +2,12 @@
  * db_pg.c - walua's database on PostgreSQL, for several walua instances
  * sharing one inbox (README, "Running several instances").
  *
- * The tables are SQLite's (db.c) in PostgreSQL's types, plus leases: which
- * instance handles a conversation, until when (inbox_pg.c).  Times are
- * wall-clock ms as in SQLite, except lease expiries, which are taken from
- * the database's clock so that instances with skewed clocks agree.
+ * The tables are SQLite's (db.c) in PostgreSQL's types, plus what several
+ * instances need (inbox_pg.c): instances (each running walua, alive
+ * until expires_ms), leases (which instance handles a conversation) and
+ * events.owner (which instance has an event in its queue).  Times are
+ * wall-clock ms as in SQLite, except instance expiries, which are taken
+ * from the database's clock so that instances with skewed clocks agree.
  *
  * Statements are prepared once per connection, named after their slot in
  * the cache (sql texts are string literals, compared by address, as in
@@ -30,7 +32,7 @@ static const char schema[] =
 	"  seq BIGSERIAL PRIMARY KEY,"
 	"  id TEXT NOT NULL UNIQUE,"
 	"  provider TEXT NOT NULL, endpoint TEXT, kind TEXT NOT NULL,"
-	"  conversation TEXT NOT NULL, message_id TEXT, status TEXT,"
+	"  conversation TEXT, message_id TEXT, status TEXT,"
 	"  dedup TEXT UNIQUE, dedup2 TEXT UNIQUE,"
 	"  body BYTEA NOT NULL,"
 	"  state SMALLINT NOT NULL DEFAULT 0,"
@@ -46,8 +48,14 @@ static const char schema[] =
 	"  WHERE requeue = 1;"
 	"CREATE INDEX IF NOT EXISTS events_done ON events(done_ms)"
 	"  WHERE state = 1;"
+	"CREATE INDEX IF NOT EXISTS events_unowned ON events(seq)"
+	"  WHERE state = 0 AND owner IS NULL;"
+	"CREATE INDEX IF NOT EXISTS events_owner ON events(owner)"
+	"  WHERE state = 0;"
+	"CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY,"
+	"  expires_ms BIGINT NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS leases (conversation TEXT PRIMARY KEY,"
-	"  owner TEXT NOT NULL, expires_ms BIGINT NOT NULL);"
+	"  owner TEXT NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS leases_owner ON leases(owner);"
 	"CREATE TABLE IF NOT EXISTS statuses (message_id TEXT PRIMARY KEY,"
 	"  rank INTEGER NOT NULL, updated_ms BIGINT NOT NULL);"
@@ -122,8 +130,10 @@ connect_db(struct db *d)
 	const char	*vals[] = { d->url, "walua", "5", NULL };
 	PGresult	*res;
 	const char	*sync = d->durability == DURABILITY_OFF ?
-			    "SET synchronous_commit = off" :
-			    "SET synchronous_commit = on";
+			    "SET synchronous_commit = off;"
+			    " SET client_min_messages = warning" :
+			    "SET synchronous_commit = on;"
+			    " SET client_min_messages = warning";
 	int		 i;
 
 	for (i = 0; i < DB_CACHE; i++)

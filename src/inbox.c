@@ -34,6 +34,8 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "db.h"
+#include "db_pg.h"
+#include "inbox_pg.h"
 #include "kv.h"
 #include "log.h"
 #include "metrics.h"
@@ -85,6 +87,11 @@ static atomic_long	 dead_count;
 static atomic_int	 unmarked;		/* done, mark not committed */
 static atomic_int	 rank_epoch;		/* ranks_clear()s so far */
 static int64_t		 dedup_keep_ms = 8LL * 86400 * 1000;
+/* PostgreSQL (inbox_pg.c): this instance, its lease, a claim to make */
+static int		 pg;
+static char		 me[128];
+static int		 lease_ms = 30000;
+static int		 claim_wanted;
 
 static void		 ranks_clear(void);
 
@@ -147,6 +154,9 @@ insert_event(struct inbox_ticket *r, struct event *e, const char *key,
 	sqlite3_stmt	*st;
 	int		 rc;
 
+	if (pg)
+		return ipg_insert(wdb, r->provider, r->endpoint, e, key, key2,
+		    now);
 	if ((st = db_prepare(wdb, sql)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, e->id, -1, SQLITE_STATIC);
@@ -198,6 +208,8 @@ release_expired(const char *key, const char *key2, int64_t since)
 	sqlite3_stmt	*st;
 	int		 n;
 
+	if (pg)
+		return ipg_release_expired(wdb, key, key2, since);
 	if ((st = db_prepare(wdb, live)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -279,6 +291,13 @@ apply_op(struct op *o, int64_t now)
 	sqlite3_stmt	*st;
 	int		 rc;
 
+	if (pg) {
+		if (ipg_outcome(wdb, o->type == OP_DONE ? 0 : o->type ==
+		    OP_RETRY ? 1 : 2, o->id, o->attempts, o->type == OP_RETRY ?
+		    o->due_ms : now, o->error) == -1)
+			return -1;
+		goto rank;
+	}
 	if ((st = db_prepare(wdb, sql)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
@@ -303,6 +322,7 @@ apply_op(struct op *o, int64_t now)
 		if (rc != SQLITE_DONE)
 			return -1;
 	}
+rank:
 	if (o->type == OP_DONE && o->rank > 0 && o->message_id != NULL)
 		return kv_status_set(wdb, o->message_id, o->rank, now);
 	return 0;
@@ -346,6 +366,20 @@ queue_new(struct inbox_ticket *r)
 		metrics_inc("walua_events_duplicate_total", NULL, r->ndup);
 	if (r->nnew == 0)
 		return;
+	if (pg) {
+		/* queued when claimed (inbox_pg.c): count them only */
+		for (i = 0; i < r->batch->n; i++) {
+			struct event *e = &r->batch->ev[i];
+
+			if (e->body == NULL)
+				continue;
+			snprintf(labels, sizeof(labels),
+			    "provider=\"%s\",kind=\"%s\"", r->provider, e->kind);
+			metrics_inc("walua_events_acked_total", labels, 1);
+		}
+		minutes_add(MINUTES_ACKED, r->nnew);
+		return;
+	}
 	if ((nb.ev = calloc((size_t)r->nnew, sizeof(*nb.ev))) == NULL) {
 		/* committed but not queued: the next start resumes them */
 		log_msg(LOG_ERROR, "inbox: out of memory queueing %d events",
@@ -474,6 +508,8 @@ count_dead(struct db *d)
 	sqlite3_stmt	*st;
 	long		 n = 0;
 
+	if (d->pg != NULL)
+		return ipg_count_dead(d);
 	if ((st = db_prepare(d, sql)) == NULL)
 		return 0;
 	if (sqlite3_step(st) == SQLITE_ROW)
@@ -506,9 +542,14 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 	int64_t		 now = db_now_ms();
 	struct timespec	 t0, t1;
 
+	int		 nnew = 0;
+
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (db_exec(wdb, "BEGIN IMMEDIATE") == -1)
+	if (db_exec(wdb, pg ? "BEGIN" : "BEGIN IMMEDIATE") == -1) {
+		if (pg)		/* the connection is lost, most likely */
+			goto fail;
 		return -1;
+	}
 	for (o = op; o != NULL; o = o->next)
 		if (apply_op(o, now) == -1)
 			goto fail;
@@ -518,6 +559,7 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 		if (insert_request(r, now) == 0) {
 			if (db_exec(wdb, "RELEASE r") == -1)
 				goto fail;
+			nnew += r->nnew;
 			continue;
 		}
 		r->rc = -1;
@@ -525,6 +567,9 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 		    db_exec(wdb, "RELEASE r") == -1)
 			goto fail;
 	}
+	/* the other instances claim what this one cannot (a lease) */
+	if (pg && nnew > 0 && db_exec(wdb, "NOTIFY walua_events") == -1)
+		goto fail;
 	if (db_exec(wdb, "COMMIT") == -1)
 		goto fail;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -547,6 +592,13 @@ probe(void)
 	sqlite3_stmt	*st;
 	int		 ok;
 
+	if (pg) {
+		if (ipg_probe(wdb) == 0) {
+			ipg_listen_self(PQbackendPID(wdb->pg));
+			set_health(1, NULL);
+		}
+		return;
+	}
 	if (db_exec(wdb, "BEGIN IMMEDIATE") == -1)
 		return;
 	ok = (st = db_prepare(wdb, sql)) != NULL;
@@ -588,8 +640,8 @@ writer_main(void *arg)
 	struct inbox_ticket	*rq, *r, *rnext;
 	struct op	*op, *o, *onext;
 	struct timespec	 ts;
-	int64_t		 last_poll = 0, last_prune = 0, now;
-	int		 rc, n, prune_more = 0;
+	int64_t		 last_poll = 0, last_prune = 0, last_renew = 0, now;
+	int		 rc, n, prune_more = 0, claim;
 
 	(void)arg;
 	pthread_setname_np(pthread_self(), "inbox-writer");	/* top -H */
@@ -600,7 +652,8 @@ writer_main(void *arg)
 		 * MARKS_MS (or until the supervisor asks): one commit then
 		 * serves many.  Other reports are written at once.
 		 */
-		while (reqs == NULL && (ops == NULL || !flush) && !stopping) {
+		while (reqs == NULL && (ops == NULL || !flush) && !stopping &&
+		    !claim_wanted) {
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += (ops != NULL ? MARKS_MS : prune_more ?
 			    PRUNE_BUSY_MS : POLL_MS) * 1000000L;
@@ -621,18 +674,23 @@ writer_main(void *arg)
 		ops = NULL;
 		ops_tail = &ops;
 		flush = 0;
+		claim = claim_wanted;
+		claim_wanted = 0;
 		pthread_mutex_unlock(&mu);
 
 		/* the WAL starts over at this commit, if a pass is over */
-		checkpoint_turn(wdb);
+		if (!pg)
+			checkpoint_turn(wdb);
 		rc = (rq != NULL || op != NULL) ? commit_group(rq, op) : 0;
 		if (rc == 0 && (rq != NULL || op != NULL))
 			set_health(1, NULL);
 		for (r = rq; r != NULL; r = r->next) {
 			if (rc == -1)
 				r->rc = -1;
-			else if (r->rc == 0)
+			else if (r->rc == 0) {
+				claim |= r->nnew > 0;
 				queue_new(r);
+			}
 		}
 		for (o = op, n = 0; rc == 0 && o != NULL; o = o->next) {
 			log_done(o);
@@ -651,13 +709,23 @@ writer_main(void *arg)
 		}
 
 		now = queue_now_ms();
+		if (pg && atomic_load(&healthy) && now - last_renew >=
+		    lease_ms / 3) {
+			last_renew = now;
+			claim |= ipg_takeover(wdb, me, lease_ms) != -1;
+		}
 		if (now - last_poll >= POLL_MS) {
 			last_poll = now;
 			if (!atomic_load(&healthy))	/* writable again? */
 				probe();
-			pick_up_replays();
+			if (pg)		/* replays, and missed notifications */
+				claim = 1;
+			else
+				pick_up_replays();
 			atomic_store(&dead_count, count_dead(wdb));
 		}
+		if (pg && claim && atomic_load(&healthy))
+			(void)ipg_claim(wdb, me);
 		if (now - last_prune >= (prune_more ? PRUNE_BUSY_MS :
 		    PRUNE_MS)) {
 			last_prune = now;
@@ -748,6 +816,46 @@ load_pending(char *err, size_t errlen)
 	return 0;
 }
 
+/* The listener heard of another instance's new events (inbox_pg.c). */
+static void
+wake_to_claim(void)
+{
+	pthread_mutex_lock(&mu);
+	claim_wanted = 1;
+	pthread_cond_signal(&work_cv);
+	pthread_mutex_unlock(&mu);
+}
+
+/*
+ * On PostgreSQL: this instance's name (host, pid and a random part: a
+ * restarted walua is a new instance), its row, the events it can claim
+ * now, and the listener.
+ */
+static int
+join_cluster(const struct config *cfg, char *err, size_t errlen)
+{
+	char	host[64], rnd[EVENT_ID_LEN + 1], count[32];
+	long	n;
+
+	if (gethostname(host, sizeof(host)) == -1)
+		snprintf(host, sizeof(host), "walua");
+	host[sizeof(host) - 1] = '\0';
+	event_new_id(rnd);
+	snprintf(me, sizeof(me), "%s:%ld:%s", host, (long)getpid(), rnd);
+	lease_ms = cfg->cluster_lease_s * 1000;
+	if (ipg_join(wdb, me, lease_ms) == -1 ||
+	    ipg_takeover(wdb, me, lease_ms) == -1 ||
+	    (n = ipg_claim(wdb, me)) == -1) {
+		snprintf(err, errlen, "inbox: %s", db_error(wdb));
+		return -1;
+	}
+	snprintf(count, sizeof(count), "%ld", n);
+	log_kv(LOG_INFO, "cluster: joined", "instance", me, "#events", count,
+	    NULL);
+	return ipg_listen_start(cfg->database, PQbackendPID(wdb->pg),
+	    wake_to_claim, err, errlen);
+}
+
 /*
  * Open the inbox in cfg->database, load what is pending into the queue
  * and start the writer.  Returns 0, or -1 with the reason in err.
@@ -764,17 +872,21 @@ inbox_open(const struct config *cfg, char *err, size_t errlen)
 		wdb = NULL;
 		return -1;
 	}
-	/* the reader looks up a status's rank now and then: a small cache */
-	(void)db_exec(rdb, "PRAGMA cache_size = -256");
+	pg = wdb->pg != NULL;
 	dedup_keep_ms = cfg->limits.dedup_ms;
-	if (checkpoint_start(wdb, cfg->database, cfg->durability, err,
-	    errlen) == -1) {
-		inbox_close();
-		return -1;
-	}
-	if (load_pending(err, errlen) == -1) {
-		inbox_close();
-		return -1;
+	if (pg) {
+		if (join_cluster(cfg, err, errlen) == -1) {
+			inbox_close();
+			return -1;
+		}
+	} else {
+		/* the reader looks up a status's rank now and then */
+		(void)db_exec(rdb, "PRAGMA cache_size = -256");
+		if (checkpoint_start(wdb, cfg->database, cfg->durability, err,
+		    errlen) == -1 || load_pending(err, errlen) == -1) {
+			inbox_close();
+			return -1;
+		}
 	}
 	atomic_store(&dead_count, count_dead(wdb));
 	if ((errno = pthread_create(&writer, NULL, writer_main, NULL)) != 0) {
@@ -799,7 +911,13 @@ inbox_close(void)
 		pthread_join(writer, NULL);
 		writer_started = 0;
 	}
-	checkpoint_stop();
+	if (pg) {
+		ipg_listen_stop();
+		if (me[0] != '\0')
+			ipg_leave(wdb, me);
+		me[0] = '\0';
+	} else
+		checkpoint_stop();
 	db_close(wdb);
 	db_close(rdb);
 	wdb = rdb = NULL;

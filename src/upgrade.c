@@ -37,6 +37,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "db_pg.h"
 #include "log.h"
 #include "queue.h"
 
@@ -142,7 +143,7 @@ upgrade_lock(const char *database, int wait_ms, char *err, size_t errlen)
 	int		 len;
 
 	if (database == NULL || database[0] == '\0' ||
-	    strcmp(database, ":memory:") == 0)
+	    strcmp(database, ":memory:") == 0 || db_is_pg(database))
 		return 0;
 	if (snprintf(path, sizeof(path), "%s.lock", database) >=
 	    (int)sizeof(path)) {

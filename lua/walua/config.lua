@@ -175,7 +175,10 @@ local function fail(where, msg)
 end
 
 local function absolute(p, dir)
-	if p:sub(1, 1) == "/" or dir == nil then return p end
+	-- a PostgreSQL URL (database) is not a file
+	if p:sub(1, 1) == "/" or dir == nil or p:find("^postgres[ql]*://") then
+		return p
+	end
 	return dir .. "/" .. p
 end
 

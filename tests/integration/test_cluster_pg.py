@@ -1,0 +1,277 @@
+"""Several walua instances on one PostgreSQL database (README, "Running
+several instances"): one event per delivery whichever instance it reached,
+each handled once, each conversation in arrival order, an instance that
+dies resumed by another, a database that goes away answered with 503.
+
+The handler counts, per conversation, in walua.store (an atomic incr on
+the shared database): the count orders the handlings of a conversation
+across instances, which the log's millisecond times cannot.
+"""
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import pgcluster
+from harness import Daemon, TOKEN, lua_str, text_body
+
+ORDERED = r'''
+local log = require "walua.log"
+local store = require "walua.store"
+return function(ev)
+	local n = store.incr("n:" .. ev.conversation, 1)
+	log.info("handled", { message_id = ev.message_id, text = ev.text,
+	    conversation = ev.conversation, n = n })
+end
+'''
+
+
+def post(port, body, timeout=10):
+    """One delivery on a new connection: the status, or an error name."""
+    import socket
+    req = ("POST /webhooks/insider HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+           "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+           "Content-Length: %d\r\nConnection: close\r\n\r\n"
+           % (TOKEN, len(body))).encode() + body
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except ConnectionRefusedError:
+        return "refused"
+    try:
+        s.sendall(req)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+    if not data.startswith(b"HTTP/1.1 "):
+        return "no answer"
+    return int(data[9:12])
+
+
+def delivery(i, convs):
+    """Delivery i: conversation i % convs, its text the index."""
+    return text_body("%d" % i, "wamid.CL%06d" % i,
+                     wa_id="90532%07d" % (i % convs)).encode()
+
+
+def sender(ports, first, count, step, convs, both_every, q):
+    """Post deliveries first, first+step, ... alternately to the two
+    instances; every both_every-th to both at once (two threads)."""
+    out = []
+    for k in range(count):
+        i = first + k * step
+        body = delivery(i, convs)
+        if both_every and i % both_every == 0:
+            res = [None, None]
+
+            def one(j):
+                res[j] = post(ports[j], body)
+            ts = [threading.Thread(target=one, args=(j,)) for j in (0, 1)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(30)
+            out.append((i, res[0], res[1]))
+        else:
+            out.append((i, post(ports[i % 2], body), None))
+    q.put(out)
+
+
+def run_senders(ports, n, convs, both_every, procs=4):
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    ps = [ctx.Process(target=sender, args=(ports, k, n // procs, procs,
+                                           convs, both_every, q))
+          for k in range(procs)]
+    for p in ps:
+        p.start()
+    results = []
+    for _ in ps:
+        results += q.get(timeout=300)
+    for p in ps:
+        p.join(10)
+    return results
+
+
+def handled(daemons):
+    """Every "handled" line of the daemons: (message_id, conv, n, text)."""
+    out = []
+    for d in daemons:
+        for l in d.logs():
+            if l.get("msg") == "handled":
+                out.append((l["message_id"], l["conversation"], l["n"],
+                            int(l["text"])))
+    return out
+
+
+def wait_handled(daemons, want, timeout):
+    end = time.time() + timeout
+    h = handled(daemons)
+    while time.time() < end and len({m for m, _, _, _ in h}) < want:
+        time.sleep(0.25)
+        h = handled(daemons)
+    return h
+
+
+def check_order(h):
+    """Per conversation, the texts (arrival indexes) in count order must
+    rise, counts being 1..N without gaps but for re-runs."""
+    by = {}
+    for _, conv, n, text in h:
+        by.setdefault(conv, []).append((n, text))
+    bad = []
+    for conv, rows in by.items():
+        rows.sort()
+        texts = [t for _, t in rows]
+        if texts != sorted(texts):
+            bad.append((conv, texts[:20]))
+    return bad
+
+
+def instance(url, lease_s=30, log_level="info"):
+    return Daemon(handlers={"h.lua": ORDERED}, log_level=log_level,
+                  extra="database = %s,\ncluster = { lease_s = %d }," % (
+                      lua_str(url), lease_s))
+
+
+def test_two_instances_one_event_each_in_conversation_order():
+    pg = pgcluster.shared()
+    url = pg.new_database()
+    n, convs = 5000, 50
+    with instance(url) as a, instance(url) as b:
+        t0 = time.time()
+        results = run_senders((a.port, b.port), n, convs, both_every=10)
+        took = time.time() - t0
+        statuses = {}
+        for _, s1, s2 in results:
+            for s in (s1, s2):
+                if s is not None:
+                    statuses[s] = statuses.get(s, 0) + 1
+        print("# %d deliveries (%d posted to both at once) in %.1f s: %s" % (
+            len(results), sum(1 for r in results if r[2] is not None), took,
+            statuses))
+        assert set(statuses) == {200}, statuses
+        h = wait_handled((a, b), n, 120)
+        counts = {}
+        for m, _, _, _ in h:
+            counts[m] = counts.get(m, 0) + 1
+        twice = [m for m, c in counts.items() if c > 1]
+        per = [len([l for l in d.logs() if l.get("msg") == "handled"])
+               for d in (a, b)]
+        print("# handled %d distinct of %d, by instance %s, twice %d" % (
+            len(counts), n, per, len(twice)))
+        assert len(counts) == n, len(counts)
+        assert twice == [], twice[:5]
+        assert min(per) > 0, per
+        bad = check_order(h)
+        assert bad == [], bad[:3]
+        db = url.rsplit("/", 1)[1]
+        assert pg.psql("SELECT count(*) FROM events", db).strip() == str(n)
+        assert pg.psql("SELECT count(*) FROM events WHERE state <> 1",
+                       db).strip() == "0"
+
+
+def slow_handler(ms):
+    return r'''
+local walua = require "walua"
+local log = require "walua.log"
+local store = require "walua.store"
+return function(ev)
+	walua.sleep(%d)
+	local n = store.incr("n:" .. ev.conversation, 1)
+	log.info("handled", { message_id = ev.message_id, text = ev.text,
+	    conversation = ev.conversation, n = n })
+end
+''' % ms
+
+
+def test_sigkill_of_one_instance_the_other_finishes_its_events():
+    pg = pgcluster.shared()
+    url = pg.new_database()
+    lease_s, n, convs = 3, 600, 30
+    extra = "database = %s,\ncluster = { lease_s = %d }," % (lua_str(url),
+                                                             lease_s)
+    a = Daemon(handlers={"h.lua": slow_handler(20)}, log_level="info",
+               extra=extra)
+    b = Daemon(handlers={"h.lua": slow_handler(20)}, log_level="info",
+               extra=extra)
+    with a, b:
+        results = run_senders((a.port, b.port), n, convs, both_every=0)
+        acked = {i for i, s, _ in results if s == 200}
+        assert len(acked) == n, {s for _, s, _ in results}
+        # a is still busy with its share: kill it mid-way
+        time.sleep(0.5)
+        before = len(handled((a,)))
+        a.kill9()
+        t_kill = time.time()
+        print("# killed one instance after it handled %d" % before)
+        h = wait_handled((a, b), n, lease_s + 30)
+        took = time.time() - t_kill
+        got = {m for m, _, _, _ in h}
+        lost = ["wamid.CL%06d" % i for i in sorted(acked)
+                if "wamid.CL%06d" % i not in got]
+        counts = {}
+        for m, _, _, _ in h:
+            counts[m] = counts.get(m, 0) + 1
+        twice = sum(1 for c in counts.values() if c > 1)
+        print("# all %d handled %.1f s after the kill (lease_s %d); "
+              "re-run %d (in flight when killed)" % (len(got), took, lease_s,
+                                                     twice))
+        assert lost == [], lost[:5]
+        assert took <= lease_s + 5 + 1, took
+        assert check_order(h) == []
+
+
+def test_postgresql_stopped_503_then_200_nothing_lost():
+    pg = pgcluster.Cluster()        # its own: this test stops it
+    try:
+        pg.start()
+        url = pg.new_database()
+        with instance(url) as d:
+            stop = threading.Event()
+            log = []
+
+            def load():
+                i = 0
+                while not stop.is_set():
+                    st = post(d.port, delivery(i, 20), timeout=10)
+                    log.append((time.time(), i, st))
+                    i += 1
+                    time.sleep(0.005)
+            t = threading.Thread(target=load)
+            t.start()
+            time.sleep(1)
+            pg.stop()
+            t_stop = time.time()
+            time.sleep(5)
+            pg.start()
+            t_back = time.time()
+            time.sleep(4)
+            stop.set()
+            t.join(30)
+            down = [st for ts, _, st in log if t_stop + 0.5 < ts < t_back]
+            after = [(ts, st) for ts, _, st in log if ts > t_back]
+            first_ok = next((ts for ts, st in after if st == 200), None)
+            acked = [i for _, i, st in log if st == 200]
+            print("# while stopped: %s; first 200 %.2f s after the return; "
+                  "%d acknowledged in all" % (
+                      {s: down.count(s) for s in set(down)},
+                      (first_ok or 0) - t_back, len(acked)))
+            assert down and 200 not in down, set(down)
+            assert set(down) == {503}, set(down)
+            assert first_ok is not None and first_ok - t_back <= 2.0
+            h = wait_handled((d,), len(acked), 30)
+            got = {m for m, _, _, _ in h}
+            lost = [i for i in acked if "wamid.CL%06d" % i not in got]
+            assert lost == [], lost[:5]
+            st, _, body = d.admin_request("GET", "/healthz")
+            assert st == 200, body
+    finally:
+        pg.close()
