@@ -10,7 +10,8 @@ struct event {
 	char		 id[EVENT_ID_LEN + 1];
 	char		*kind;			/* owned */
 	char		*conversation;		/* owned; NULL: no ordering */
-	char		*dedup;			/* owned: the dedup key */
+	char		*dedup;			/* owned: the dedup keys, one a line */
+	const char	*key, *key2;		/* the inbox's split of dedup */
 	char		*message_id;		/* owned, or NULL */
 	char		*status;		/* owned: a status event's status */
 	char		*body;			/* owned: the event, packed (pack.h) */

@@ -42,6 +42,7 @@
 #include "minutes.h"
 #include "queue.h"
 
+#define TRIES		3		/* a request's inserts, at most */
 #define POLL_MS		500		/* replayed events, unhealthy probe */
 #define MARKS_MS	10		/* done marks wait at most this */
 /*
@@ -246,10 +247,16 @@ insert_request(struct inbox_ticket *r, int64_t now)
 		r->full = 1;
 		return -1;
 	}
+	r->nnew = r->ndup = 0;
 	for (i = 0; i < b->n; i++) {
 		struct event *e = &b->ev[i];
 
-		split_keys(e, &key, &key2);
+		if (e->body == NULL) {	/* a duplicate in a failed try */
+			r->ndup++;
+			continue;
+		}
+		key = e->key;
+		key2 = e->key2;
 		if ((c = insert_event(r, e, key, key2, now)) == 0) {
 			c = release_expired(key, key2, now - r->dedup_ms);
 			if (c == 1)
@@ -542,7 +549,7 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 	int64_t		 now = db_now_ms();
 	struct timespec	 t0, t1;
 
-	int		 nnew = 0;
+	int		 nnew = 0, try;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (db_exec(wdb, pg ? "BEGIN" : "BEGIN IMMEDIATE") == -1) {
@@ -554,18 +561,32 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 		if (apply_op(o, now) == -1)
 			goto fail;
 	for (r = rq; r != NULL; r = r->next) {
-		if (db_exec(wdb, "SAVEPOINT r") == -1)
-			goto fail;
-		if (insert_request(r, now) == 0) {
-			if (db_exec(wdb, "RELEASE r") == -1)
+		for (try = 1; ; try++) {
+			if (db_exec(wdb, "SAVEPOINT r") == -1)
 				goto fail;
-			nnew += r->nnew;
-			continue;
+			if (insert_request(r, now) == 0) {
+				if (db_exec(wdb, "RELEASE r") == -1)
+					goto fail;
+				nnew += r->nnew;
+				break;
+			}
+			if (db_exec(wdb, "ROLLBACK TO r") == -1 ||
+			    db_exec(wdb, "RELEASE r") == -1)
+				goto fail;
+			/*
+			 * On PostgreSQL, two instances storing the same keys
+			 * in opposite orders deadlock, and one is told so;
+			 * its locks went with the savepoint: try again.
+			 */
+			if (r->full || try == TRIES) {
+				if (!r->full)
+					log_kv(LOG_ERROR, "inbox: cannot store a "
+					    "request: answering 503", "error",
+					    db_error(wdb), NULL);
+				r->rc = -1;
+				break;
+			}
 		}
-		r->rc = -1;
-		if (db_exec(wdb, "ROLLBACK TO r") == -1 ||
-		    db_exec(wdb, "RELEASE r") == -1)
-			goto fail;
 	}
 	/* the other instances claim what this one cannot (a lease) */
 	if (pg && nnew > 0 && db_exec(wdb, "NOTIFY walua_events") == -1)
@@ -712,7 +733,10 @@ writer_main(void *arg)
 		if (pg && atomic_load(&healthy) && now - last_renew >=
 		    lease_ms / 3) {
 			last_renew = now;
-			claim |= ipg_takeover(wdb, me, lease_ms) != -1;
+			if (ipg_takeover(wdb, me, lease_ms) != -1)
+				claim = 1;
+			else if (!pg_alive(wdb))
+				set_health(0, db_error(wdb));
 		}
 		if (now - last_poll >= POLL_MS) {
 			last_poll = now;
@@ -724,8 +748,9 @@ writer_main(void *arg)
 				pick_up_replays();
 			atomic_store(&dead_count, count_dead(wdb));
 		}
-		if (pg && claim && atomic_load(&healthy))
-			(void)ipg_claim(wdb, me);
+		if (pg && claim && atomic_load(&healthy) &&
+		    ipg_claim(wdb, me) == -1 && !pg_alive(wdb))
+			set_health(0, db_error(wdb));
 		if (now - last_prune >= (prune_more ? PRUNE_BUSY_MS :
 		    PRUNE_MS)) {
 			last_prune = now;
@@ -934,6 +959,11 @@ inbox_close(void)
 int
 inbox_submit(struct inbox_ticket *t, const struct config *cfg)
 {
+	int	i;
+
+	for (i = 0; i < t->batch->n; i++)
+		split_keys(&t->batch->ev[i], &t->batch->ev[i].key,
+		    &t->batch->ev[i].key2);
 	t->max_queue = cfg->limits.max_queue;
 	t->dedup_ms = cfg->limits.dedup_ms;
 	t->rc = t->full = t->nnew = t->ndup = 0;

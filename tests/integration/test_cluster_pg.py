@@ -250,7 +250,10 @@ def test_postgresql_stopped_503_then_200_nothing_lost():
             time.sleep(1)
             pg.stop()
             t_stop = time.time()
-            time.sleep(5)
+            time.sleep(1.5)
+            st, _, body = d.admin_request("GET", "/healthz")
+            assert st == 503 and b'"database":"unavailable"' in body, body
+            time.sleep(3.5)
             pg.start()
             t_back = time.time()
             time.sleep(4)
