@@ -7,7 +7,10 @@ Suites, in order:
   lua          tests/lua/test_*.lua inside a real sandbox (obj/tests/lua_runner)
   integration  tests/fakes/test_*.py (the fake provider APIs check
                themselves), then tests/integration/test_*.py: every function
-               named test_* in them, each against a real daemon on a free port
+               named test_* in them, each against a real daemon on a free port;
+               a module with PG_AGAIN = True runs a second time as
+               "name[pg]", each daemon on a database of a throwaway
+               PostgreSQL cluster (tests marked @sqlite_only skipped)
 
 Environment: WALUA_BIN (the daemon, default ./walua), WALUA_TESTBIN (the
 folder of the C test programs, default obj/tests), WALUA_TESTS (a
@@ -102,21 +105,38 @@ def integration_suite():
             failures.append(f + ": import failed")
             print("FAIL %s: import failed\n%s" % (f, traceback.format_exc()))
             continue
-        for name in [n for n in dir(mod) if n.startswith("test_")]:
-            full = "%s::%s" % (f[:-3], name)
-            if ONLY and ONLY not in full:
-                continue
-            t0 = time.time()
+        run_module(f[:-3], mod)
+        if getattr(mod, "PG_AGAIN", False):
+            # the same tests on PostgreSQL (harness.PG): see harness.py
+            import harness
+            harness.PG = True
             try:
-                getattr(mod, name)()
-            except Exception:
-                failed += 1
-                failures.append(full)
-                print("FAIL %s (%.1fs)\n%s" % (full, time.time() - t0,
-                                               traceback.format_exc()))
-                continue
-            passed += 1
-            print("ok   %s (%.1fs)" % (full, time.time() - t0))
+                run_module(f[:-3] + "[pg]", mod, pg=True)
+            finally:
+                harness.PG = False
+
+
+def run_module(label, mod, pg=False):
+    global passed, failed
+    for name in [n for n in dir(mod) if n.startswith("test_")]:
+        full = "%s::%s" % (label, name)
+        if ONLY and ONLY not in full:
+            continue
+        fn = getattr(mod, name)
+        if pg and getattr(fn, "sqlite_only", False):
+            print("skip %s (reads or breaks the SQLite file)" % full)
+            continue
+        t0 = time.time()
+        try:
+            fn()
+        except Exception:
+            failed += 1
+            failures.append(full)
+            print("FAIL %s (%.1fs)\n%s" % (full, time.time() - t0,
+                                           traceback.format_exc()))
+            continue
+        passed += 1
+        print("ok   %s (%.1fs)" % (full, time.time() - t0))
 
 
 def fuzz_suite():

@@ -25,7 +25,10 @@ import tempfile
 import threading
 import time
 
-from harness import Daemon, text_body, walua, metric, TOKEN
+from harness import Daemon, text_body, walua, metric, TOKEN, sqlite_only
+
+# run again with each daemon on PostgreSQL (tests/run.py)
+PG_AGAIN = True
 
 WORKERS = 2
 
@@ -862,6 +865,7 @@ def wait_handled(d, mids, timeout):
         time.sleep(0.1)
 
 
+@sqlite_only
 def test_07_database_unavailable_readonly():
     fs = Tmpfs()
     libdir = tempfile.mkdtemp(prefix="walua-fault-")
@@ -958,6 +962,7 @@ def test_07_database_unavailable_readonly():
         shutil.rmtree(libdir, ignore_errors=True)
 
 
+@sqlite_only
 def test_08_database_disk_full():
     fs = Tmpfs()
     filler = os.path.join(fs.dir, "filler")
@@ -1390,6 +1395,7 @@ def batch_body(n, tag):
                 "contacts": [], "messages": msgs}}]}]})
 
 
+@sqlite_only
 def test_15_pruning_keeps_up_with_a_sustained_rate():
     """With dedup_days of 2 s and ~1,000 events/s for 12 s, the dedup keys
     and finished events kept stay bounded by what 2 s (plus the time to
@@ -1443,6 +1449,7 @@ def test_15_pruning_keeps_up_with_a_sustained_rate():
 UNMARKED_N = 3
 
 
+@sqlite_only
 def test_16_healthz_shows_unmarked_events():
     """/healthz `inflight` counts the events running; `unmarked` those
     handled whose done mark is not committed yet: together, what a crash
@@ -1496,6 +1503,7 @@ def test_16_healthz_shows_unmarked_events():
         assert d.stop() == 0
 
 
+@sqlite_only
 def test_events_stored_as_json_by_an_earlier_walua_are_still_handled():
     """Events are stored packed (README, Design notes); a pending event an
     earlier version stored as JSON text is handled after the upgrade, with
@@ -1577,6 +1585,7 @@ CREATE TABLE dedup (key TEXT PRIMARY KEY, event_id TEXT NOT NULL,
 """
 
 
+@sqlite_only
 def test_18_dedup_keys_of_an_earlier_walua_move_into_their_events():
     """A database of schema version 2 (dedup keys in a table of their own)
     is migrated on start: each event keeps its keys (Kapso's delivery key
