@@ -537,6 +537,31 @@ set_health(int ok, const char *why)
 }
 
 /*
+ * On PostgreSQL, in the commit of new events: this instance claims them
+ * (and any others it can), in a savepoint, since two instances' claims
+ * may deadlock (then the claim waits for the next poll).  What is left
+ * without an owner (a conversation another instance holds) is notified
+ * to the other instances.  -1 only when the transaction is lost.
+ */
+static int
+claim_in_commit(PGresult **claimed)
+{
+	if (db_exec(wdb, "SAVEPOINT c") == -1)
+		return -1;
+	if ((*claimed = ipg_claim_take(wdb, me)) == NULL) {
+		if (db_exec(wdb, "ROLLBACK TO c") == -1 ||
+		    db_exec(wdb, "RELEASE c") == -1)
+			return -1;
+		return db_exec(wdb, "NOTIFY walua_events");
+	}
+	if (db_exec(wdb, "RELEASE c") == -1)
+		return -1;
+	if (ipg_unowned(wdb))
+		return db_exec(wdb, "NOTIFY walua_events");
+	return 0;
+}
+
+/*
  * One group commit of what was taken.  Returns 0 or -1.  Each request
  * runs in a savepoint (one name serves: it is released before the next),
  * so one that fails (queue full) is rolled back alone.
@@ -550,6 +575,7 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 	struct timespec	 t0, t1;
 
 	int		 nnew = 0, try;
+	PGresult	*claimed = NULL;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (db_exec(wdb, pg ? "BEGIN" : "BEGIN IMMEDIATE") == -1) {
@@ -588,11 +614,12 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 			}
 		}
 	}
-	/* the other instances claim what this one cannot (a lease) */
-	if (pg && nnew > 0 && db_exec(wdb, "NOTIFY walua_events") == -1)
+	if (pg && nnew > 0 && claim_in_commit(&claimed) == -1)
 		goto fail;
 	if (db_exec(wdb, "COMMIT") == -1)
 		goto fail;
+	if (claimed != NULL)
+		(void)ipg_claim_queue(claimed);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	metrics_observe("walua_commit_duration_seconds",
 	    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec -
@@ -601,6 +628,8 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 fail:
 	set_health(0, db_error(wdb));
 	db_exec(wdb, "ROLLBACK");
+	if (claimed != NULL)
+		PQclear(claimed);
 	return -1;
 }
 
@@ -708,10 +737,8 @@ writer_main(void *arg)
 		for (r = rq; r != NULL; r = r->next) {
 			if (rc == -1)
 				r->rc = -1;
-			else if (r->rc == 0) {
-				claim |= r->nnew > 0;
+			else if (r->rc == 0)
 				queue_new(r);
-			}
 		}
 		for (o = op, n = 0; rc == 0 && o != NULL; o = o->next) {
 			log_done(o);

@@ -17,8 +17,11 @@
  * - claim: an instance takes the leases of conversations with events
  *   nobody owns (unless another live instance holds them), then owns
  *   those events (events.owner) and queues them in arrival order.  It
- *   claims after each of its commits, when another instance's commit
- *   notifies it (LISTEN/NOTIFY on walua_events), and at each renewal.
+ *   claims in each commit of new events (its own, mostly), and when
+ *   events are left that nobody owns (a conversation another instance
+ *   holds), the commit notifies the others (LISTEN/NOTIFY on
+ *   walua_events): each claims then.  Also every half second (replays,
+ *   a notification missed while reconnecting) and after a takeover.
  * - takeover: at each renewal, the events owned by an instance whose row
  *   expired lose their owner, and its leases go; the next claim (of any
  *   instance) takes them.
@@ -268,12 +271,13 @@ fail:
 }
 
 /*
- * Take the leases of conversations with events nobody owns, then own
- * those events (and those without a conversation) and queue them,
- * oldest first.  Returns how many were queued, or -1.
+ * In the caller's transaction: take the leases of conversations with
+ * events nobody owns, then own those events (and those without a
+ * conversation).  The events, oldest first, for ipg_claim_queue once the
+ * transaction is committed; NULL on error.
  */
-long
-ipg_claim(struct db *d, const char *me)
+PGresult *
+ipg_claim_take(struct db *d, const char *me)
 {
 	static const char lease[] = "INSERT INTO leases (conversation, owner)"
 	    " SELECT DISTINCT conversation, $1::text FROM events WHERE"
@@ -289,7 +293,32 @@ ipg_claim(struct db *d, const char *me)
 	    " SELECT id, kind, conversation, message_id, status, body,"
 	    " attempts, due_ms FROM c ORDER BY seq";
 	const char	*v[1] = { me };
+
+	if (pg_cmd(d, lease, 1, v) == -1)
+		return NULL;
+	return pg_run(d, own, 1, v, NULL, NULL);
+}
+
+/* In the caller's transaction: are there events nobody owns? */
+int
+ipg_unowned(struct db *d)
+{
+	static const char sql[] = "SELECT 1 FROM events WHERE state = 0"
+	    " AND owner IS NULL LIMIT 1";
 	PGresult	*res;
+	int		 n;
+
+	if ((res = pg_run(d, sql, 0, NULL, NULL, NULL)) == NULL)
+		return 1;
+	n = PQntuples(res);
+	PQclear(res);
+	return n > 0;
+}
+
+/* Queue the events ipg_claim_take owned (now committed); frees res. */
+long
+ipg_claim_queue(PGresult *res)
+{
 	struct event	 e;
 	unsigned char	*body;
 	size_t		 len;
@@ -297,18 +326,6 @@ ipg_claim(struct db *d, const char *me)
 	long		 n = 0;
 	int		 i, rows;
 
-	if (db_exec(d, "BEGIN") == -1)
-		return -1;
-	if (pg_cmd(d, lease, 1, v) == -1 ||
-	    (res = pg_run(d, own, 1, v, NULL, NULL)) == NULL) {
-		db_exec(d, "ROLLBACK");
-		return -1;
-	}
-	if (db_exec(d, "COMMIT") == -1) {
-		PQclear(res);
-		db_exec(d, "ROLLBACK");
-		return -1;
-	}
 	rows = PQntuples(res);
 	for (i = 0; i < rows; i++) {
 		memset(&e, 0, sizeof(e));
@@ -340,7 +357,34 @@ ipg_claim(struct db *d, const char *me)
 		event_free(&e);
 	}
 	PQclear(res);
+	if (n > 0 && log_enabled(LOG_DEBUG)) {
+		char count[24];
+
+		snprintf(count, sizeof(count), "%ld", n);
+		log_kv(LOG_DEBUG, "cluster: events claimed", "#events", count,
+		    NULL);
+	}
 	return n;
+}
+
+/* A claim of its own: events other instances stored, replays, takeovers. */
+long
+ipg_claim(struct db *d, const char *me)
+{
+	PGresult	*res;
+
+	if (db_exec(d, "BEGIN") == -1)
+		return -1;
+	if ((res = ipg_claim_take(d, me)) == NULL) {
+		db_exec(d, "ROLLBACK");
+		return -1;
+	}
+	if (db_exec(d, "COMMIT") == -1) {
+		PQclear(res);
+		db_exec(d, "ROLLBACK");
+		return -1;
+	}
+	return ipg_claim_queue(res);
 }
 
 /* This instance stops: its events and leases are free for the others. */

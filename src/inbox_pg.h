@@ -24,6 +24,9 @@ int	ipg_probe(struct db *);
 int	ipg_join(struct db *, const char *me, int lease_ms);
 int	ipg_takeover(struct db *, const char *me, int lease_ms);
 long	ipg_claim(struct db *, const char *me);
+struct pg_result	*ipg_claim_take(struct db *, const char *me);
+long	ipg_claim_queue(struct pg_result *);
+int	ipg_unowned(struct db *);
 void	ipg_leave(struct db *, const char *me);
 int	ipg_listen_start(const char *url, int writer_pid, void (*wake)(void),
 	    char *err, size_t errlen);

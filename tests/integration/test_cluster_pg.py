@@ -278,3 +278,60 @@ def test_postgresql_stopped_503_then_200_nothing_lost():
             assert st == 200, body
     finally:
         pg.close()
+
+
+SLOW_FIRST = r'''
+local walua = require "walua"
+local log = require "walua.log"
+return function(ev)
+	log.info("started", { message_id = ev.message_id })
+	if ev.text == "slow" then walua.sleep(800) end
+	log.info("handled", { message_id = ev.message_id, text = ev.text,
+	    conversation = ev.conversation, n = 0 })
+end
+'''
+
+
+def log_time(ts):
+    import datetime
+    return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def test_an_event_another_instance_holds_the_conversation_of_is_claimed_at_once():
+    """b stores an event of a conversation a is busy with: a, notified,
+    claims it within 100 ms (not at its next poll, half a second), and
+    handles it after the first; b never does."""
+    pg = pgcluster.shared()
+    url = pg.new_database()
+    extra = "database = %s," % lua_str(url)
+    a = Daemon(handlers={"h.lua": SLOW_FIRST}, log_level="debug", extra=extra)
+    b = Daemon(handlers={"h.lua": SLOW_FIRST}, log_level="debug", extra=extra)
+    with a, b:
+        for r in range(3):
+            first, second = "wamid.NF%d-1" % r, "wamid.NF%d-2" % r
+            wa = "9053299%05d" % r
+            assert post(a.port, text_body("slow", first, wa_id=wa).encode()) \
+                == 200
+            a.wait_log(lambda l: l.get("msg") == "started" and
+                       l.get("message_id") == first)
+            claims = len(a.find(lambda l: l.get("msg") ==
+                                "cluster: events claimed"))
+            assert post(b.port, text_body("fast", second, wa_id=wa).encode()) \
+                == 200
+            t_ack = time.time()
+            a.wait_log(lambda l: l.get("msg") == "cluster: events claimed",
+                       count=claims + 1)
+            claimed = a.find(lambda l: l.get("msg") ==
+                             "cluster: events claimed")[claims]
+            delay = log_time(claimed["ts"]) - t_ack
+            a.wait_log(lambda l: l.get("msg") == "handled" and
+                       l.get("message_id") == second)
+            order = [l["message_id"] for l in a.find(
+                lambda l: l.get("msg") == "handled")][-2:]
+            print("# round %d: claimed by the busy instance %.0f ms after "
+                  "the other's 200; handled %s" % (r, delay * 1000, order))
+            assert delay < 0.1, delay
+            assert order == [first, second], order
+        assert not b.find(lambda l: l.get("msg") == "handled"), \
+            "b handled an event of a conversation a held"
