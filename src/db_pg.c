@@ -53,7 +53,7 @@ static const char schema[] =
 	"CREATE INDEX IF NOT EXISTS events_owner ON events(owner)"
 	"  WHERE state = 0;"
 	"CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY,"
-	"  expires_ms BIGINT NOT NULL);"
+	"  expires_ms BIGINT NOT NULL, node TEXT, pid INTEGER);"
 	"CREATE TABLE IF NOT EXISTS leases (conversation TEXT PRIMARY KEY,"
 	"  owner TEXT NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS leases_owner ON leases(owner);"

@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,18 +189,75 @@ ipg_probe(struct db *d)
 	return pg_cmd(d, sql, 1, v) == -1 ? -1 : 0;
 }
 
+/*
+ * Where this process runs, as far as its pids mean anything: the
+ * kernel's boot id and the pid namespace.  Two instances of one node
+ * can tell whether the other's process is still there.
+ */
+static void
+node_name(char *buf, size_t len)
+{
+	char	boot[64] = "", ns[64] = "";
+	FILE	*f;
+	ssize_t	 n;
+
+	if ((f = fopen("/proc/sys/kernel/random/boot_id", "r")) != NULL) {
+		if (fgets(boot, sizeof(boot), f) == NULL)
+			boot[0] = '\0';
+		boot[strcspn(boot, "\n")] = '\0';
+		fclose(f);
+	}
+	if ((n = readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1)) > 0)
+		ns[n] = '\0';
+	snprintf(buf, len, "%s/%s", boot, ns);
+}
+
+/*
+ * An earlier instance of this node whose process is gone (a walua killed
+ * and started again by its supervisor) need not wait for its expiry:
+ * it is expired now, and the takeover that follows frees its events.
+ */
+static int
+expire_gone(struct db *d, const char *me, const char *node)
+{
+	static const char sel[] = "SELECT id, pid FROM instances WHERE"
+	    " node = $1 AND id <> $2 AND pid IS NOT NULL";
+	static const char expire[] = "UPDATE instances SET expires_ms = 0"
+	    " WHERE id = $1";
+	const char	*v[2] = { node, me };
+	PGresult	*res;
+	int		 i, rc = 0;
+	pid_t		 pid;
+
+	if ((res = pg_run(d, sel, 2, v, NULL, NULL)) == NULL)
+		return -1;
+	for (i = 0; i < PQntuples(res) && rc == 0; i++) {
+		pid = (pid_t)atol(PQgetvalue(res, i, 1));
+		if (pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		v[0] = PQgetvalue(res, i, 0);
+		rc = pg_cmd(d, expire, 1, v) == -1 ? -1 : 0;
+	}
+	PQclear(res);
+	return rc;
+}
+
 /* This instance starts: its row, alive for lease_ms. */
 int
 ipg_join(struct db *d, const char *me, int lease_ms)
 {
-	static const char sql[] = "INSERT INTO instances (id, expires_ms)"
-	    " VALUES ($1, " DBNOW " + $2) ON CONFLICT (id) DO UPDATE"
-	    " SET expires_ms = EXCLUDED.expires_ms";
-	char		 l[16];
-	const char	*v[2] = { me, l };
+	static const char sql[] = "INSERT INTO instances (id, expires_ms,"
+	    " node, pid) VALUES ($1, " DBNOW " + $2, $3, $4) ON CONFLICT (id)"
+	    " DO UPDATE SET expires_ms = EXCLUDED.expires_ms";
+	char		 l[16], node[160], pid[24];
+	const char	*v[4] = { me, l, node, pid };
 
 	snprintf(l, sizeof(l), "%d", lease_ms);
-	return pg_cmd(d, sql, 2, v) == -1 ? -1 : 0;
+	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+	node_name(node, sizeof(node));
+	if (pg_cmd(d, sql, 4, v) == -1)
+		return -1;
+	return expire_gone(d, me, node);
 }
 
 /*
