@@ -30,6 +30,7 @@
 #include <lua-cjson.h>
 
 #include "auth.h"
+#include "db_pg.h"
 #include "ipc.h"
 #include "luasrc.h"
 #include "passwd.h"
@@ -201,7 +202,6 @@ read_table(lua_State *L, struct config *c)
 		    &c->admin_port);
 	c->database = dupfield(L, t, "database");
 	c->workers = (int)intfield(L, t, "workers");
-	c->cluster_lease_s = 30;
 	s = dupfield(L, t, "durability");
 	c->durability = s ? lookup(durabilities, s) : DURABILITY_NORMAL;
 	free(s);
@@ -285,6 +285,10 @@ read_table(lua_State *L, struct config *c)
 	}
 	lua_pop(L, 2);
 
+	lua_getfield(L, t, "cluster");
+	c->cluster_lease_s = (int)intfield(L, lua_gettop(L), "lease_s");
+	lua_pop(L, 1);
+
 	lua_getfield(L, t, "limits");
 	sub = lua_gettop(L);
 	c->limits.max_body = (size_t)intfield(L, sub, "max_body");
@@ -365,6 +369,21 @@ l_valid_hash(lua_State *L)
 	return 1;
 }
 
+/*
+ * check_url(s): nil when s is a PostgreSQL URL libpq accepts, else why
+ * not (never with the URL's password in it).
+ */
+static int
+l_check_url(lua_State *L)
+{
+	char	err[256];
+
+	if (pg_check_url(luaL_checkstring(L, 1), err, sizeof(err)) == 0)
+		return 0;
+	lua_pushstring(L, err);
+	return 1;
+}
+
 /* Everything that touches Lua, run under lua_pcall (lua.c's pmain). */
 static int
 load_protected(lua_State *L)
@@ -424,7 +443,8 @@ load_protected(lua_State *L)
 	}
 	lua_pushinteger(L, MAX_BODY_LIMIT);
 	lua_pushcfunction(L, l_valid_hash);
-	lua_call(L, 5, 1);				/* checked table */
+	lua_pushcfunction(L, l_check_url);
+	lua_call(L, 6, 1);				/* checked table */
 	lua_pushboolean(L, a->file == NULL);
 	lua_setfield(L, -2, "_builtin");
 

@@ -101,6 +101,54 @@ set_error(struct db *d, const char *what, const char *msg)
 }
 
 /*
+ * libpq's message about url, on one line, with the password of the URL's
+ * user part (postgresql://user:PASSWORD@host) masked wherever the message
+ * quotes it or a piece of it.
+ */
+static void
+mask_password(const char *url, const char *msg, char *out, size_t outlen)
+{
+	const char	*p, *at, *colon;
+	char		 pw[256];
+	size_t		 n, o = 0, i;
+
+	pw[0] = '\0';
+	if ((p = strstr(url, "://")) != NULL) {
+		p += 3;
+		at = strchr(p, '@');
+		colon = strchr(p, ':');
+		if (at != NULL && colon != NULL && colon < at &&
+		    (n = (size_t)(at - colon - 1)) < sizeof(pw)) {
+			memcpy(pw, colon + 1, n);
+			pw[n] = '\0';
+		}
+	}
+	for (i = 0; msg[i] != '\0' && o + 1 < outlen; ) {
+		/* any run of 3 or more characters of the password: masked */
+		for (n = 0; pw[0] != '\0' && msg[i + n] != '\0' &&
+		    msg[i + n] != '"' && strchr(pw, msg[i + n]) != NULL; n++)
+			;
+		if (n >= 3) {
+			char	piece[256];
+
+			snprintf(piece, sizeof(piece), "%.*s", (int)n, msg + i);
+			if (strstr(pw, piece) != NULL) {
+				o += (size_t)snprintf(out + o, outlen - o, "***");
+				if (o >= outlen)
+					o = outlen - 1;
+				i += n;
+				continue;
+			}
+		}
+		out[o++] = msg[i] == '\n' ? ' ' : msg[i];
+		i++;
+	}
+	while (o > 0 && out[o - 1] == ' ')
+		o--;
+	out[o] = '\0';
+}
+
+/*
  * Is url a PostgreSQL URL libpq accepts?  err names what is wrong,
  * never the password.
  */
@@ -108,13 +156,12 @@ int
 pg_check_url(const char *url, char *err, size_t errlen)
 {
 	PQconninfoOption	*opts;
-	char			*msg = NULL, *nl;
+	char			*msg = NULL, why[256];
 
 	if ((opts = PQconninfoParse(url, &msg)) == NULL) {
-		if (msg != NULL && (nl = strchr(msg, '\n')) != NULL)
-			*nl = '\0';
-		snprintf(err, errlen, "database: not a PostgreSQL URL: %s",
-		    msg ? msg : "out of memory");
+		mask_password(url, msg ? msg : "out of memory", why,
+		    sizeof(why));
+		snprintf(err, errlen, "not a PostgreSQL URL: %s", why);
 		PQfreemem(msg);
 		return -1;
 	}
@@ -196,8 +243,12 @@ int
 pg_open(struct db *d, const char *url, int durability, char *err,
     size_t errlen)
 {
-	if (pg_check_url(url, err, errlen) == -1)
+	char	why[256];
+
+	if (pg_check_url(url, why, sizeof(why)) == -1) {
+		snprintf(err, errlen, "database: %s", why);
 		return -1;
+	}
 	d->durability = durability;
 	if ((d->url = strdup(url)) == NULL) {
 		snprintf(err, errlen, "out of memory");

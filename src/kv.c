@@ -1,5 +1,6 @@
 /*
- * kv.c - the shared state on SQLite (see kv.h).  Every function runs in
+ * kv.c - the shared state on SQLite (see kv.h), or on PostgreSQL when the
+ * connection is one (kv_pg.c).  Every function runs in
  * the caller's transaction, if any, on the caller's connection.  Values
  * of walua.store are JSON texts; expiry times are wall-clock ms, 0 for
  * none.  Functions return 0 (or a count), or -1 on a database error.
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "kv_pg.h"
 
 static int
 step_done(sqlite3_stmt *st)
@@ -29,6 +31,9 @@ kv_get(struct db *d, const char *key, int64_t now_ms, char **value)
 	    " (expires_ms IS NULL OR expires_ms > ?2)";
 	sqlite3_stmt	*st;
 	int		 rc;
+
+	if (d->pg != NULL)
+		return kvpg_get(d, key, now_ms, value);
 
 	*value = NULL;
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -53,6 +58,9 @@ kv_set(struct db *d, const char *key, const char *value, int64_t expires_ms)
 	    " value = excluded.value, expires_ms = excluded.expires_ms";
 	sqlite3_stmt *st;
 
+	if (d->pg != NULL)
+		return kvpg_set(d, key, value, expires_ms);
+
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -67,6 +75,9 @@ kv_del(struct db *d, const char *key)
 {
 	static const char sql[] = "DELETE FROM kv WHERE key = ?1";
 	sqlite3_stmt *st;
+
+	if (d->pg != NULL)
+		return kvpg_del(d, key);
 
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
@@ -95,6 +106,9 @@ kv_incr(struct db *d, const char *key, int64_t by, int64_t expires_ms,
 	    " RETURNING CAST(value AS INTEGER)";
 	sqlite3_stmt	*st;
 	int		 rc;
+
+	if (d->pg != NULL)
+		return kvpg_incr(d, key, by, expires_ms, now_ms, result);
 
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
@@ -128,6 +142,10 @@ kv_token_put(struct db *d, const char *hash, const char *client,
 	    " (SELECT hash FROM oauth_tokens WHERE expires_ms < ?1 LIMIT 100)";
 	sqlite3_stmt	*st;
 
+	if (d->pg != NULL)
+		return kvpg_token_put(d, hash, client, scope, secret_fp,
+		    expires_ms, now_ms);
+
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
@@ -156,6 +174,9 @@ kv_token_get(struct db *d, const char *hash, struct kv_token *t)
 	sqlite3_stmt	*st;
 	const char	*s;
 	int		 rc;
+
+	if (d->pg != NULL)
+		return kvpg_token_get(d, hash, t);
 
 	memset(t, 0, sizeof(*t));
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -198,6 +219,9 @@ kv_token_bind(struct db *d, const char *client, const char *secret_fp)
 	    " WHERE client_id = ?1 AND secret_fp IS NULL";
 	sqlite3_stmt	*st;
 
+	if (d->pg != NULL)
+		return kvpg_token_bind(d, client, secret_fp);
+
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, client, -1, SQLITE_STATIC);
@@ -213,6 +237,9 @@ kv_status_rank(struct db *d, const char *message_id)
 	    " message_id = ?1";
 	sqlite3_stmt	*st;
 	int		 rank = 0;
+
+	if (d->pg != NULL)
+		return kvpg_status_rank(d, message_id);
 
 	if ((st = db_prepare(d, sql)) == NULL)
 		return 0;
@@ -231,6 +258,9 @@ kv_status_set(struct db *d, const char *message_id, int rank, int64_t now_ms)
 	    " updated_ms) VALUES (?1, ?2, ?3) ON CONFLICT (message_id) DO UPDATE"
 	    " SET rank = max(rank, excluded.rank), updated_ms = excluded.updated_ms";
 	sqlite3_stmt *st;
+
+	if (d->pg != NULL)
+		return kvpg_status_set(d, message_id, rank, now_ms);
 
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
@@ -253,6 +283,9 @@ kv_send_get(struct db *d, const char *event_id, int seq, char **message_id,
 	    " WHERE event_id = ?1 AND seq = ?2";
 	sqlite3_stmt	*st;
 	int		 rc;
+
+	if (d->pg != NULL)
+		return kvpg_send_get(d, event_id, seq, message_id, error);
 
 	*message_id = *error = NULL;
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -290,6 +323,10 @@ kv_send_begin(struct db *d, const char *event_id, int seq,
 	    " answered_ms = NULL";
 	sqlite3_stmt *st;
 
+	if (d->pg != NULL)
+		return kvpg_send_begin(d, event_id, seq, provider, phone,
+		    recipient, now_ms);
+
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, event_id, -1, SQLITE_STATIC);
@@ -309,6 +346,10 @@ kv_send_answer(struct db *d, const char *event_id, int seq,
 	static const char sql[] = "UPDATE sends SET message_id = ?3,"
 	    " error = ?4, answered_ms = ?5 WHERE event_id = ?1 AND seq = ?2";
 	sqlite3_stmt *st;
+
+	if (d->pg != NULL)
+		return kvpg_send_answer(d, event_id, seq, message_id, error,
+		    now_ms);
 
 	if ((st = db_prepare(d, sql)) == NULL)
 		return -1;
@@ -347,6 +388,9 @@ kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit,
 	sqlite3_stmt	*st;
 	size_t		 i;
 	int		 n, more = 0;
+
+	if (d->pg != NULL)
+		return kvpg_prune(d, now_ms, keep_ms, limit, deleted);
 
 	*deleted = 0;
 	if (db_exec(d, "BEGIN IMMEDIATE") == -1)

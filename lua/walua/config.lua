@@ -108,6 +108,11 @@ local schema = record({
 		rate_per_number = int(80, 1, 100000),
 		max_media_bytes = int(16777216, 1024, 1024 * 1024 * 1024),
 	}),
+	-- several instances on one PostgreSQL database (README, "Running
+	-- several instances"): an instance silent this long is taken for dead
+	cluster = record({
+		lease_s = int(30, 1, 3600),
+	}),
 	limits = record({
 		-- at most check()'s max_body, which src/config.c derives
 		-- from the size of the frames that carry events to handlers
@@ -580,7 +585,7 @@ function M.warnings(c)
 	return table.concat(out, "\n")
 end
 
-function M.check(t, file, dir, max_body, valid_hash)
+function M.check(t, file, dir, max_body, valid_hash, check_url)
 	local ok, res = pcall(function()
 		if type(t) ~= "table" then
 			fail("config", "the file must return a table, got " .. type(t))
@@ -589,6 +594,10 @@ function M.check(t, file, dir, max_body, valid_hash)
 		check_endpoints(c)
 		check_setup(c)
 		check_console(c, valid_hash)
+		if c.database:find("^postgres[ql]*://") then
+			local err = check_url(c.database)
+			if err then fail("database", err) end
+		end
 		if c.limits.max_body > max_body then
 			fail("limits.max_body", "must be at most " .. max_body ..
 			    " (every event of a body must fit the frame that " ..
