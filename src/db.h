@@ -25,6 +25,8 @@ struct db {
 	} cache[DB_CACHE];
 	char		*url;			/* PostgreSQL: to reconnect */
 	int		 durability;
+	int		 in_tx;			/* PostgreSQL: BEGIN run */
+	int64_t		 retry_ms;		/* PostgreSQL: next reconnect */
 	char		 err[256];		/* PostgreSQL: the last error */
 };
 

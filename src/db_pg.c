@@ -25,6 +25,7 @@
 #include "db.h"
 
 #define SCHEMA_LOCK	7215301		/* advisory lock: one migrates */
+#define RECONNECT_MS	500
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
@@ -185,6 +186,7 @@ connect_db(struct db *d)
 
 	for (i = 0; i < DB_CACHE; i++)
 		d->cache[i].prepared = 0;
+	d->in_tx = 0;
 	if (d->pg != NULL)
 		PQfinish(d->pg);
 	/* dbname expands the URL; the others fill what it leaves unset */
@@ -304,10 +306,25 @@ pg_run(struct db *d, const char *sql, int n, const char *const *values,
 	char		 name[16];
 	int		 i;
 
+	if (strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0)
+		d->in_tx = 0;
 	if (d->pg == NULL || PQstatus(d->pg) != CONNECTION_OK) {
-		set_error(d, NULL, "no connection to the database");
-		return NULL;
+		/*
+		 * Connect again, but never inside a transaction (its
+		 * statements would run outside it), and at most every
+		 * RECONNECT_MS (a store call while the database is down
+		 * fails fast).
+		 */
+		if (d->in_tx || db_now_ms() < d->retry_ms) {
+			set_error(d, NULL, "no connection to the database");
+			return NULL;
+		}
+		d->retry_ms = db_now_ms() + RECONNECT_MS;
+		if (connect_db(d) == -1)
+			return NULL;
 	}
+	if (strcmp(sql, "BEGIN") == 0)
+		d->in_tx = 1;
 	for (i = 0; i < DB_CACHE && d->cache[i].sql != NULL &&
 	    d->cache[i].sql != sql; i++)
 		;
