@@ -88,8 +88,6 @@ class Daemon:
         if PG and config is None:
             import pgcluster
             self.database = pgcluster.shared().new_database()
-            # before extra: a test's own database setting wins
-            extra = "database = %s,\n%s" % (lua_str(self.database), extra)
         if config is None:
             config = self.config_text(endpoints, workers, log_level, extra)
         self.write("walua.conf.lua", config)
@@ -99,6 +97,9 @@ class Daemon:
     def config_text(self, endpoints=None, workers=2, log_level="debug",
                     extra=""):
         hs = ", ".join(lua_str(n) for n in self.handlers)
+        if self.database is not None:
+            # before extra: a test's own database setting wins
+            extra = "database = %s,\n%s" % (lua_str(self.database), extra)
         admin = ('"127.0.0.1:%d"' % self.admin_port if self.admin_port
                  else "false")
         return ("return {\n"
