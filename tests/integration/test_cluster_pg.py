@@ -61,12 +61,12 @@ def delivery(i, convs):
                      wa_id="90532%07d" % (i % convs)).encode()
 
 
-def sender(ports, first, count, step, convs, both_every, q):
-    """Post deliveries first, first+step, ... alternately to the two
-    instances; every both_every-th to both at once (two threads)."""
+def sender(ports, indexes, convs, both_every, q):
+    """Post the deliveries of indexes, one after the other, alternately
+    to the two instances; every both_every-th to both at once (two
+    threads)."""
     out = []
-    for k in range(count):
-        i = first + k * step
+    for i in indexes:
         body = delivery(i, convs)
         if both_every and i % both_every == 0:
             res = [None, None]
@@ -85,11 +85,13 @@ def sender(ports, first, count, step, convs, both_every, q):
 
 
 def run_senders(ports, n, convs, both_every, procs=4):
+    """n deliveries from procs processes; each conversation's from one of
+    them, one at a time, so its arrival order is its index order."""
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
-    ps = [ctx.Process(target=sender, args=(ports, k, n // procs, procs,
-                                           convs, both_every, q))
-          for k in range(procs)]
+    ps = [ctx.Process(target=sender, args=(
+        ports, [i for i in range(n) if i % convs % procs == k], convs,
+        both_every, q)) for k in range(procs)]
     for p in ps:
         p.start()
     results = []
