@@ -274,3 +274,30 @@ def test_check_loads_handlers_as_a_worker_does():
                 extra="workers = 1,") as f:
         rc, out, both = check(f)
         assert rc == 1 and "settings not given: workers = 1" in both, both
+
+
+def test_check_postgresql_url_and_cluster():
+    """database may be a PostgreSQL URL: check validates it with libpq's
+    parser and never prints its password; cluster.lease_s is 1..3600."""
+    bad = [("postgresql://walua:s3cr%zzet@127.0.0.1:5432/walua",
+            "invalid percent-encoded token"),
+           ("postgresql://walua:s3cret@127.0.0.1:5432/walua?nosuchopt=1",
+            "nosuchopt"),
+           ("postgres://walua:s3cret@[::1/walua", "IPv6")]
+    for url, why in bad:
+        with Folder(extra="  database = %s," % lua_str(url)) as f:
+            rc, out, both = check(f)
+            assert rc == 1, (url, both)
+            assert "database" in both and why in both, (url, both)
+            assert "s3cr" not in both, ("the password is printed", both)
+    good = "postgresql://walua:s3cret@db.internal:5432/walua?sslmode=require"
+    with Folder(extra="  database = %s,\n  cluster = { lease_s = 10 }," %
+                lua_str(good)) as f:
+        rc, out, both = check(f)
+        assert rc == 0 and "s3cret" not in both, both
+    for extra, why in [("cluster = { lease_s = 0 }", "cluster.lease_s"),
+                       ("cluster = { lease_s = 3601 }", "cluster.lease_s"),
+                       ("cluster = { lease = 5 }", "cluster.lease")]:
+        with Folder(extra="  %s," % extra) as f:
+            rc, out, both = check(f)
+            assert rc == 1 and why in both, (extra, both)
