@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "checkpoint.h"
 #include "config.h"
 #include "db.h"
@@ -536,6 +537,33 @@ set_health(int ok, const char *why)
 	atomic_store(&healthy, ok);
 }
 
+/* On PostgreSQL: lock the dedup keys of the group's requests. */
+static int
+lock_keys(struct inbox_ticket *rq)
+{
+	struct inbox_ticket	*r;
+	struct buf		 b = { 0 };
+	const char		*k;
+	int			 i, rc = 0;
+
+	for (r = rq; r != NULL; r = r->next)
+		for (i = 0; i < r->batch->n * 2; i++) {
+			k = i % 2 ? r->batch->ev[i / 2].key2 :
+			    r->batch->ev[i / 2].key;
+			if (k != NULL && (buf_puts(&b, k) == -1 ||
+			    buf_puts(&b, "\n") == -1))
+				rc = -1;
+		}
+	if (rc == -1 || b.len == 0) {
+		buf_free(&b);
+		return rc;
+	}
+	b.data[b.len - 1] = '\0';	/* no empty last key */
+	rc = ipg_lock_keys(wdb, b.data);
+	buf_free(&b);
+	return rc;
+}
+
 /*
  * On PostgreSQL, in the commit of new events: this instance claims them
  * (and any others it can), in a savepoint, since two instances' claims
@@ -583,6 +611,8 @@ commit_group(struct inbox_ticket *rq, struct op *op)
 			goto fail;
 		return -1;
 	}
+	if (pg && rq != NULL && lock_keys(rq) == -1)
+		goto fail;
 	for (o = op; o != NULL; o = o->next)
 		if (apply_op(o, now) == -1)
 			goto fail;

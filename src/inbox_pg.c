@@ -49,6 +49,7 @@
 #define DBNOW		"(extract(epoch from clock_timestamp()) * 1000)::bigint"
 #define CLAIM_MAX	"1000"		/* conversations per claim */
 #define TAKEOVER_LOCK	"7215302"	/* one instance takes over at a time */
+#define KEYS_LOCK	"72153"		/* with a key's hash: one stores it */
 #define CHANNEL		"walua_events"
 
 /* A returned row's column as a fresh string, or NULL. */
@@ -93,6 +94,27 @@ ipg_insert(struct db *d, const char *provider, const char *endpoint,
 	n = atoi(PQcmdTuples(res));
 	PQclear(res);
 	return n;
+}
+
+/*
+ * Before a group's inserts: lock its dedup keys (keys: one a line), in
+ * one order for every instance.  Two instances storing the same keys in
+ * opposite orders would otherwise deadlock in the unique index, and
+ * PostgreSQL, after a second, would fail one of them; now the second
+ * waits for the first's commit and finds the keys taken.
+ */
+int
+ipg_lock_keys(struct db *d, const char *keys)
+{
+	static const char sql[] = "SELECT pg_advisory_xact_lock(" KEYS_LOCK
+	    ", k) FROM (SELECT DISTINCT hashtext(x) AS k FROM"
+	    " string_to_table($1, E'\\n') x ORDER BY k OFFSET 0) s";
+	PGresult	*res;
+
+	if ((res = pg_run(d, sql, 1, &keys, NULL, NULL)) == NULL)
+		return -1;
+	PQclear(res);
+	return 0;
 }
 
 /* As release_expired in inbox.c: 0 live duplicate, 1 released, -1. */

@@ -15,6 +15,7 @@ struct db;
 int	ipg_insert(struct db *, const char *provider, const char *endpoint,
 	    const struct event *, const char *key, const char *key2,
 	    int64_t now);
+int	ipg_lock_keys(struct db *, const char *keys);
 int	ipg_release_expired(struct db *, const char *key, const char *key2,
 	    int64_t since);
 int	ipg_outcome(struct db *, int done_retry_dead, const char *id,

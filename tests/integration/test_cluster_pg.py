@@ -174,6 +174,14 @@ def test_two_instances_one_event_each_in_conversation_order():
         assert min(per) > 0, per
         bad = check_order(h)
         assert bad == [], bad[:3]
+        # walua.store's incr, from both instances, counted each event
+        # of a conversation once: 1..N without a gap or a repeat
+        by = {}
+        for _, conv, n_, _ in h:
+            by.setdefault(conv, []).append(n_)
+        gaps = [c for c, ns in by.items()
+                if sorted(ns) != list(range(1, len(ns) + 1))]
+        assert gaps == [], gaps[:3]
         db = url.rsplit("/", 1)[1]
         assert pg.psql("SELECT count(*) FROM events", db).strip() == str(n)
         assert pg.psql("SELECT count(*) FROM events WHERE state <> 1",
@@ -342,3 +350,48 @@ def test_an_event_another_instance_holds_the_conversation_of_is_claimed_at_once(
             assert order == [first, second], order
         assert not b.find(lambda l: l.get("msg") == "handled"), \
             "b handled an event of a conversation a held"
+
+
+def test_instances_starting_at_once_on_a_new_database():
+    """Three instances started together on an empty database: the schema
+    is made once (an advisory lock), all three serve."""
+    pg = pgcluster.shared()
+    url = pg.new_database()
+    ds = [instance(url) for _ in range(3)]
+    try:
+        for d in ds:
+            d.start(wait=False)
+        for d in ds:
+            d.wait_ready()
+        for k, d in enumerate(ds):
+            assert post(d.port, delivery(k, 3)) == 200
+        h = wait_handled(ds, 3, 10)
+        assert len({m for m, _, _, _ in h}) == 3, h
+        db = url.rsplit("/", 1)[1]
+        assert pg.psql("SELECT value FROM meta WHERE key = "
+                       "'schema_version'", db).strip() == "1"
+        assert pg.psql("SELECT count(*) FROM instances", db).strip() == "3"
+    finally:
+        for d in ds:
+            d.__exit__(None, None, None)
+
+
+def test_a_token_issued_by_one_instance_is_accepted_by_the_other():
+    import test_auth as ta
+    pg = pgcluster.shared()
+    url = pg.new_database()
+    extra = "database = %s,\n%s" % (lua_str(url), ta.oauth_extra())
+    a = Daemon(extra=extra, endpoints=ta.endpoints(), workers=1)
+    b = Daemon(extra=extra, endpoints=ta.endpoints(), workers=1)
+    with a, b:
+        t = ta.expect_token(ta.tok(a, form=ta.CC, basic=(ta.CLIENT_ID,
+                                                         ta.CLIENT_SECRET)),
+                            "a token from a")
+        st, _, body = b.post(ta.OAUTH_EP, text_body("x", "wamid.TK1"),
+                             token=t)
+        assert st == 200, (st, body)
+        st, _, body = b.post(ta.OAUTH_EP, text_body("x", "wamid.TK2"),
+                             token="ab" * 32)
+        assert st == 401, (st, body)
+        b.wait_log(lambda l: l.get("msg") == "handled" and
+                   l.get("message_id") == "wamid.TK1")
