@@ -395,3 +395,16 @@ def test_a_token_issued_by_one_instance_is_accepted_by_the_other():
         assert st == 401, (st, body)
         b.wait_log(lambda l: l.get("msg") == "handled" and
                    l.get("message_id") == "wamid.TK1")
+
+
+def test_sigusr2_upgrade_on_postgresql_loses_nothing():
+    """The upgrade under load of test_deploy, on PostgreSQL: the new
+    process runs beside the old (no lock file), the old gives its
+    unfinished events back when it stops, each is handled once."""
+    import harness
+    import test_deploy
+    harness.PG = True
+    try:
+        test_deploy.test_sigusr2_upgrade_under_load_refuses_nothing_loses_nothing()
+    finally:
+        harness.PG = False

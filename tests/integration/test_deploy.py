@@ -10,6 +10,7 @@ walua writes into its database's lock file.
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -62,7 +63,11 @@ def wait_new_pid(d, old, timeout=20):
     end = time.time() + timeout
     while time.time() < end:
         try:
-            pid = lock_pid(d)
+            if d.database is not None:      # PostgreSQL: no lock file
+                m = re.findall(r"upgrade: pid (\d+) is ready", d.log_text())
+                pid = int(m[-1]) if m else 0
+            else:
+                pid = lock_pid(d)
         except (OSError, ValueError):
             pid = 0
         if pid and pid != old:
