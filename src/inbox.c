@@ -932,8 +932,10 @@ join_cluster(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	snprintf(count, sizeof(count), "%ld", n);
-	log_kv(LOG_INFO, "cluster: joined", "instance", me, "#events", count,
-	    NULL);
+	log_kv(LOG_INFO, "cluster: joined", "instance", me, NULL);
+	if (n > 0)
+		log_kv(LOG_INFO, "resuming unfinished events", "#events", count,
+		    NULL);
 	return ipg_listen_start(cfg->database, PQbackendPID(wdb->pg),
 	    wake_to_claim, err, errlen);
 }

@@ -364,19 +364,33 @@ ipg_claim_take(struct db *d, const char *me)
 	    " state = 0 AND owner IS NULL AND conversation IS NOT NULL"
 	    " ORDER BY 1 LIMIT " CLAIM_MAX " ON CONFLICT (conversation)"
 	    " DO NOTHING";
-	static const char own[] = "WITH c AS (UPDATE events e SET owner = $1,"
-	    " requeue = 0 WHERE e.state = 0 AND e.owner IS NULL AND"
+	static const char own[] = "WITH c AS (UPDATE events e SET owner = $1"
+	    " WHERE e.state = 0 AND e.owner IS NULL AND"
 	    " (e.conversation IS NULL OR EXISTS (SELECT 1 FROM leases l WHERE"
 	    " l.conversation = e.conversation AND l.owner = $1))"
 	    " RETURNING e.seq, e.id, e.kind, e.conversation, e.message_id,"
-	    " e.status, e.body, e.attempts, e.due_ms)"
+	    " e.status, e.body, e.attempts, e.due_ms, e.requeue)"
 	    " SELECT id, kind, conversation, message_id, status, body,"
-	    " attempts, due_ms FROM c ORDER BY seq";
+	    " attempts, due_ms, requeue FROM c ORDER BY seq";
+	/* replay marks: read (logged once queued), then cleared */
+	static const char clear[] = "UPDATE events SET requeue = 0"
+	    " WHERE owner = $1 AND requeue = 1";
 	const char	*v[1] = { me };
+	PGresult	*res;
+	int		 i;
 
-	if (pg_cmd(d, lease, 1, v) == -1)
+	if (pg_cmd(d, lease, 1, v) == -1 ||
+	    (res = pg_run(d, own, 1, v, NULL, NULL)) == NULL)
 		return NULL;
-	return pg_run(d, own, 1, v, NULL, NULL);
+	for (i = 0; i < PQntuples(res); i++)
+		if (strcmp(PQgetvalue(res, i, 8), "1") == 0) {
+			if (pg_cmd(d, clear, 1, v) == -1) {
+				PQclear(res);
+				return NULL;
+			}
+			break;
+		}
+	return res;
 }
 
 /* In the caller's transaction: are there events nobody owns? */
@@ -404,7 +418,7 @@ ipg_claim_queue(PGresult *res)
 	size_t		 len;
 	int64_t		 now_wall = db_now_ms(), now = queue_now_ms(), due;
 	long		 n = 0;
-	int		 i, rows;
+	int		 i, rows, rc;
 
 	rows = PQntuples(res);
 	for (i = 0; i < rows; i++) {
@@ -428,12 +442,16 @@ ipg_claim_queue(PGresult *res)
 			due = now + (atoll(PQgetvalue(res, i, 7)) - now_wall);
 		/* owned now: if it cannot be queued, the next start or a
 		 * takeover resumes it */
-		if (e.kind == NULL || e.body == NULL || queue_restore(&e,
-		    atoi(PQgetvalue(res, i, 6)), due) == -1)
+		if (e.kind == NULL || e.body == NULL || (rc = queue_restore(&e,
+		    atoi(PQgetvalue(res, i, 6)), due)) == -1)
 			log_kv(LOG_ERROR, "cluster: out of memory queueing a "
 			    "claimed event", "event", e.id, NULL);
-		else
+		else if (rc == 0) {
 			n++;
+			if (strcmp(PQgetvalue(res, i, 8), "1") == 0)
+				log_kv(LOG_INFO, "event replayed", "event", e.id,
+				    NULL);
+		}
 		event_free(&e);
 	}
 	PQclear(res);

@@ -16,6 +16,8 @@
 
 #include "config.h"
 #include "db.h"
+#include "db_pg.h"
+#include "lb_inbox_pg.h"
 
 static const char *states[] = { "pending", "done", "dead", NULL };
 
@@ -26,7 +28,7 @@ open_db(lua_State *L, const char *path, int *nret)
 	char		 err[512];
 	struct db	*d;
 
-	if (access(path, F_OK) == -1) {
+	if (!db_is_pg(path) && access(path, F_OK) == -1) {
 		lua_pushfstring(L, "no database at '%s'", path);
 		*nret = lb_push_error(L, -1, NULL, lua_tostring(L, -1));
 		return NULL;
@@ -45,9 +47,7 @@ failure(lua_State *L, struct db *d)
 }
 
 /* Push the row of st (the columns of ROW_COLUMNS) as a table. */
-#define ROW_COLUMNS "id, seq, provider, endpoint, kind, conversation," \
-	" message_id, status, state, attempts, due_ms, last_error, acked_ms," \
-	" done_ms"
+#define ROW_COLUMNS LB_INBOX_COLUMNS
 
 static void
 push_row(lua_State *L, sqlite3_stmt *st)
@@ -99,6 +99,8 @@ lb_inbox_stats(lua_State *L)
 
 	if ((d = open_db(L, path, &n)) == NULL)
 		return n;
+	if (d->pg != NULL)
+		return lbpg_stats(L, d);
 	if ((st = db_prepare(d, sql)) == NULL || sqlite3_step(st) != SQLITE_ROW)
 		return failure(L, d);
 	lua_createtable(L, 0, 7);
@@ -130,6 +132,8 @@ lb_inbox_list(lua_State *L)
 
 	if ((d = open_db(L, path, &n)) == NULL)
 		return n;
+	if (d->pg != NULL)
+		return lbpg_list(L, d, state, limit);
 	if ((st = db_prepare(d, state == 3 ? all : by_state)) == NULL)
 		return failure(L, d);
 	if (state != 3)
@@ -208,6 +212,14 @@ lb_inbox_show(lua_State *L)
 
 	if ((d = open_db(L, path, &n)) == NULL)
 		return n;
+	if (d->pg != NULL) {
+		if ((n = lbpg_show(L, d, id)) != 1)
+			return n;
+		lua_getfield(L, -1, "body");	/* may raise: nothing is open */
+		lb_json_event_text(L);
+		lua_setfield(L, -2, "body");
+		return 1;
+	}
 	if ((st = db_prepare(d, sql)) == NULL)
 		return failure(L, d);
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
@@ -255,6 +267,8 @@ lb_inbox_replay(lua_State *L)
 
 	if ((d = open_db(L, path, &n)) == NULL)
 		return n;
+	if (d->pg != NULL)
+		return lbpg_replay(L, d, id, resend);
 	if (db_exec(d, "BEGIN IMMEDIATE") == -1)
 		return failure(L, d);
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -303,6 +317,8 @@ lb_inbox_replay_dead(lua_State *L)
 
 	if ((d = open_db(L, path, &n)) == NULL)
 		return n;
+	if (d->pg != NULL)
+		return lbpg_replay_dead(L, d);
 	if ((st = db_prepare(d, sql)) == NULL || sqlite3_step(st) != SQLITE_DONE)
 		return failure(L, d);
 	lua_pushinteger(L, sqlite3_changes(d->h));
@@ -329,6 +345,11 @@ lb_inbox_backup(lua_State *L)
 	struct stat	 sb;
 	int		 n = 0, rc, tries = 0;
 
+	if (db_is_pg(path)) {
+		lua_pushstring(L, "backup is for SQLite: back a PostgreSQL "
+		    "database up with pg_dump");
+		return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
+	}
 	if (access(to, F_OK) == 0) {
 		lua_pushfstring(L, "'%s' exists: give a new path", to);
 		return lb_push_error(L, -1, NULL, lua_tostring(L, -1));

@@ -1337,7 +1337,7 @@ def test_13_inbox_admin_script():
                 "events"] == 1
             d2.wait_log(handled_for("wamid.OTHER-1"))
             assert d2.stop() == 0
-            other_db = os.path.join(d2.dir, "walua.db")
+            other_db = d2.database or os.path.join(d2.dir, "walua.db")
             rows = inbox_json(d, "--db", other_db, "list")
             assert [r["message_id"] for r in rows] == ["wamid.OTHER-1"], rows
             s2 = inbox_json(d, "--db", other_db, "stats")
