@@ -76,6 +76,9 @@ static const char schema[] =
 	"  attempt INTEGER NOT NULL, error TEXT, ms BIGINT NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS attempts_event ON attempts(event_id);"
 	"CREATE INDEX IF NOT EXISTS attempts_age ON attempts(ms);"
+	/* SQLite's instr(), for queries written once for both */
+	"CREATE OR REPLACE FUNCTION instr(text, text) RETURNS integer"
+	"  AS 'SELECT strpos($1, $2)' LANGUAGE sql IMMUTABLE;"
 	"INSERT INTO meta VALUES ('schema_version', '1')"
 	"  ON CONFLICT (key) DO NOTHING;";
 

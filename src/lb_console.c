@@ -2,7 +2,8 @@
  * lb_console.c - the Lua state the console's pages are rendered in
  * (lua/walua/console.lua), and what it reads: the inbox through a
  * read-only SQLite connection of its own (WAL lets it read beside the
- * writer), the supervisor's numbers, the per-minute counts.  Replays go
+ * writer) or a PostgreSQL connection, the supervisor's numbers, the
+ * per-minute counts.  Replays go
  * through walua.inbox (lb_inbox.c), as `walua run inbox replay` does.
  *
  * One state for the whole daemon, used under a mutex: the console is
@@ -14,6 +15,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lua.h>
@@ -23,8 +25,11 @@
 #include <sqlite3.h>
 
 #include "config.h"
+#include "db.h"
+#include "db_pg.h"
 #include "inbox.h"
 #include "lb.h"
+#include "lb_inbox_pg.h"
 #include "log.h"
 #include "luasrc.h"
 #include "minutes.h"
@@ -34,6 +39,7 @@
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
 static lua_State	*LS;
 static sqlite3		*ro;			/* read-only, LS's */
+static struct db	*pgro;			/* or PostgreSQL's */
 
 static const char *states[] = { "pending", "done", "dead" };
 
@@ -50,6 +56,8 @@ conn(lua_State *L)
 	lua_pop(L, 1);
 	if (path == NULL)
 		luaL_error(L, "no database");
+	if (db_is_pg(path))
+		return NULL;			/* see pg_conn */
 	if (sqlite3_open_v2(path, &ro, SQLITE_OPEN_READONLY |
 	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		lua_pushfstring(L, "cannot open database '%s': %s", path,
@@ -60,6 +68,30 @@ conn(lua_State *L)
 	}
 	sqlite3_busy_timeout(ro, 2000);
 	return ro;
+}
+
+/* The PostgreSQL connection, when the database is one; else NULL. */
+static struct db *
+pg_conn(lua_State *L)
+{
+	const char	*path;
+	char		 err[512];
+
+	if (pgro != NULL && !pg_alive(pgro)) {
+		db_close(pgro);			/* lost: made again below */
+		pgro = NULL;
+	}
+	if (pgro != NULL || ro != NULL)
+		return pgro;
+	lua_getfield(L, LUA_REGISTRYINDEX, "walua.console.db");
+	path = lua_tostring(L, -1);
+	lua_pop(L, 1);
+	if (path == NULL || !db_is_pg(path))
+		return NULL;
+	if ((pgro = db_open(path, DURABILITY_NORMAL, err, sizeof(err))) ==
+	    NULL)
+		luaL_error(L, "%s", err);
+	return pgro;
 }
 
 /* A statement for sql, finalized by the caller; raises on error. */
@@ -122,11 +154,82 @@ push_rows(lua_State *L, sqlite3_stmt *st)
 		luaL_error(L, "database: %s", sqlite3_errmsg(ro));
 }
 
+/* A query's parameter: an integer, or a string (NULL: SQL NULL). */
+struct qarg {
+	int		 is_int;
+	lua_Integer	 i;
+	const char	*s;
+};
+
+/*
+ * Run sql (SQLite's ?N and ? placeholders) with its n arguments and push
+ * the rows as a list; raises on error.  On PostgreSQL the placeholders
+ * become $N, the integers text.  [-0, +1, e]
+ */
+static void
+query(lua_State *L, const char *sql, int n, const struct qarg *a)
+{
+	struct db	*d = pg_conn(L);
+	sqlite3_stmt	*st;
+	PGresult	*res;
+	char		 pgsql[2048], ints[8][24], *end;
+	const char	*v[8], *p;
+	size_t		 o = 0;
+	int		 i, k = 0, r;
+
+	if (d == NULL) {
+		st = prepare(L, sql);
+		for (i = 0; i < n; i++)
+			if (a[i].is_int)
+				sqlite3_bind_int64(st, i + 1, a[i].i);
+			else
+				sqlite3_bind_text(st, i + 1, a[i].s, -1,
+				    SQLITE_TRANSIENT);
+		push_rows(L, st);
+		return;
+	}
+	if (n > 8)
+		luaL_error(L, "console: too many parameters");
+	for (p = sql; *p != '\0' && o + 8 < sizeof(pgsql); p++) {
+		if (*p != '?') {
+			pgsql[o++] = *p;
+			continue;
+		}
+		if (p[1] >= '0' && p[1] <= '9') {
+			k = (int)strtol(p + 1, &end, 10);
+			p = end - 1;
+		} else
+			k++;
+		o += (size_t)snprintf(pgsql + o, sizeof(pgsql) - o, "$%d", k);
+	}
+	pgsql[o] = '\0';
+	for (i = 0; i < n; i++) {
+		if (a[i].is_int) {
+			snprintf(ints[i], sizeof(ints[i]), "%lld",
+			    (long long)a[i].i);
+			v[i] = ints[i];
+		} else
+			v[i] = a[i].s;
+	}
+	res = PQexecParams(d->pg, pgsql, n, NULL, v, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		lua_pushfstring(L, "database: %s", PQerrorMessage(d->pg));
+		PQclear(res);
+		lua_error(L);
+	}
+	lua_createtable(L, PQntuples(res), 0);
+	for (r = 0; r < PQntuples(res); r++) {
+		lbpg_push_row(L, res, r);
+		lua_rawseti(L, -2, r + 1);
+	}
+	PQclear(res);
+}
+
 /* stats() -> the counts of `walua run inbox stats` */
 static int
 l_stats(lua_State *L)
 {
-	sqlite3_stmt	*st = prepare(L, "SELECT"
+	static const char sql[] = "SELECT"
 	    " (SELECT count(*) FROM events WHERE state = 0) AS pending,"
 	    " (SELECT count(*) FROM events WHERE state = 0 AND due_ms IS NOT"
 	    "  NULL) AS retrying,"
@@ -134,9 +237,9 @@ l_stats(lua_State *L)
 	    " (SELECT count(*) FROM events WHERE state = 1) AS done,"
 	    " (SELECT min(acked_ms) FROM events WHERE state = 0)"
 	    "  AS oldest_pending_ms,"
-	    " (SELECT max(acked_ms) FROM events) AS last_acked_ms");
+	    " (SELECT max(acked_ms) FROM events) AS last_acked_ms";
 
-	push_rows(L, st);
+	query(L, sql, 0, NULL);
 	lua_rawgeti(L, -1, 1);
 	return 1;
 }
@@ -159,7 +262,7 @@ l_list(lua_State *L)
 	    "conversation", "q" };
 	char		 sql[1024];
 	const char	*state, *v[4];
-	sqlite3_stmt	*st;
+	struct qarg	 a[6];
 	lua_Integer	 before, limit;
 	size_t		 i;
 	int		 k = 1;
@@ -177,7 +280,7 @@ l_list(lua_State *L)
 	    strcmp(state, "pending") == 0 ? " AND state = 0" :
 	    strcmp(state, "retrying") == 0 ? " AND state = 0 AND due_ms IS"
 	    " NOT NULL" : strcmp(state, "done") == 0 ? " AND state = 1" :
-	    strcmp(state, "dead") == 0 ? " AND state = 2" : " AND 0");
+	    strcmp(state, "dead") == 0 ? " AND state = 2" : " AND 1 = 0");
 	for (i = 0; i < 4; i++) {
 		lua_getfield(L, 1, keys[i]);
 		v[i] = lua_tostring(L, -1);	/* kept on the stack */
@@ -188,13 +291,15 @@ l_list(lua_State *L)
 			v[i] = NULL;
 	}
 	strcat(sql, " ORDER BY seq DESC LIMIT ?");
-	st = prepare(L, sql);
-	sqlite3_bind_int64(st, 1, before > 0 ? before : INT64_MAX);
+	memset(a, 0, sizeof(a));
+	a[0].is_int = 1;
+	a[0].i = before > 0 ? before : INT64_MAX;
 	for (i = 0; i < 4; i++)
 		if (v[i] != NULL)
-			sqlite3_bind_text(st, ++k, v[i], -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, ++k, limit < 1 ? 1 : limit > 500 ? 500 : limit);
-	push_rows(L, st);
+			a[k++].s = v[i];
+	a[k].is_int = 1;
+	a[k++].i = limit < 1 ? 1 : limit > 500 ? 500 : limit;
+	query(L, sql, k, a);
 	return 1;
 }
 
@@ -202,28 +307,21 @@ l_list(lua_State *L)
 static int
 l_show(lua_State *L)
 {
-	const char	*id = luaL_checkstring(L, 1);
-	sqlite3_stmt	*st;
+	struct qarg	 a = { 0, 0, luaL_checkstring(L, 1) };
 
-	st = prepare(L, "SELECT " ROW_COLUMNS ", body FROM events WHERE"
-	    " id = ?1");
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-	push_rows(L, st);
+	query(L, "SELECT " ROW_COLUMNS ", body FROM events WHERE id = ?1", 1,
+	    &a);
 	if (lua_rawgeti(L, -1, 1) != LUA_TTABLE)
 		return 1;			/* nil: no such event */
 	lua_getfield(L, -1, "body");
 	lb_json_event_text(L);			/* packed -> JSON text */
 	lua_setfield(L, -2, "body");
-	st = prepare(L, "SELECT seq, provider, phone, recipient, message_id,"
-	    " error, created_ms, answered_ms FROM sends WHERE event_id = ?1"
-	    " ORDER BY seq");
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-	push_rows(L, st);
+	query(L, "SELECT seq, provider, phone, recipient, message_id, error,"
+	    " created_ms, answered_ms FROM sends WHERE event_id = ?1"
+	    " ORDER BY seq", 1, &a);
 	lua_setfield(L, -2, "sends");
-	st = prepare(L, "SELECT attempt, error, ms FROM attempts WHERE"
-	    " event_id = ?1 ORDER BY rowid");
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-	push_rows(L, st);
+	query(L, "SELECT attempt, error, ms FROM attempts WHERE"
+	    " event_id = ?1 ORDER BY attempt, ms", 1, &a);
 	lua_setfield(L, -2, "failed_attempts");
 	return 1;
 }
@@ -442,5 +540,7 @@ console_lua_free(void)
 	if (ro != NULL)
 		sqlite3_close(ro);
 	ro = NULL;
+	db_close(pgro);
+	pgro = NULL;
 	pthread_mutex_unlock(&mu);
 }

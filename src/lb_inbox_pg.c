@@ -20,9 +20,12 @@
 
 static const char *states[] = { "pending", "done", "dead", NULL };
 
-/* Push row i of res as a table, as lb_inbox.c's push_row does. */
-static void
-push_row(lua_State *L, PGresult *res, int i)
+/*
+ * Push row i of res as a table, as lb_inbox.c's push_row does: integers
+ * as integers, state by name, bytea as its bytes.  [-0, +1, m]
+ */
+void
+lbpg_push_row(lua_State *L, PGresult *res, int i)
 {
 	int		 c, n = PQnfields(res), s;
 	Oid		 t;
@@ -83,7 +86,7 @@ lbpg_stats(lua_State *L, struct db *d)
 
 	if ((res = pg_run(d, sql, 0, NULL, NULL, NULL)) == NULL)
 		return failure(L, d, NULL);
-	push_row(L, res, 0);
+	lbpg_push_row(L, res, 0);
 	PQclear(res);
 	db_close(d);
 	return 1;
@@ -113,7 +116,7 @@ lbpg_list(lua_State *L, struct db *d, int state, lua_Integer limit)
 		return failure(L, d, NULL);
 	lua_createtable(L, PQntuples(res), 0);
 	for (i = 0; i < PQntuples(res); i++) {
-		push_row(L, res, i);
+		lbpg_push_row(L, res, i);
 		lua_rawseti(L, -2, i + 1);
 	}
 	PQclear(res);
@@ -143,11 +146,11 @@ lbpg_show(lua_State *L, struct db *d, const char *id)
 	}
 	if ((sr = pg_run(d, sends, 1, &id, NULL, NULL)) == NULL)
 		return failure(L, d, res);
-	push_row(L, res, 0);
+	lbpg_push_row(L, res, 0);
 	PQclear(res);
 	lua_createtable(L, PQntuples(sr), 0);
 	for (i = 0; i < PQntuples(sr); i++) {
-		push_row(L, sr, i);
+		lbpg_push_row(L, sr, i);
 		lua_rawseti(L, -2, i + 1);
 	}
 	PQclear(sr);

@@ -9,6 +9,7 @@ struct db;
 	" message_id, status, state, attempts, due_ms, last_error, acked_ms," \
 	" done_ms"
 
+void	lbpg_push_row(lua_State *, struct pg_result *, int row);
 /* Each closes d, and pushes what its lb_inbox.c caller returns. */
 int	lbpg_stats(lua_State *, struct db *);
 int	lbpg_list(lua_State *, struct db *, int state, lua_Integer limit);

@@ -25,6 +25,9 @@ import urllib.request
 
 from harness import Daemon, ROOT, WALUA, free_port, text_body, walua
 
+# run again with each daemon on PostgreSQL (tests/run.py)
+PG_AGAIN = True
+
 USER = "ops"
 PASSWORD = "correct horse battery"
 WRONG = "tr0ub4dor-guess"
