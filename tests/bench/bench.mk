@@ -7,7 +7,9 @@
 #                       the I/O scenario (handlers waiting on a backend
 #                       that answers after 100 ms, then 1 s; walua beside
 #                       Node); prints the tables and writes
-#                       tests/bench/RESULTS.md
+#                       tests/bench/RESULTS.md; then bench_pg.py: walua
+#                       on SQLite, one and two instances on PostgreSQL
+#                       (its own section of RESULTS.md; BENCH_PG=0: not)
 #   make bench BENCH_SECONDS=5 BENCH_ROUNDS=1 BENCH_PLAN="floor walua-normal-w1"
 #   make bench BENCH_PLAN=io     the I/O scenario alone (io:100ms: one delay)
 #   make bench-smoke    one round, 2 s per server, keep-alive text only:
@@ -74,9 +76,12 @@ bench: bench-deps
 	$(MAKE) --no-print-directory $(BIN)
 	$(bench_floor)
 	$(BENCH_ENV) BENCH_COMMAND="make bench" python3 tests/bench/bench.py
+	$(Q)if [ "$(BENCH_PG)" != 0 ]; then \
+		$(BENCH_ENV) python3 tests/bench/bench_pg.py; fi
 
 bench-smoke: bench-smoke-deps
 	$(MAKE) --no-print-directory $(BIN)
 	$(bench_floor)
 	$(BENCH_ENV) BENCH_COMMAND="make bench-smoke" \
 		python3 tests/bench/bench.py --smoke
+	$(BENCH_ENV) BENCH_SECONDS=2 python3 tests/bench/bench_pg.py --smoke

@@ -1027,6 +1027,8 @@ IO_HEAD = "## I/O scenario"
 # A section written by hand from a profile (tests/bench/README.md, "Where
 # the time goes"): kept as it is by every run, between the two parts.
 PROFILE_HEAD = "## Where the time goes"
+# bench_pg.py's section (walua on PostgreSQL), kept by bench.py's runs
+PG_HEAD = "## PostgreSQL: one and two instances"
 
 
 def split_sections(text, heads):
@@ -1042,7 +1044,7 @@ def split_sections(text, heads):
     return parts
 
 
-def write_results(main=None, io=None):
+def write_results(main=None, io=None, pg=None):
     """Write RESULTS: the wrk table (main), the hand-written profile
     section (kept) and the I/O scenario's section (io, which starts with
     IO_HEAD).  A part not given is kept from the file as it was, so a run
@@ -1052,11 +1054,12 @@ def write_results(main=None, io=None):
             old = f.read()
     except OSError:
         old = ""
-    parts = split_sections(old, (IO_HEAD, PROFILE_HEAD))
+    parts = split_sections(old, (IO_HEAD, PROFILE_HEAD, PG_HEAD))
     main = (parts.get("", "") if main is None else main).strip("\n")
     io = (parts.get(IO_HEAD, "") if io is None else io).strip("\n")
-    text = "\n\n".join(p for p in (main, parts.get(PROFILE_HEAD, ""), io)
-                        if p) + "\n"
+    pg = (parts.get(PG_HEAD, "") if pg is None else pg).strip("\n")
+    text = "\n\n".join(p for p in (main, parts.get(PROFILE_HEAD, "").strip(
+        "\n"), io, pg) if p) + "\n"
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w", encoding="utf-8") as f:
         f.write(text)
