@@ -84,7 +84,9 @@ if cmd == "stats" then
 	if not s then fail(err) end
 	output(s, string.format("database  %s\npending   %d (retrying %d)\n" ..
 	    "dead      %d\ndone      %d\noldest pending acked at %s\n" ..
-	    "last acked at %s\ndedup keys %d", db, s.pending, s.retrying,
+	    "last acked at %s\ndedup keys %d",
+	    -- a PostgreSQL URL's password is never printed
+	    (db:gsub("^(%a+://[^:/@]*:)[^@]*@", "%1***@")), s.pending, s.retrying,
 	    s.dead, s.done, iso(s.oldest_pending_ms) ~= "" and
 	    iso(s.oldest_pending_ms) or "-", iso(s.last_acked_ms) ~= "" and
 	    iso(s.last_acked_ms) or "-", s.dedup_keys))

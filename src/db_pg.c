@@ -105,50 +105,43 @@ set_error(struct db *d, const char *what, const char *msg)
 }
 
 /*
- * libpq's message about url, on one line, with the password of the URL's
- * user part (postgresql://user:PASSWORD@host) masked wherever the message
- * quotes it or a piece of it.
+ * url with its secrets replaced by xxxxx: the password of its user part
+ * and every query value (password=... is one).  libpq's parse errors
+ * quote what they cannot read, so they are taken from this copy.
  */
 static void
-mask_password(const char *url, const char *msg, char *out, size_t outlen)
+masked_copy(const char *url, char *out, size_t outlen)
 {
-	const char	*p, *at, *colon;
-	char		 pw[256];
-	size_t		 n, o = 0, i;
+	const char	*p, *auth, *end, *at = NULL, *colon = NULL;
+	size_t		 o = 0;
+	int		 in_value = 0;
 
-	pw[0] = '\0';
-	if ((p = strstr(url, "://")) != NULL) {
-		p += 3;
-		at = strchr(p, '@');
-		colon = strchr(p, ':');
-		if (at != NULL && colon != NULL && colon < at &&
-		    (n = (size_t)(at - colon - 1)) < sizeof(pw)) {
-			memcpy(pw, colon + 1, n);
-			pw[n] = '\0';
-		}
-	}
-	for (i = 0; msg[i] != '\0' && o + 1 < outlen; ) {
-		/* any run of 3 or more characters of the password: masked */
-		for (n = 0; pw[0] != '\0' && msg[i + n] != '\0' &&
-		    msg[i + n] != '"' && strchr(pw, msg[i + n]) != NULL; n++)
-			;
-		if (n >= 3) {
-			char	piece[256];
-
-			snprintf(piece, sizeof(piece), "%.*s", (int)n, msg + i);
-			if (strstr(pw, piece) != NULL) {
-				o += (size_t)snprintf(out + o, outlen - o, "***");
-				if (o >= outlen)
-					o = outlen - 1;
-				i += n;
-				continue;
+	auth = (p = strstr(url, "://")) != NULL ? p + 3 : url;
+	end = auth + strcspn(auth, "/?");
+	for (p = auth; p < end; p++)
+		if (*p == '@')
+			at = p;
+	if (at != NULL)
+		colon = memchr(auth, ':', (size_t)(at - auth));
+	for (p = url; *p != '\0' && o + 6 < outlen; p++) {
+		if (colon != NULL && p > colon && p < at) {
+			if (p == colon + 1) {
+				memcpy(out + o, "xxxxx", 5);
+				o += 5;
 			}
+			continue;
 		}
-		out[o++] = msg[i] == '\n' ? ' ' : msg[i];
-		i++;
+		if (p > end && *p == '=' && !in_value) {
+			in_value = 1;
+			memcpy(out + o, "=xxxxx", 6);
+			o += 6;
+			continue;
+		}
+		if (in_value && *p != '&')
+			continue;
+		in_value = 0;
+		out[o++] = *p;
 	}
-	while (o > 0 && out[o - 1] == ' ')
-		o--;
 	out[o] = '\0';
 }
 
@@ -160,17 +153,25 @@ int
 pg_check_url(const char *url, char *err, size_t errlen)
 {
 	PQconninfoOption	*opts;
-	char			*msg = NULL, why[256];
+	char			*msg = NULL, copy[1024], *nl;
 
-	if ((opts = PQconninfoParse(url, &msg)) == NULL) {
-		mask_password(url, msg ? msg : "out of memory", why,
-		    sizeof(why));
-		snprintf(err, errlen, "not a PostgreSQL URL: %s", why);
-		PQfreemem(msg);
+	if ((opts = PQconninfoParse(url, NULL)) != NULL) {
+		PQconninfoFree(opts);
+		return 0;
+	}
+	masked_copy(url, copy, sizeof(copy));
+	if ((opts = PQconninfoParse(copy, &msg)) != NULL) {
+		PQconninfoFree(opts);
+		snprintf(err, errlen, "not a PostgreSQL URL: its password or "
+		    "a value of its query is malformed (percent-encode it)");
 		return -1;
 	}
-	PQconninfoFree(opts);
-	return 0;
+	if (msg != NULL && (nl = strchr(msg, '\n')) != NULL)
+		*nl = '\0';
+	snprintf(err, errlen, "not a PostgreSQL URL: %s", msg ? msg :
+	    "out of memory");
+	PQfreemem(msg);
+	return -1;
 }
 
 static int

@@ -32,7 +32,7 @@ kv_get(struct db *d, const char *key, int64_t now_ms, char **value)
 	sqlite3_stmt	*st;
 	int		 rc;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_get(d, key, now_ms, value);
 
 	*value = NULL;
@@ -58,7 +58,7 @@ kv_set(struct db *d, const char *key, const char *value, int64_t expires_ms)
 	    " value = excluded.value, expires_ms = excluded.expires_ms";
 	sqlite3_stmt *st;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_set(d, key, value, expires_ms);
 
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -76,7 +76,7 @@ kv_del(struct db *d, const char *key)
 	static const char sql[] = "DELETE FROM kv WHERE key = ?1";
 	sqlite3_stmt *st;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_del(d, key);
 
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -107,7 +107,7 @@ kv_incr(struct db *d, const char *key, int64_t by, int64_t expires_ms,
 	sqlite3_stmt	*st;
 	int		 rc;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_incr(d, key, by, expires_ms, now_ms, result);
 
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -142,7 +142,7 @@ kv_token_put(struct db *d, const char *hash, const char *client,
 	    " (SELECT hash FROM oauth_tokens WHERE expires_ms < ?1 LIMIT 100)";
 	sqlite3_stmt	*st;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_token_put(d, hash, client, scope, secret_fp,
 		    expires_ms, now_ms);
 
@@ -175,7 +175,7 @@ kv_token_get(struct db *d, const char *hash, struct kv_token *t)
 	const char	*s;
 	int		 rc;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_token_get(d, hash, t);
 
 	memset(t, 0, sizeof(*t));
@@ -219,7 +219,7 @@ kv_token_bind(struct db *d, const char *client, const char *secret_fp)
 	    " WHERE client_id = ?1 AND secret_fp IS NULL";
 	sqlite3_stmt	*st;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_token_bind(d, client, secret_fp);
 
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -238,7 +238,7 @@ kv_status_rank(struct db *d, const char *message_id)
 	sqlite3_stmt	*st;
 	int		 rank = 0;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_status_rank(d, message_id);
 
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -259,7 +259,7 @@ kv_status_set(struct db *d, const char *message_id, int rank, int64_t now_ms)
 	    " SET rank = max(rank, excluded.rank), updated_ms = excluded.updated_ms";
 	sqlite3_stmt *st;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_status_set(d, message_id, rank, now_ms);
 
 	if ((st = db_prepare(d, sql)) == NULL)
@@ -284,7 +284,7 @@ kv_send_get(struct db *d, const char *event_id, int seq, char **message_id,
 	sqlite3_stmt	*st;
 	int		 rc;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_send_get(d, event_id, seq, message_id, error);
 
 	*message_id = *error = NULL;
@@ -323,7 +323,7 @@ kv_send_begin(struct db *d, const char *event_id, int seq,
 	    " answered_ms = NULL";
 	sqlite3_stmt *st;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_send_begin(d, event_id, seq, provider, phone,
 		    recipient, now_ms);
 
@@ -347,7 +347,7 @@ kv_send_answer(struct db *d, const char *event_id, int seq,
 	    " error = ?4, answered_ms = ?5 WHERE event_id = ?1 AND seq = ?2";
 	sqlite3_stmt *st;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_send_answer(d, event_id, seq, message_id, error,
 		    now_ms);
 
@@ -389,7 +389,7 @@ kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit,
 	size_t		 i;
 	int		 n, more = 0;
 
-	if (d->pg != NULL)
+	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_prune(d, now_ms, keep_ms, limit, deleted);
 
 	*deleted = 0;

@@ -359,7 +359,9 @@ local function overview(req)
 		replay_dead = replay, chart = chart(d.minutes),
 		workers = d.workers, generation = d.generation, reload = reload,
 		reload_error = reload_error, database = d.database,
-		dbpath = req.database, last_acked = iso(d.last_acked_ms),
+		-- a PostgreSQL URL's password is never shown
+		dbpath = (req.database:gsub("^(%a+://[^:/@]*:)[^@]*@", "%1***@")),
+		last_acked = iso(d.last_acked_ms),
 	}))
 end
 

@@ -280,7 +280,9 @@ def test_check_postgresql_url_and_cluster():
     """database may be a PostgreSQL URL: check validates it with libpq's
     parser and never prints its password; cluster.lease_s is 1..3600."""
     bad = [("postgresql://walua:s3cr%zzet@127.0.0.1:5432/walua",
-            "invalid percent-encoded token"),
+            "password or a value of its query is malformed"),
+           ("postgresql://walua:s3cret@127.0.0.1/walua?password=s3cr%zz",
+            "password or a value of its query is malformed"),
            ("postgresql://walua:s3cret@127.0.0.1:5432/walua?nosuchopt=1",
             "nosuchopt"),
            ("postgres://walua:s3cret@[::1/walua", "IPv6")]

@@ -408,3 +408,21 @@ def test_sigusr2_upgrade_on_postgresql_loses_nothing():
         test_deploy.test_sigusr2_upgrade_under_load_refuses_nothing_loses_nothing()
     finally:
         harness.PG = False
+
+
+def test_the_url_password_is_never_printed():
+    """A URL with a password (the test cluster trusts any): serve logs,
+    `walua run inbox stats` and check never show it."""
+    from harness import walua
+    pg = pgcluster.shared()
+    url = pg.new_database().replace("postgres@", "postgres:s3cretpw@")
+    with instance(url) as d:
+        assert post(d.port, delivery(1, 1)) == 200
+        wait_handled((d,), 1, 10)
+        p = walua("run", "-c", d.conf, "inbox", "stats")
+        assert p.returncode == 0, p.stderr
+        assert "***@" in p.stdout and "s3cretpw" not in p.stdout, p.stdout
+        p = walua("check", "-c", d.conf)
+        assert "s3cretpw" not in p.stdout + p.stderr
+        assert d.stop() == 0
+        assert "s3cretpw" not in d.log_text()
