@@ -26,6 +26,7 @@
 
 #define SCHEMA_LOCK	7215301		/* advisory lock: one migrates */
 #define RECONNECT_MS	500
+#define SCHEMA_VERSION	1		/* meta's schema_version, written last */
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);"
@@ -213,14 +214,45 @@ connect_db(struct db *d)
 	return 0;
 }
 
-/* Create the tables; under an advisory lock, so that one instance does. */
+/* The schema version of d's database: 0 when it has none yet, -1. */
+static int
+schema_version(struct db *d)
+{
+	PGresult	*res;
+	int		 v = -1;
+
+	res = PQexec(d->pg, "SELECT to_regclass('meta') IS NOT NULL");
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		v = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? 1 : 0;
+	PQclear(res);
+	if (v != 1)
+		return v;
+	res = PQexec(d->pg, "SELECT value FROM meta WHERE key ="
+	    " 'schema_version'");
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		v = PQntuples(res) > 0 ? atoi(PQgetvalue(res, 0, 0)) : 0;
+	else
+		v = -1;
+	PQclear(res);
+	return v;
+}
+
+/*
+ * Create the tables, once: a database at this version is left alone (its
+ * DDL would take locks that a running instance's traffic holds, and
+ * every worker opens a connection); else under an advisory lock, so that
+ * of several instances starting at once one does, the others then find
+ * it done.
+ */
 static int
 make_schema(struct db *d)
 {
 	PGresult	*res;
-	int		 ok;
+	int		 ok, v;
 	char		 sql[128];
 
+	if ((v = schema_version(d)) >= SCHEMA_VERSION)
+		return 0;
 	snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%d)", SCHEMA_LOCK);
 	res = PQexec(d->pg, sql);
 	ok = PQresultStatus(res) == PGRES_TUPLES_OK;
@@ -229,11 +261,13 @@ make_schema(struct db *d)
 		set_error(d, NULL, PQerrorMessage(d->pg));
 		return -1;
 	}
-	res = PQexec(d->pg, schema);
-	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-	if (!ok)
-		set_error(d, "schema", PQerrorMessage(d->pg));
-	PQclear(res);
+	if ((v = schema_version(d)) < SCHEMA_VERSION) {
+		res = PQexec(d->pg, schema);
+		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		if (!ok)
+			set_error(d, "schema", PQerrorMessage(d->pg));
+		PQclear(res);
+	}
 	snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%d)",
 	    SCHEMA_LOCK);
 	PQclear(PQexec(d->pg, sql));
