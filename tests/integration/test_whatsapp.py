@@ -18,6 +18,10 @@ import uuid
 from datetime import datetime
 
 from harness import TOKEN, Daemon, lua_str, metric, text_body, walua
+
+# run again with each daemon on PostgreSQL (tests/run.py): the send
+# journal there
+PG_AGAIN = True
 from fake_insider import FakeInsider, DEFAULT_AUTH_KEY
 from fake_kapso import (FakeKapso, DEFAULT_API_KEY,
                         DEFAULT_KAPSO_PHONE_NUMBER_ID)
