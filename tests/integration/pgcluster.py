@@ -8,7 +8,9 @@ port (its socket in that folder too), trusts local connections, and runs
 as the `postgres` user when the tests run as root (PostgreSQL refuses to
 run as root).  stop() ends it through pg_ctl, which signals the PID in
 its postmaster.pid; a postmaster still there after that is killed by that
-PID.  fsync is off unless asked: the suites kill walua, never the
+PID.  A watcher process started with the cluster stops it (and removes its
+folder) when the test process goes away without doing so (killed by a
+timeout) or after MAX_LIFE seconds, whichever comes first.  fsync is off unless asked: the suites kill walua, never the
 machine, and a cluster that syncs makes every test slower.
 """
 import os
@@ -17,10 +19,26 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
 BIN = "/usr/lib/postgresql/15/bin"
+MAX_LIFE = 3600
+
+# The watcher: waits for its stdin to close (the test process ended or
+# closed it) or MAX_LIFE; then stops the cluster by its PID file.
+WATCHER = r"""
+import os, select, shutil, subprocess, sys
+argv, data, top, life = sys.argv[1:-3], sys.argv[-3], sys.argv[-2], \
+    float(sys.argv[-1])
+select.select([sys.stdin], [], [], life)
+if os.path.exists(os.path.join(data, "postmaster.pid")):
+    subprocess.run(argv + [os.path.join(%r, "pg_ctl"), "-D", data, "-m",
+                   "immediate", "-w", "-t", "30", "stop"],
+                   capture_output=True, timeout=45)
+shutil.rmtree(top, ignore_errors=True)
+""" % BIN
 
 
 def available():
@@ -70,6 +88,12 @@ class Cluster:
                    opts, "-l", os.path.join(self.dir, "postgres.log"),
                    "-w", "-t", "60", "start"], timeout=90)
         self.running = True
+        if getattr(self, "watcher", None) is None:
+            self.watcher = subprocess.Popen(
+                [sys.executable, "-c", WATCHER] + self.as_user +
+                [self.data, self.dir, str(MAX_LIFE)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
         return self
 
     def pid(self):
@@ -118,6 +142,14 @@ class Cluster:
     def close(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+        w = getattr(self, "watcher", None)
+        if w is not None:
+            w.stdin.close()         # the watcher finds nothing to stop
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+            self.watcher = None
 
     def __enter__(self):
         return self.start()
