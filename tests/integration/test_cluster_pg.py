@@ -8,13 +8,12 @@ the shared database): the count orders the handlings of a conversation
 across instances, which the log's millisecond times cannot.
 """
 import multiprocessing
-import os
-import signal
 import threading
 import time
 
 import pgcluster
-from harness import Daemon, TOKEN, lua_str, text_body
+from harness import Daemon, lua_str, text_body
+from test_deploy import post_raw
 
 ORDERED = r'''
 local log = require "walua.log"
@@ -28,31 +27,13 @@ end
 
 
 def post(port, body, timeout=10):
-    """One delivery on a new connection: the status, or an error name."""
-    import socket
-    req = ("POST /webhooks/insider HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-           "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
-           "Content-Length: %d\r\nConnection: close\r\n\r\n"
-           % (TOKEN, len(body))).encode() + body
+    """One delivery on a new connection (test_deploy.post_raw): the
+    status, or an error name."""
     try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    except ConnectionRefusedError:
-        return "refused"
-    try:
-        s.sendall(req)
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        return post_raw(port, body, timeout)
     except OSError as e:
-        return type(e).__name__
-    finally:
-        s.close()
-    if not data.startswith(b"HTTP/1.1 "):
-        return "no answer"
-    return int(data[9:12])
+        return "refused" if isinstance(e, ConnectionRefusedError) else \
+            type(e).__name__
 
 
 def delivery(i, convs):
