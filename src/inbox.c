@@ -966,6 +966,12 @@ inbox_open(const struct config *cfg, char *err, size_t errlen)
 	} else {
 		/* the reader looks up a status's rank now and then */
 		(void)db_exec(rdb, "PRAGMA cache_size = -256");
+		/*
+		 * The writer works at the tails of its b-trees: 512 KiB
+		 * hold them (SQLite's default, 2 MiB, filled up under load
+		 * and was 1.6 MiB of RSS, for no CPU measured).
+		 */
+		(void)db_exec(wdb, "PRAGMA cache_size = -512");
 		if (checkpoint_start(wdb, cfg->database, cfg->durability, err,
 		    errlen) == -1 || load_pending(err, errlen) == -1) {
 			inbox_close();

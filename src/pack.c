@@ -80,25 +80,26 @@ pack_number(lua_State *L, int idx, struct buf *b)
 	return put_tag(b, 'd') == -1 ? -1 : put(b, &n, sizeof(n));
 }
 
+/*
+ * A table: its count of pairs outside 1..narr goes before them, but is
+ * only known after the walk, so it is written afterwards into three bytes
+ * kept for it, a varint padded with continuation bytes (any varint reader
+ * takes it): one walk of the table, not two.
+ */
 static int
 pack_table(lua_State *L, int idx, struct buf *b, int depth)
 {
 	lua_Integer	narr = (lua_Integer)lua_rawlen(L, idx), i, k;
 	uint64_t	nrec = 0;
+	size_t		at;
+	unsigned char	pad[3] = { 0x80, 0x80, 0 };
 
 	if (!lua_checkstack(L, 4))
 		return -1;
-	/* the pairs outside 1..narr, counted first: the count goes before */
-	lua_pushnil(L);
-	while (lua_next(L, idx) != 0) {
-		lua_pop(L, 1);
-		if (lua_isinteger(L, -1) && (k = lua_tointeger(L, -1)) >= 1 &&
-		    k <= narr)
-			continue;
-		nrec++;
-	}
-	if (put_tag(b, 'T') == -1 || put_varint(b, (uint64_t)narr) == -1 ||
-	    put_varint(b, nrec) == -1)
+	if (put_tag(b, 'T') == -1 || put_varint(b, (uint64_t)narr) == -1)
+		return -1;
+	at = b->len;
+	if (put(b, pad, sizeof(pad)) == -1)
 		return -1;
 	for (i = 1; i <= narr; i++) {
 		lua_rawgeti(L, idx, i);
@@ -113,11 +114,15 @@ pack_table(lua_State *L, int idx, struct buf *b, int depth)
 			lua_pop(L, 1);
 			continue;
 		}
-		if (pack_at(L, lua_gettop(L) - 1, b, depth + 1) == -1 ||
+		if (++nrec >= (1u << 21) ||
+		    pack_at(L, lua_gettop(L) - 1, b, depth + 1) == -1 ||
 		    pack_at(L, lua_gettop(L), b, depth + 1) == -1)
 			return -1;
 		lua_pop(L, 1);
 	}
+	b->data[at] = (char)(0x80 | (nrec & 0x7f));
+	b->data[at + 1] = (char)(0x80 | ((nrec >> 7) & 0x7f));
+	b->data[at + 2] = (char)(nrec >> 14);
 	return 0;
 }
 
@@ -157,8 +162,12 @@ pack_value(lua_State *L, int idx, struct buf *b)
 
 	idx = lua_absindex(L, idx);
 	buf_reset(b);
-	/* an event packs to about 500 bytes: grow the buffer once, not 5 times */
-	if (buf_reserve(b, 1024) == -1 || put(b, &magic, 1) == -1 ||
+	/*
+	 * An event packs to about 500 bytes: grow the buffer once, not 5
+	 * times, and stay under glibc's large requests (1 KiB), each of which
+	 * consolidates the fast bins first.
+	 */
+	if (buf_reserve(b, 900) == -1 || put(b, &magic, 1) == -1 ||
 	    pack_at(L, idx, b, 0) == -1) {
 		buf_reset(b);
 		return -1;
