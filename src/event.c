@@ -27,6 +27,7 @@
 
 #include "auth.h"
 #include "buf.h"
+#include "lalloc.h"
 #include "luasrc.h"
 #include "pack.h"
 
@@ -35,6 +36,7 @@
 
 struct decoder {
 	lua_State	*L;
+	struct lalloc	 alloc;
 	int		 fn;		/* ref: normalize.for_inbox */
 	struct decoder	*next;
 };
@@ -92,7 +94,7 @@ decoder_get(char *err, size_t errlen)
 	if (tls_decoder != NULL)
 		return tls_decoder;
 	if ((d = calloc(1, sizeof(*d))) == NULL ||
-	    (d->L = luaL_newstate()) == NULL) {
+	    (d->L = lua_newstate(lalloc, &d->alloc)) == NULL) {
 		free(d);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -102,6 +104,7 @@ decoder_get(char *err, size_t errlen)
 	if (lua_pcall(d->L, 1, 0, 0) != LUA_OK) {
 		snprintf(err, errlen, "decoder: %s", lua_tostring(d->L, -1));
 		lua_close(d->L);
+		lalloc_drain(&d->alloc);
 		free(d);
 		return NULL;
 	}
@@ -319,6 +322,7 @@ event_shutdown(void)
 	for (d = all_decoders; d != NULL; d = next) {
 		next = d->next;
 		lua_close(d->L);
+		lalloc_drain(&d->alloc);
 		free(d);
 	}
 	all_decoders = NULL;

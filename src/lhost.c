@@ -45,28 +45,6 @@
  */
 #define LHOST_SLICE_NS		(10 * 1000000LL)
 
-static void *
-lhost_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-	struct lhost	*h = ud;
-	void		*p;
-
-	if (ptr == NULL)
-		osize = 0;	/* osize then encodes the object's type */
-	if (nsize == 0) {
-		free(ptr);
-		h->mem_used -= osize;
-		return NULL;
-	}
-	if (nsize > osize && h->mem_limit != 0 &&
-	    h->mem_used + (nsize - osize) > h->mem_limit)
-		return NULL;
-	if ((p = realloc(ptr, nsize)) == NULL)
-		return NULL;
-	h->mem_used = h->mem_used - osize + nsize;
-	return p;
-}
-
 /*
  * The count hook of the thread L: its context (the state's own for a
  * script's top level, the event's for a handler's coroutine and the
@@ -229,8 +207,8 @@ lhost_new(size_t mem_limit, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	h->mem_limit = mem_limit;
-	if ((h->L = lua_newstate(lhost_alloc, h)) == NULL) {
+	h->mem.limit = mem_limit;
+	if ((h->L = lua_newstate(lalloc, &h->mem)) == NULL) {
 		free(h);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -260,6 +238,7 @@ lhost_free(struct lhost *h)
 	if (h == NULL)
 		return;
 	lua_close(h->L);
+	lalloc_drain(&h->mem);
 	free(h);
 }
 

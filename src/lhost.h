@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "lalloc.h"
 #include "lb_ctx.h"
 
 struct lua_State;
@@ -24,8 +25,7 @@ struct lhost_task {
 
 struct lhost {
 	struct lua_State *L;
-	size_t		 mem_used;
-	size_t		 mem_limit;	/* 0: no cap */
+	struct lalloc	 mem;		/* its allocator: used, limit (0: none) */
 	int		 host;		/* ref: the table walua/host.lua returned */
 	struct lb_ctx	 ctx;		/* what the bindings see of a call */
 };

@@ -192,10 +192,10 @@ split(char *s, char **f, int n)
 static int
 near_cap(struct lhost *h)
 {
-	if (h->mem_limit == 0 || h->mem_used < h->mem_limit / 10 * 9)
+	if (h->mem.limit == 0 || h->mem.used < h->mem.limit / 10 * 9)
 		return 0;
 	lhost_collect(h);
-	return h->mem_used >= h->mem_limit / 10 * 9;
+	return h->mem.used >= h->mem.limit / 10 * 9;
 }
 
 /* walua.http's metrics go to the supervisor, which keeps /metrics. */
