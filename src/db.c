@@ -9,6 +9,7 @@
  */
 #include "db.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,15 +169,28 @@ db_now_ms(void)
  * checkpoints (a killed process loses nothing; a power cut may lose the
  * last commits), off never.  Returns NULL with the reason in err.
  */
+/*
+ * Before SQLite's first use: no memory statistics (walua reads none), or
+ * every allocation of every connection goes through a global mutex.
+ */
+static void
+db_configure(void)
+{
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 struct db *
 db_open(const char *path, int durability, char *err, size_t errlen)
 {
+	static pthread_once_t	once = PTHREAD_ONCE_INIT;
+
 	struct db	*d;
 	char		*msg = NULL;
 	const char	*sync = durability == DURABILITY_FULL ? "FULL" :
 			    durability == DURABILITY_OFF ? "OFF" : "NORMAL";
 	char		 pragmas[256];
 
+	pthread_once(&once, db_configure);
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
