@@ -156,6 +156,8 @@ pg_check_url(const char *url, char *err, size_t errlen)
 	PQconninfoOption	*opts;
 	char			*msg = NULL, copy[1024], *nl;
 
+	if (pq_load(err, errlen) == -1)
+		return -1;
 	if ((opts = PQconninfoParse(url, NULL)) != NULL) {
 		PQconninfoFree(opts);
 		return 0;

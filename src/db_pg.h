@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include <libpq-fe.h>
+#include "pq.h"
 
 struct db;
 
