@@ -369,13 +369,24 @@ event_decode_params(const char *body, size_t len, char **keys, char **values,
 				lua_pushvalue(L, v);
 				luaL_addvalue(&b);
 			} else if (t == LUA_TTABLE) {
-				for (i = 1; lua_rawgeti(L, v, i) ==
-				    LUA_TSTRING; i++) {
+				/*
+				 * No buffer call while the item is pushed
+				 * but not yet added: the buffer's own box
+				 * sits below it, and growing it then wrote
+				 * into freed memory (found by fuzz_token).
+				 */
+				for (i = 1; ; i++) {
+					int is_str = lua_rawgeti(L, v, i) ==
+					    LUA_TSTRING;
+
+					lua_pop(L, 1);
+					if (!is_str)
+						break;
 					if (i > 1)
 						luaL_addchar(&b, ' ');
+					lua_rawgeti(L, v, i);
 					luaL_addvalue(&b);
 				}
-				lua_pop(L, 1);
 			}
 			luaL_pushresult(&b);
 			if (t == LUA_TSTRING || t == LUA_TNUMBER ||
