@@ -81,10 +81,35 @@ pack_number(lua_State *L, int idx, struct buf *b)
 }
 
 /*
+ * Write the varint v at b->data[at], where one byte was kept for it,
+ * moving what follows when v needs more (a table of 128 keys or more).
+ */
+static int
+patch_varint(struct buf *b, size_t at, uint64_t v)
+{
+	unsigned char	tmp[10];
+	size_t		n = 0;
+
+	while (v >= 0x80) {
+		tmp[n++] = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	tmp[n++] = (unsigned char)v;
+	if (n > 1) {
+		if (buf_reserve(b, n - 1) == -1)
+			return -1;
+		memmove(b->data + at + n, b->data + at + 1, b->len - at - 1);
+		b->len += n - 1;
+		b->data[b->len] = '\0';
+	}
+	memcpy(b->data + at, tmp, n);
+	return 0;
+}
+
+/*
  * A table: its count of pairs outside 1..narr goes before them, but is
- * only known after the walk, so it is written afterwards into three bytes
- * kept for it, a varint padded with continuation bytes (any varint reader
- * takes it): one walk of the table, not two.
+ * only known after the walk, so it is written afterwards into the byte
+ * kept for it: one walk of the table, not two, and the same bytes.
  */
 static int
 pack_table(lua_State *L, int idx, struct buf *b, int depth)
@@ -92,14 +117,13 @@ pack_table(lua_State *L, int idx, struct buf *b, int depth)
 	lua_Integer	narr = (lua_Integer)lua_rawlen(L, idx), i, k;
 	uint64_t	nrec = 0;
 	size_t		at;
-	unsigned char	pad[3] = { 0x80, 0x80, 0 };
 
 	if (!lua_checkstack(L, 4))
 		return -1;
 	if (put_tag(b, 'T') == -1 || put_varint(b, (uint64_t)narr) == -1)
 		return -1;
 	at = b->len;
-	if (put(b, pad, sizeof(pad)) == -1)
+	if (put_tag(b, 0) == -1)
 		return -1;
 	for (i = 1; i <= narr; i++) {
 		lua_rawgeti(L, idx, i);
@@ -114,16 +138,13 @@ pack_table(lua_State *L, int idx, struct buf *b, int depth)
 			lua_pop(L, 1);
 			continue;
 		}
-		if (++nrec >= (1u << 21) ||
-		    pack_at(L, lua_gettop(L) - 1, b, depth + 1) == -1 ||
+		nrec++;
+		if (pack_at(L, lua_gettop(L) - 1, b, depth + 1) == -1 ||
 		    pack_at(L, lua_gettop(L), b, depth + 1) == -1)
 			return -1;
 		lua_pop(L, 1);
 	}
-	b->data[at] = (char)(0x80 | (nrec & 0x7f));
-	b->data[at + 1] = (char)(0x80 | ((nrec >> 7) & 0x7f));
-	b->data[at + 2] = (char)(nrec >> 14);
-	return 0;
+	return patch_varint(b, at, nrec);
 }
 
 static int

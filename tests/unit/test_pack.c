@@ -96,6 +96,26 @@ main(void)
 	CHECK(holds(L, "return v[1] == 'a' and v[3] == 'c' and "
 	    "v['1'] == 'string one' and v[2] == nil"));
 
+	/*
+	 * A table's key count is written after its keys: one byte for up
+	 * to 127, more (what follows moved) for 128 and past 16383, here
+	 * inside other tables with values after them.
+	 */
+	CHECK(luaL_dostring(L, "local function keys(n) local t = {} for i ="
+	    " 1, n do t['k' .. i] = i end return t end return { a = { "
+	    "keys(127), keys(128), keys(20000) }, z = 'after' }") == LUA_OK);
+	CHECK(pack_value(L, -1, &b) == 0);
+	lua_pop(L, 1);
+	CHECK(unpack_value(L, b.data, b.len) == 0);
+	CHECK(holds(L, "local function ok(t, n) local c = 0 for k, x in "
+	    "pairs(t) do if t['k' .. x] ~= x then return false end c = c + 1"
+	    " end return c == n end return ok(v.a[1], 127) and "
+	    "ok(v.a[2], 128) and ok(v.a[3], 20000) and v.z == 'after'"));
+	/* an event's small tables take one byte for the count, as before */
+	CHECK(round_trip(L, "{ k = { x = 1 } }", &b) == 0);
+	lua_pop(L, 1);
+	CHECK(b.len == 15);	/* magic, T 0 1, s k, T 0 1, s x, i 1 */
+
 	/* what JSON cannot hold is refused */
 	CHECK(luaL_dostring(L, "return { f = print }") == LUA_OK);
 	CHECK(pack_value(L, -1, &b) == -1);
