@@ -33,8 +33,9 @@ WARN    += -Werror
 endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) $(MHD_PC) $(CJSON_PC) \
 	$(CRYPTO_PC) $(SQLITE_PC) $(PQ_PC) 2>/dev/null)
-# libpq is loaded at run time, only for a PostgreSQL database (src/pq.h)
-PKG_LIBS   := $(shell pkg-config --libs $(LUA_PC) $(MHD_PC) $(CJSON_PC) \
+# libpq and libmicrohttpd are loaded at run time, by the processes that use
+# them (src/pq.h, src/mhd.h)
+PKG_LIBS   := $(shell pkg-config --libs $(LUA_PC) $(CJSON_PC) \
 	$(CRYPTO_PC) $(SQLITE_PC) 2>/dev/null) \
 	$(shell pkg-config --libs $(CURL_PC) 2>/dev/null || echo -lcurl)
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)

@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-#include <microhttpd.h>
+#include "mhd.h"
 
 struct config;
 

@@ -38,7 +38,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include <microhttpd.h>
+#include "mhd.h"
 
 #include "auth.h"
 #include "buf.h"
@@ -1008,6 +1008,8 @@ admin_start(const struct config *cfg, char *err, size_t errlen)
 	int		 lfd;
 	struct MHD_OptionItem	 where[2];
 
+	if (mhd_load(err, errlen) == -1)
+		return -1;
 	if ((ai = resolve("admin_listen", cfg->admin_listen, cfg->admin_host,
 	    cfg->admin_port, err, errlen)) == NULL)
 		return -1;
@@ -1096,6 +1098,8 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	int			 kept_s, lfd;
 	struct MHD_OptionItem	 where[2];
 
+	if (mhd_load(err, errlen) == -1)
+		return -1;
 	if ((ai = resolve("listen", cfg->listen, cfg->listen_host,
 	    cfg->listen_port, err, errlen)) == NULL)
 		return -1;

@@ -21,7 +21,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
-#include <microhttpd.h>
+#include "mhd.h"
 #include <sqlite3.h>
 
 #include "config.h"

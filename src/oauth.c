@@ -29,7 +29,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <microhttpd.h>
+#include "mhd.h"
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 

@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "mhd.h"
 #include "fuzzlib.h"
 #include "metrics.h"
 #include "oauth.h"
@@ -84,6 +85,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	if ((cfg = config_load(path, err, sizeof(err))) == NULL)
 		fail("cannot load the configuration", err);
 	free(path);
+	/* the token endpoint decodes forms with libmicrohttpd's unescape */
+	if (mhd_load(err, sizeof(err)) == -1)
+		fail("cannot load libmicrohttpd", err);
 	/* after fuzz_path: atexit runs backwards, so this closes first */
 	atexit(done);
 	return 0;
