@@ -40,18 +40,26 @@ put_tag(struct buf *b, char tag)
 	return buf_append(b, &tag, 1);
 }
 
+/* v as a varint into out; returns its length (10 at most). */
+static size_t
+varint(uint64_t v, unsigned char out[10])
+{
+	size_t	n = 0;
+
+	while (v >= 0x80) {
+		out[n++] = (unsigned char)(v | 0x80);
+		v >>= 7;
+	}
+	out[n++] = (unsigned char)v;
+	return n;
+}
+
 static int
 put_varint(struct buf *b, uint64_t v)
 {
 	unsigned char	tmp[10];
-	size_t		n = 0;
 
-	while (v >= 0x80) {
-		tmp[n++] = (unsigned char)(v | 0x80);
-		v >>= 7;
-	}
-	tmp[n++] = (unsigned char)v;
-	return put(b, tmp, n);
+	return put(b, tmp, varint(v, tmp));
 }
 
 static int
@@ -88,13 +96,8 @@ static int
 patch_varint(struct buf *b, size_t at, uint64_t v)
 {
 	unsigned char	tmp[10];
-	size_t		n = 0;
+	size_t		n = varint(v, tmp);
 
-	while (v >= 0x80) {
-		tmp[n++] = (unsigned char)(v | 0x80);
-		v >>= 7;
-	}
-	tmp[n++] = (unsigned char)v;
 	if (n > 1) {
 		if (buf_reserve(b, n - 1) == -1)
 			return -1;
