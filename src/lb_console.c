@@ -175,7 +175,7 @@ query(lua_State *L, const char *sql, int n, const struct qarg *a)
 	char		 pgsql[2048], ints[8][24], *end;
 	const char	*v[8], *p;
 	size_t		 o = 0;
-	int		 i, k = 0, r;
+	int		 i, k = 0;
 
 	if (d == NULL) {
 		st = prepare(L, sql);
@@ -217,11 +217,7 @@ query(lua_State *L, const char *sql, int n, const struct qarg *a)
 		PQclear(res);
 		lua_error(L);
 	}
-	lua_createtable(L, PQntuples(res), 0);
-	for (r = 0; r < PQntuples(res); r++) {
-		lbpg_push_row(L, res, r);
-		lua_rawseti(L, -2, r + 1);
-	}
+	lbpg_push_rows(L, res);
 	PQclear(res);
 }
 
@@ -229,15 +225,7 @@ query(lua_State *L, const char *sql, int n, const struct qarg *a)
 static int
 l_stats(lua_State *L)
 {
-	static const char sql[] = "SELECT"
-	    " (SELECT count(*) FROM events WHERE state = 0) AS pending,"
-	    " (SELECT count(*) FROM events WHERE state = 0 AND due_ms IS NOT"
-	    "  NULL) AS retrying,"
-	    " (SELECT count(*) FROM events WHERE state = 2) AS dead,"
-	    " (SELECT count(*) FROM events WHERE state = 1) AS done,"
-	    " (SELECT min(acked_ms) FROM events WHERE state = 0)"
-	    "  AS oldest_pending_ms,"
-	    " (SELECT max(acked_ms) FROM events) AS last_acked_ms";
+	static const char sql[] = LB_INBOX_COUNTS;
 
 	query(L, sql, 0, NULL);
 	lua_rawgeti(L, -1, 1);

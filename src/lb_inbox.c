@@ -81,15 +81,7 @@ push_row(lua_State *L, sqlite3_stmt *st)
 static int
 lb_inbox_stats(lua_State *L)
 {
-	static const char sql[] = "SELECT"
-	    " (SELECT count(*) FROM events WHERE state = 0),"
-	    " (SELECT count(*) FROM events WHERE state = 0 AND due_ms IS NOT NULL),"
-	    " (SELECT count(*) FROM events WHERE state = 2),"
-	    " (SELECT count(*) FROM events WHERE state = 1),"
-	    " (SELECT min(acked_ms) FROM events WHERE state = 0),"
-	    " (SELECT max(acked_ms) FROM events),"
-	    " (SELECT count(*) FROM events WHERE dedup IS NOT NULL) +"
-	    " (SELECT count(*) FROM events WHERE dedup2 IS NOT NULL)";
+	static const char sql[] = LB_INBOX_COUNTS LB_INBOX_KEYS;
 	static const char *names[] = { "pending", "retrying", "dead", "done",
 	    "oldest_pending_ms", "last_acked_ms", "dedup_keys", NULL };
 	const char	*path = luaL_checkstring(L, 1);

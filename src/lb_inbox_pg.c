@@ -67,21 +67,23 @@ failure(lua_State *L, struct db *d, PGresult *res)
 	return lb_push_error(L, -1, NULL, lua_tostring(L, -1));
 }
 
+/* Push every row of res, as a list of lbpg_push_row's tables.  [-0, +1, m] */
+void
+lbpg_push_rows(lua_State *L, PGresult *res)
+{
+	int	i, n = PQntuples(res);
+
+	lua_createtable(L, n, 0);
+	for (i = 0; i < n; i++) {
+		lbpg_push_row(L, res, i);
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
 int
 lbpg_stats(lua_State *L, struct db *d)
 {
-	static const char sql[] = "SELECT"
-	    " (SELECT count(*) FROM events WHERE state = 0) AS pending,"
-	    " (SELECT count(*) FROM events WHERE state = 0 AND due_ms IS NOT"
-	    "  NULL) AS retrying,"
-	    " (SELECT count(*) FROM events WHERE state = 2) AS dead,"
-	    " (SELECT count(*) FROM events WHERE state = 1) AS done,"
-	    " (SELECT min(acked_ms) FROM events WHERE state = 0)"
-	    "  AS oldest_pending_ms,"
-	    " (SELECT max(acked_ms) FROM events) AS last_acked_ms,"
-	    " (SELECT count(*) FROM events WHERE dedup IS NOT NULL) +"
-	    " (SELECT count(*) FROM events WHERE dedup2 IS NOT NULL)"
-	    "  AS dedup_keys";
+	static const char sql[] = LB_INBOX_COUNTS LB_INBOX_KEYS;
 	PGresult	*res;
 
 	if ((res = pg_run(d, sql, 0, NULL, NULL, NULL)) == NULL)
@@ -103,7 +105,6 @@ lbpg_list(lua_State *L, struct db *d, int state, lua_Integer limit)
 	char		 s[16], l[32];
 	const char	*v[2] = { s, l };
 	PGresult	*res;
-	int		 i;
 
 	snprintf(s, sizeof(s), "%d", state);
 	snprintf(l, sizeof(l), "%lld", (long long)limit);
@@ -114,11 +115,7 @@ lbpg_list(lua_State *L, struct db *d, int state, lua_Integer limit)
 		res = pg_run(d, by_state, 2, v, NULL, NULL);
 	if (res == NULL)
 		return failure(L, d, NULL);
-	lua_createtable(L, PQntuples(res), 0);
-	for (i = 0; i < PQntuples(res); i++) {
-		lbpg_push_row(L, res, i);
-		lua_rawseti(L, -2, i + 1);
-	}
+	lbpg_push_rows(L, res);
 	PQclear(res);
 	db_close(d);
 	return 1;
@@ -134,7 +131,6 @@ lbpg_show(lua_State *L, struct db *d, const char *id)
 	    " message_id, error, created_ms, answered_ms FROM sends"
 	    " WHERE event_id = $1 ORDER BY seq";
 	PGresult	*res, *sr;
-	int		 i;
 
 	if ((res = pg_run(d, sql, 1, &id, NULL, NULL)) == NULL)
 		return failure(L, d, NULL);
@@ -148,11 +144,7 @@ lbpg_show(lua_State *L, struct db *d, const char *id)
 		return failure(L, d, res);
 	lbpg_push_row(L, res, 0);
 	PQclear(res);
-	lua_createtable(L, PQntuples(sr), 0);
-	for (i = 0; i < PQntuples(sr); i++) {
-		lbpg_push_row(L, sr, i);
-		lua_rawseti(L, -2, i + 1);
-	}
+	lbpg_push_rows(L, sr);
 	PQclear(sr);
 	lua_setfield(L, -2, "sends");
 	db_close(d);

@@ -4,45 +4,23 @@
 #define MHD_LOADER
 #include "mhd.h"
 
-#include <dlfcn.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <string.h>
-
-#define MHD_LIBRARY	"libmicrohttpd.so.12"
+#include "dl.h"
 
 struct mhd_api		 mhd_api;
-static pthread_once_t	 once = PTHREAD_ONCE_INIT;
-static char		 failure[256];	/* empty: loaded */
 
-static void
-load(void)
-{
-	void	*h, *sym;
+static const struct dl_sym syms[] = {
+#define MHD_SYM(f)	{ #f, &mhd_api.f },
+	MHD_FUNCS(MHD_SYM)
+#undef MHD_SYM
+	{ NULL, NULL }
+};
 
-	if ((h = dlopen(MHD_LIBRARY, RTLD_NOW | RTLD_LOCAL)) == NULL) {
-		snprintf(failure, sizeof(failure), "cannot load " MHD_LIBRARY
-		    " (install libmicrohttpd12): %s", dlerror());
-		return;
-	}
-#define MHD_LOAD(f)							\
-	if ((sym = dlsym(h, #f)) == NULL) {				\
-		snprintf(failure, sizeof(failure), MHD_LIBRARY		\
-		    " has no " #f);					\
-		return;							\
-	}								\
-	memcpy(&mhd_api.f, &sym, sizeof(sym));
-	MHD_FUNCS(MHD_LOAD)
-#undef MHD_LOAD
-}
+static struct dl_lib	 lib = { "libmicrohttpd.so.12", "libmicrohttpd12",
+			    syms, 0, "" };
 
 /* Load libmicrohttpd once; 0, or -1 with the reason in err. */
 int
 mhd_load(char *err, size_t errlen)
 {
-	pthread_once(&once, load);
-	if (failure[0] == '\0')
-		return 0;
-	snprintf(err, errlen, "%s", failure);
-	return -1;
+	return dl_load(&lib, err, errlen);
 }
