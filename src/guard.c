@@ -105,8 +105,8 @@ now_ms(void)
 /*
  * Connections libmicrohttpd may hold before the oldest waiting ones make
  * room: a sixteenth is kept free, since a shut down connection is freed a
- * moment later, on libmicrohttpd's thread, and each of its threads takes
- * an equal share of max_conns (a thread at its share accepts nothing).
+ * moment later, on libmicrohttpd's thread, and at max_conns nothing more
+ * is accepted (listener.c).
  */
 int
 guard_room(int max_conns)

@@ -26,7 +26,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -48,6 +47,7 @@
 #include "guard.h"
 #include "inbox.h"
 #include "ipc.h"
+#include "listener.h"
 #include "log.h"
 #include "oauth.h"
 #include "metrics.h"
@@ -87,6 +87,7 @@ struct req {
 
 static struct MHD_Daemon *daemon_;		/* listen: the webhooks */
 static struct MHD_Daemon *admin_;		/* admin_listen, or NULL */
+static struct listener	 *listen_l, *admin_l;	/* their sockets */
 
 /*
  * Deliveries waiting for their commit.  A waiting request has two
@@ -954,86 +955,49 @@ http_threads(const struct config *cfg)
 	return (unsigned int)(n < 1 ? 1 : n > 4 ? 4 : n);
 }
 
-/*
- * The first address of host:port (key names the setting in messages), or
- * NULL with the reason in err.  The caller frees it.
- */
-static struct addrinfo *
-resolve(const char *key, const char *addr, const char *host, int port,
-    char *err, size_t errlen)
-{
-	struct addrinfo	 hints, *ai = NULL;
-	char		 service[16];
-	int		 rc;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	snprintf(service, sizeof(service), "%d", port);
-	if ((rc = getaddrinfo(host[0] ? host : NULL, service, &hints,
-	    &ai)) != 0) {
-		snprintf(err, errlen, "%s '%s': %s", key, addr,
-		    gai_strerror(rc));
-		return NULL;
-	}
-	return ai;
-}
-
-/* Listen on the socket fd when there is one, else bind ai's address. */
-static void
-where_from(struct MHD_OptionItem *where, int fd, const struct addrinfo *ai)
-{
-	if (fd != -1) {
-		where[0].option = MHD_OPTION_LISTEN_SOCKET;
-		where[0].value = fd;
-		where[0].ptr_value = NULL;
-	} else {
-		where[0].option = MHD_OPTION_SOCK_ADDR;
-		where[0].value = 0;
-		where[0].ptr_value = ai->ai_addr;
-	}
-	where[1].option = MHD_OPTION_END;
-	where[1].value = 0;
-	where[1].ptr_value = NULL;
-}
+#define ADMIN_CONNS	64
 
 /* The admin listener: one thread, a few connections, no suspensions. */
 static int
 admin_start(const struct config *cfg, char *err, size_t errlen)
 {
-	struct addrinfo	*ai;
-	unsigned int	 flags = MHD_USE_INTERNAL_POLLING_THREAD |
-			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
-	int		 lfd;
-	struct MHD_OptionItem	 where[2];
+	unsigned int	flags = MHD_USE_INTERNAL_POLLING_THREAD |
+			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+			    MHD_USE_NO_LISTEN_SOCKET;
+	char		why[256];
 
 	if (mhd_load(err, errlen) == -1)
 		return -1;
-	if ((ai = resolve("admin_listen", cfg->admin_listen, cfg->admin_host,
-	    cfg->admin_port, err, errlen)) == NULL)
+	/* not shared: listen's port is refused here, not split with it */
+	if ((admin_l = listener_open("admin_listen", cfg->admin_listen,
+	    cfg->admin_host, cfg->admin_port, upgrade_listen_fd(1), 0,
+	    why, sizeof(why))) == NULL) {
+		snprintf(err, errlen, "%s: set another, or false for none",
+		    why);
 		return -1;
-	if (ai->ai_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
-	/* no address reuse: listen's port is refused, not shared */
-	lfd = upgrade_listen_fd(1);
-	where_from(where, lfd, ai);
-	admin_ = MHD_start_daemon(flags, (uint16_t)cfg->admin_port, NULL, NULL,
+	}
+	admin_ = MHD_start_daemon(flags, 0, NULL, NULL,
 	    on_admin, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_admin_completed, NULL,
-	    MHD_OPTION_ARRAY, where,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+	    MHD_OPTION_CONNECTION_LIMIT, LISTENER_MHD_LIMIT,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
 	    MHD_OPTION_END);
-	freeaddrinfo(ai);
 	if (admin_ == NULL) {
-		snprintf(err, errlen, "cannot listen on admin_listen '%s' "
-		    "(address in use, or not a local address?): set another, "
-		    "or false for none", cfg->admin_listen);
-		return -1;
+		snprintf(err, errlen, "cannot start the HTTP server of "
+		    "admin_listen '%s'", cfg->admin_listen);
+		goto fail;
 	}
+	if (listener_start(admin_l, admin_, ADMIN_CONNS, err, errlen) == -1)
+		goto fail;
 	return 0;
+fail:
+	if (admin_ != NULL)
+		MHD_stop_daemon(admin_);
+	admin_ = NULL;
+	listener_close(admin_l);
+	admin_l = NULL;
+	return -1;
 }
 
 #define FD_SPARE	256	/* descriptors walua needs besides connections */
@@ -1089,22 +1053,21 @@ max_connections(const struct config *cfg)
 int
 httpd_start(const struct config *cfg, char *err, size_t errlen)
 {
-	struct addrinfo		*ai;
 	struct guard_limits	 gl;
 	unsigned int		 flags = MHD_USE_INTERNAL_POLLING_THREAD |
 				    MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-				    MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
+				    MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
+				    MHD_USE_NO_LISTEN_SOCKET;
 	unsigned int		 max = max_connections(cfg);
-	int			 kept_s, lfd;
-	struct MHD_OptionItem	 where[2];
+	int			 kept_s;
 
 	if (mhd_load(err, errlen) == -1)
 		return -1;
-	if ((ai = resolve("listen", cfg->listen, cfg->listen_host,
-	    cfg->listen_port, err, errlen)) == NULL)
+	/* a socket systemd or the walua before us listens on, else a new
+	 * one (shared: SO_REUSEPORT) */
+	if ((listen_l = listener_open("listen", cfg->listen, cfg->listen_host,
+	    cfg->listen_port, upgrade_listen_fd(0), 1, err, errlen)) == NULL)
 		return -1;
-	if (ai->ai_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
 	/* a later head on a kept-alive connection: as long as it may idle */
 	kept_s = cfg->http_timeout_s > cfg->http_header_timeout_s ?
 	    cfg->http_timeout_s : cfg->http_header_timeout_s;
@@ -1112,39 +1075,35 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	gl.kept_ms = kept_s * 1000;
 	gl.max_conns = (int)max;
 	gl.per_ip = cfg->http_per_ip;	/* guard.c's, not libmicrohttpd's */
-	if (guard_start(&gl, err, errlen) == -1) {
-		freeaddrinfo(ai);
-		return -1;
-	}
-	/* a socket systemd or the walua before us listens on: serve that */
-	lfd = upgrade_listen_fd(0);
-	where_from(where, lfd, ai);
-	daemon_ = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL,
-	    NULL, on_request, NULL,
+	if (guard_start(&gl, err, errlen) == -1)
+		goto fail;
+	daemon_ = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_ARRAY, where,
 	    MHD_OPTION_THREAD_POOL_SIZE, http_threads(cfg),
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-	    MHD_OPTION_CONNECTION_LIMIT, max,
+	    MHD_OPTION_CONNECTION_LIMIT, LISTENER_MHD_LIMIT, /* max: ours */
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
 	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
-	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
 	    MHD_OPTION_END);
-	freeaddrinfo(ai);
 	if (daemon_ == NULL) {
-		guard_stop();
-		snprintf(err, errlen, "cannot listen on '%s' (address in use, "
-		    "or not a local address?)", cfg->listen);
-		return -1;
+		snprintf(err, errlen, "cannot start the HTTP server of "
+		    "listen '%s'", cfg->listen);
+		goto fail;
 	}
-	if (cfg->admin_listen != NULL && admin_start(cfg, err, errlen) == -1) {
-		MHD_stop_daemon(daemon_);
-		daemon_ = NULL;
-		guard_stop();
-		return -1;
-	}
+	if (listener_start(listen_l, daemon_, max, err, errlen) == -1 ||
+	    (cfg->admin_listen != NULL && admin_start(cfg, err, errlen) == -1))
+		goto fail;
 	return 0;
+fail:
+	/* the listener first: it hands connections to the daemon */
+	listener_close(listen_l);
+	listen_l = NULL;
+	if (daemon_ != NULL)
+		MHD_stop_daemon(daemon_);
+	daemon_ = NULL;
+	guard_stop();
+	return -1;
 }
 
 /*
@@ -1154,13 +1113,7 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 int
 httpd_listen_fd(int which)
 {
-	struct MHD_Daemon		*d = which == 0 ? daemon_ : admin_;
-	const union MHD_DaemonInfo	*di;
-
-	if (d == NULL)
-		return -1;
-	di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_LISTEN_FD);
-	return di != NULL ? (int)di->listen_fd : -1;
+	return listener_fd(which == 0 ? listen_l : admin_l);
 }
 
 /* Connections open on the public listener. */
@@ -1197,15 +1150,13 @@ httpd_stop(void)
 	struct req	*r, *next, *given_up = NULL;
 	int64_t		 now, drain_end, commit_end, fresh_end;
 	int		 n, left;
-	MHD_socket	 fd;
 	char		 count[16];
 
 	if (daemon_ == NULL)
 		return;
-	/* the socket is ours to close; quiescing leaves it listening for
-	 * a new binary of an upgrade that shares it (upgrade.c) */
-	if ((fd = MHD_quiesce_daemon(daemon_)) != MHD_INVALID_SOCKET)
-		close(fd);
+	/* a new binary of an upgrade that shares the socket accepts now */
+	listener_close(listen_l);
+	listen_l = NULL;
 	/* a connection accepted just before may have its request on its way
 	 * (a new binary of an upgrade accepts the next ones): FRESH_MS */
 	guard_drain(FRESH_MS);
@@ -1266,13 +1217,10 @@ httpd_stop(void)
 	MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
 	guard_stop();
-	if (admin_ != NULL) {
-		/* quiesced first: stopping shuts a listening socket down, and
-		 * a new binary of an upgrade may share this one */
-		if ((fd = MHD_quiesce_daemon(admin_)) != MHD_INVALID_SOCKET)
-			close(fd);
+	listener_close(admin_l);
+	admin_l = NULL;
+	if (admin_ != NULL)
 		MHD_stop_daemon(admin_);
-	}
 	admin_ = NULL;
 	console_free();		/* no request can use it now */
 }

@@ -708,3 +708,67 @@ def test_open_files_limit_fits_max_connections():
     say("walua started with 512 open files allowed: now %s "
         "(max_connections 1024)", n)
     assert n is not None and n >= 1024 + 256, n
+
+
+def slow_delivery(d, message_id):
+    """A delivery whose head is in and whose body is not: its connection
+    is busy (never one guard.c closes to make room).  Returns the socket
+    and the rest of the request."""
+    body = text_body("held", message_id).encode()
+    head = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+            "Content-Length: %d\r\nConnection: close\r\n\r\n" % (
+                EP, TOKEN, len(body))).encode()
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    s.sendall(head + body[:10])
+    return s, body[10:]
+
+
+def status_of(s):
+    """The status code of the answer on s, or None when s times out."""
+    try:
+        data = s.recv(64)
+    except socket.timeout:
+        return None
+    return int(data.split()[1]) if data.startswith(b"HTTP/1.1 ") else data
+
+
+def test_connections_past_max_wait_for_room():
+    # http.max_connections = 16 and sixteen deliveries busy sending their
+    # bodies: one more connection is not refused and not served either;
+    # it waits in the listen backlog (as behind libmicrohttpd's own
+    # limit) and gets its 200 once one of the sixteen is over.  They open
+    # 30 ms apart, so each has its head in (is busy) before the next
+    # opens: near the limit walua closes connections still waiting for
+    # their head to make room.
+    extra = "http = { max_connections = 16, per_ip_connections = 0 },"
+    with Daemon(workers=1, extra=extra) as d:
+        held = []
+        for i in range(16):
+            held.append(slow_delivery(d, "wamid.HELD-%d" % i))
+            time.sleep(0.03)
+        time.sleep(0.2)
+        fifth, rest = slow_delivery(d, "wamid.LAST")
+        fifth.sendall(rest)
+        fifth.settimeout(1.0)
+        before = status_of(fifth)
+        s, rest = held[0]
+        s.sendall(rest)
+        first = status_of(s)
+        s.close()
+        fifth.settimeout(5)
+        t0 = time.time()
+        after = status_of(fifth)
+        took = time.time() - t0
+        fifth.close()
+        for s, rest in held[1:]:
+            s.sendall(rest)
+            assert status_of(s) == 200
+            s.close()
+        print("# a delivery past max_connections 16: answer while sixteen "
+              "were busy %s; after one was over %s in %.3f s" % (
+                  before, after, took))
+        assert before is None, before
+        assert first == 200, first
+        assert after == 200, after
+        healthy(d, "after the limit")

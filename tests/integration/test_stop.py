@@ -193,3 +193,46 @@ def test_stop_closes_idle_connections_and_still_answers_a_commit():
         assert post.result is not None and post.result[0] == 200, \
             post.result
         assert stored(d, "wamid.STOP-IDLE") == 1
+
+
+def test_stops_while_connections_arrive():
+    # walua stops accepting by ending its own accepting thread
+    # (src/listener.c); the way libmicrohttpd offers (MHD_quiesce_daemon)
+    # could abort the process when its polling thread looked at the
+    # listening socket at that moment.  Ten stops, each while a client
+    # opens and closes connections as fast as it can: each one exits 0,
+    # says nothing fatal, and a connection after it is refused.
+    for i in range(10):
+        with Daemon(workers=1) as d:
+            stop = threading.Event()
+            opened = [0]
+
+            def churn():
+                while not stop.is_set():
+                    try:
+                        s = socket.create_connection(("127.0.0.1", d.port),
+                                                     timeout=1)
+                        opened[0] += 1
+                        s.close()
+                    except OSError:
+                        time.sleep(0.001)
+
+            t = threading.Thread(target=churn, daemon=True)
+            t.start()
+            time.sleep(0.15)
+            d.signal(signal.SIGTERM)
+            rc = d.proc.wait(15)
+            stop.set()
+            t.join(5)
+            log = d.log_text()
+            assert rc == 0, (i, rc, log[-2000:])
+            assert "Fatal" not in log and "fatal" not in log, log[-2000:]
+            assert opened[0] > 0, "the client opened no connection"
+            try:
+                socket.create_connection(("127.0.0.1", d.port),
+                                         timeout=1).close()
+                refused = False
+            except OSError:
+                refused = True
+            assert refused, "connection accepted after the stop"
+    print("# 10 stops while connections arrived: each exited 0")
