@@ -87,6 +87,7 @@ static struct guard_limits lim;
 static int		 room;		/* live connections before evicting */
 static struct list	 heads, kept;
 static int		 live;		/* tracked and not shut down */
+static int		 tracked;	/* open: shut down or not */
 static struct guard_addr **buckets;
 static size_t		 nbuckets;	/* a power of two */
 static uint32_t		 seed;
@@ -105,8 +106,8 @@ now_ms(void)
 /*
  * Connections libmicrohttpd may hold before the oldest waiting ones make
  * room: a sixteenth is kept free, since a shut down connection is freed a
- * moment later, on libmicrohttpd's thread, and at max_conns nothing more
- * is accepted (listener.c).
+ * moment later, on libmicrohttpd's thread, and each of its threads takes
+ * an equal share of max_conns (a thread at its share accepts nothing).
  */
 int
 guard_room(int max_conns)
@@ -441,6 +442,7 @@ guard_open(int fd, const struct sockaddr *sa)
 	c->a->nconns++;
 	c->a->live++;
 	live++;
+	tracked++;
 	wait_link(c, 0);
 	if (lim.per_ip > 0 && c->a->live > lim.per_ip)
 		shut(c->a->first, R_PER_IP);
@@ -503,9 +505,23 @@ guard_close(struct guard_conn *c)
 		c->a->live--;
 	}
 	c->a->nconns--;
+	tracked--;
 	addr_put(c->a);
 	pthread_mutex_unlock(&mu);
 	free(c);
+}
+
+/* Connections open, shut down ones included (until libmicrohttpd closes
+ * them). */
+int
+guard_count(void)
+{
+	int	n;
+
+	pthread_mutex_lock(&mu);
+	n = tracked;
+	pthread_mutex_unlock(&mu);
+	return n;
 }
 
 /*

@@ -21,6 +21,7 @@ int	guard_head(struct guard_conn *);
 void	guard_idle(struct guard_conn *);
 void	guard_close(struct guard_conn *);
 void	guard_drain(int fresh_ms);
+int	guard_count(void);
 int	guard_room(int max_conns);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * httpd.c - the HTTP side: libmicrohttpd in its own thread pool, routing,
- * body limits, framing checks, authentication, and the acknowledgement.
+ * httpd.c - the HTTP side: libmicrohttpd on walua's HTTP threads
+ * (mhdloop.c), routing, body limits, framing checks, authentication, and
+ * the acknowledgement.
  *
  * A POST to an endpoint is read into a capped buffer, authenticated,
  * decoded into events (event.c) and queued; only then is it answered 200.
@@ -48,6 +49,7 @@
 #include "inbox.h"
 #include "ipc.h"
 #include "listener.h"
+#include "mhdloop.h"
 #include "log.h"
 #include "oauth.h"
 #include "metrics.h"
@@ -76,6 +78,7 @@ struct req {
 	void			*console;	/* R_CONSOLE: console.c's */
 	/* a delivery waiting for its commit (the connection is suspended) */
 	struct MHD_Connection	*conn;
+	struct mhdloop_thread	*loop;		/* conn's: resumes it */
 	struct event_batch	 batch;
 	struct inbox_ticket	 ticket;
 	/* under wait_mu */
@@ -85,9 +88,9 @@ struct req {
 	struct req		*wnext, **wprevp;	/* on `waiting` */
 };
 
-static struct MHD_Daemon *daemon_;		/* listen: the webhooks */
-static struct MHD_Daemon *admin_;		/* admin_listen, or NULL */
-static struct listener	 *listen_l, *admin_l;	/* their sockets */
+static struct mhdloop	*daemon_;		/* listen: the webhooks */
+static struct mhdloop	*admin_;		/* admin_listen, or NULL */
+static int		 listen_fd = -1, admin_fd = -1;	/* their sockets */
 
 /*
  * Deliveries waiting for their commit.  A waiting request has two
@@ -438,6 +441,7 @@ deliver(struct MHD_Connection *c, struct req *r)
 	 */
 	r->batch = batch;
 	r->conn = c;
+	r->loop = mhdloop_current();
 	r->ticket.batch = &r->batch;
 	r->ticket.provider = ep->provider_name;
 	r->ticket.endpoint = ep->path;
@@ -457,7 +461,7 @@ deliver(struct MHD_Connection *c, struct req *r)
 	r->resumed = 1;
 	owed++;
 	pthread_mutex_unlock(&wait_mu);
-	MHD_resume_connection(c);
+	mhdloop_resume(r->loop, c);
 	return MHD_YES;
 }
 
@@ -470,6 +474,7 @@ committed(struct inbox_ticket *t)
 {
 	struct req		*r = t->arg;
 	struct MHD_Connection	*c = NULL;
+	struct mhdloop_thread	*loop = r->loop;
 	int			 last;
 
 	pthread_mutex_lock(&wait_mu);
@@ -484,7 +489,7 @@ committed(struct inbox_ticket *t)
 	last = --r->refs == 0;		/* never with c set: r is suspended */
 	pthread_mutex_unlock(&wait_mu);
 	if (c != NULL) {
-		MHD_resume_connection(c);
+		mhdloop_resume(loop, c);
 		pthread_mutex_lock(&wait_mu);
 		if (--resuming == 0)
 			pthread_cond_broadcast(&wait_cv);
@@ -961,43 +966,31 @@ http_threads(const struct config *cfg)
 static int
 admin_start(const struct config *cfg, char *err, size_t errlen)
 {
-	unsigned int	flags = MHD_USE_INTERNAL_POLLING_THREAD |
-			    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
-			    MHD_USE_NO_LISTEN_SOCKET;
-	char		why[256];
+	struct MHD_OptionItem	opts[] = {
+		{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
+		{ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_admin_completed,
+		    NULL },
+		{ MHD_OPTION_CONNECTION_TIMEOUT, cfg->http_timeout_s, NULL },
+		{ MHD_OPTION_END, 0, NULL }
+	};
+	char			why[256];
 
-	if (mhd_load(err, errlen) == -1)
-		return -1;
 	/* not shared: listen's port is refused here, not split with it */
-	if ((admin_l = listener_open("admin_listen", cfg->admin_listen,
+	if ((admin_fd = listener_open("admin_listen", cfg->admin_listen,
 	    cfg->admin_host, cfg->admin_port, upgrade_listen_fd(1), 0,
-	    why, sizeof(why))) == NULL) {
+	    why, sizeof(why))) == -1) {
 		snprintf(err, errlen, "%s: set another, or false for none",
 		    why);
 		return -1;
 	}
-	admin_ = MHD_start_daemon(flags, 0, NULL, NULL,
-	    on_admin, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_admin_completed, NULL,
-	    MHD_OPTION_CONNECTION_LIMIT, LISTENER_MHD_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
-	    MHD_OPTION_END);
-	if (admin_ == NULL) {
-		snprintf(err, errlen, "cannot start the HTTP server of "
-		    "admin_listen '%s'", cfg->admin_listen);
-		goto fail;
+	if ((admin_ = mhdloop_start("http-admin", 1, admin_fd,
+	    MHD_USE_EPOLL | MHD_USE_ERROR_LOG, ADMIN_CONNS,
+	    on_admin, NULL, opts, err, errlen)) == NULL) {
+		close(admin_fd);
+		admin_fd = -1;
+		return -1;
 	}
-	if (listener_start(admin_l, admin_, ADMIN_CONNS, err, errlen) == -1)
-		goto fail;
 	return 0;
-fail:
-	if (admin_ != NULL)
-		MHD_stop_daemon(admin_);
-	admin_ = NULL;
-	listener_close(admin_l);
-	admin_l = NULL;
-	return -1;
 }
 
 #define FD_SPARE	256	/* descriptors walua needs besides connections */
@@ -1054,10 +1047,15 @@ int
 httpd_start(const struct config *cfg, char *err, size_t errlen)
 {
 	struct guard_limits	 gl;
-	unsigned int		 flags = MHD_USE_INTERNAL_POLLING_THREAD |
-				    MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-				    MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
-				    MHD_USE_NO_LISTEN_SOCKET;
+	struct MHD_OptionItem	 opts[] = {
+		{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
+		{ MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY, NULL },
+		{ MHD_OPTION_CONNECTION_TIMEOUT, cfg->http_timeout_s, NULL },
+		{ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL },
+		{ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection,
+		    NULL },
+		{ MHD_OPTION_END, 0, NULL }
+	};
 	unsigned int		 max = max_connections(cfg);
 	int			 kept_s;
 
@@ -1065,8 +1063,9 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	/* a socket systemd or the walua before us listens on, else a new
 	 * one (shared: SO_REUSEPORT) */
-	if ((listen_l = listener_open("listen", cfg->listen, cfg->listen_host,
-	    cfg->listen_port, upgrade_listen_fd(0), 1, err, errlen)) == NULL)
+	if ((listen_fd = listener_open("listen", cfg->listen,
+	    cfg->listen_host, cfg->listen_port, upgrade_listen_fd(0), 1, err,
+	    errlen)) == -1)
 		return -1;
 	/* a later head on a kept-alive connection: as long as it may idle */
 	kept_s = cfg->http_timeout_s > cfg->http_header_timeout_s ?
@@ -1077,32 +1076,22 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	gl.per_ip = cfg->http_per_ip;	/* guard.c's, not libmicrohttpd's */
 	if (guard_start(&gl, err, errlen) == -1)
 		goto fail;
-	daemon_ = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	    MHD_OPTION_THREAD_POOL_SIZE, http_threads(cfg),
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-	    MHD_OPTION_CONNECTION_LIMIT, LISTENER_MHD_LIMIT, /* max: ours */
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->http_timeout_s,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
-	    MHD_OPTION_END);
-	if (daemon_ == NULL) {
-		snprintf(err, errlen, "cannot start the HTTP server of "
-		    "listen '%s'", cfg->listen);
+	if ((daemon_ = mhdloop_start("http", http_threads(cfg), listen_fd,
+	    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, max,
+	    on_request, NULL, opts, err, errlen)) == NULL) {
+		guard_stop();
 		goto fail;
 	}
-	if (listener_start(listen_l, daemon_, max, err, errlen) == -1 ||
-	    (cfg->admin_listen != NULL && admin_start(cfg, err, errlen) == -1))
+	if (cfg->admin_listen != NULL && admin_start(cfg, err, errlen) == -1) {
+		mhdloop_stop(daemon_);
+		daemon_ = NULL;
+		guard_stop();
 		goto fail;
+	}
 	return 0;
 fail:
-	/* the listener first: it hands connections to the daemon */
-	listener_close(listen_l);
-	listen_l = NULL;
-	if (daemon_ != NULL)
-		MHD_stop_daemon(daemon_);
-	daemon_ = NULL;
-	guard_stop();
+	close(listen_fd);
+	listen_fd = -1;
 	return -1;
 }
 
@@ -1113,17 +1102,7 @@ fail:
 int
 httpd_listen_fd(int which)
 {
-	return listener_fd(which == 0 ? listen_l : admin_l);
-}
-
-/* Connections open on the public listener. */
-static unsigned int
-open_connections(void)
-{
-	const union MHD_DaemonInfo	*di;
-
-	di = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-	return di != NULL ? di->num_connections : 0;
+	return which == 0 ? listen_fd : admin_fd;
 }
 
 static void
@@ -1155,8 +1134,9 @@ httpd_stop(void)
 	if (daemon_ == NULL)
 		return;
 	/* a new binary of an upgrade that shares the socket accepts now */
-	listener_close(listen_l);
-	listen_l = NULL;
+	mhdloop_quiesce(daemon_);
+	close(listen_fd);
+	listen_fd = -1;
 	/* a connection accepted just before may have its request on its way
 	 * (a new binary of an upgrade accepts the next ones): FRESH_MS */
 	guard_drain(FRESH_MS);
@@ -1175,7 +1155,7 @@ httpd_stop(void)
 			guard_drain(0);
 			fresh_end = 0;
 		}
-		if ((open_connections() <= (unsigned int)n ||
+		if ((guard_count() <= n ||
 		    now >= drain_end) && (n == 0 || now >= commit_end))
 			break;
 		sleep_ms(10);
@@ -1197,7 +1177,7 @@ httpd_stop(void)
 	pthread_mutex_unlock(&wait_mu);
 	for (n = 0, r = given_up; r != NULL; r = next, n++) {
 		next = r->wnext;		/* r may be freed once resumed */
-		MHD_resume_connection(r->conn);
+		mhdloop_resume(r->loop, r->conn);
 	}
 	if (n > 0) {
 		snprintf(count, sizeof(count), "%d", n);
@@ -1214,13 +1194,16 @@ httpd_stop(void)
 			break;
 		sleep_ms(10);
 	}
-	MHD_stop_daemon(daemon_);
+	mhdloop_stop(daemon_);
 	daemon_ = NULL;
 	guard_stop();
-	listener_close(admin_l);
-	admin_l = NULL;
-	if (admin_ != NULL)
-		MHD_stop_daemon(admin_);
+	if (admin_ != NULL) {
+		/* its socket closed first: it may be a new binary's now */
+		mhdloop_quiesce(admin_);
+		close(admin_fd);
+		admin_fd = -1;
+		mhdloop_stop(admin_);
+	}
 	admin_ = NULL;
 	console_free();		/* no request can use it now */
 }

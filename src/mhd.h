@@ -16,13 +16,13 @@
 #include <microhttpd.h>
 
 #define MHD_FUNCS(X) \
-	X(MHD_add_connection) X(MHD_add_response_header) \
-	X(MHD_create_response_from_buffer) X(MHD_destroy_response) \
-	X(MHD_get_connection_info) X(MHD_get_connection_values) \
-	X(MHD_get_daemon_info) X(MHD_http_unescape) \
-	X(MHD_lookup_connection_value) X(MHD_queue_response) \
-	X(MHD_resume_connection) X(MHD_start_daemon) X(MHD_stop_daemon) \
-	X(MHD_suspend_connection)
+	X(MHD_add_response_header) X(MHD_create_response_from_buffer) \
+	X(MHD_destroy_response) X(MHD_get_connection_info) \
+	X(MHD_get_connection_values) X(MHD_get_daemon_info) \
+	X(MHD_http_unescape) X(MHD_lookup_connection_value) \
+	X(MHD_queue_response) X(MHD_quiesce_daemon) \
+	X(MHD_resume_connection) X(MHD_run_wait) X(MHD_start_daemon) \
+	X(MHD_stop_daemon) X(MHD_suspend_connection)
 
 struct mhd_api {
 #define MHD_MEMBER(f)	__typeof__(f) *f;
@@ -35,7 +35,6 @@ extern struct mhd_api	mhd_api;
 int	mhd_load(char *err, size_t errlen);
 
 #ifndef MHD_LOADER
-#define MHD_add_connection		(mhd_api.MHD_add_connection)
 #define MHD_add_response_header		(mhd_api.MHD_add_response_header)
 #define MHD_create_response_from_buffer	(mhd_api.MHD_create_response_from_buffer)
 #define MHD_destroy_response		(mhd_api.MHD_destroy_response)
@@ -45,7 +44,9 @@ int	mhd_load(char *err, size_t errlen);
 #define MHD_http_unescape		(mhd_api.MHD_http_unescape)
 #define MHD_lookup_connection_value	(mhd_api.MHD_lookup_connection_value)
 #define MHD_queue_response		(mhd_api.MHD_queue_response)
+#define MHD_quiesce_daemon		(mhd_api.MHD_quiesce_daemon)
 #define MHD_resume_connection		(mhd_api.MHD_resume_connection)
+#define MHD_run_wait			(mhd_api.MHD_run_wait)
 #define MHD_start_daemon		(mhd_api.MHD_start_daemon)
 #define MHD_stop_daemon			(mhd_api.MHD_stop_daemon)
 #define MHD_suspend_connection		(mhd_api.MHD_suspend_connection)

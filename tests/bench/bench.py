@@ -286,8 +286,9 @@ def kernel_threads(table):
 
 def thread_ticks(root, pids):
     """{label: cpu ticks} by thread of a tree, for walua's breakdown: the
-    root's main thread, its other threads by name (MHD's are
-    "MHD-worker"), and its child processes (the handler workers)."""
+    root's main thread, its other threads by name (those running
+    libmicrohttpd are "http"), and its child processes (the handler
+    workers)."""
     out = {}
     for pid in pids:
         try:
@@ -306,7 +307,7 @@ def thread_ticks(root, pids):
                 label = "worker processes"
             elif int(tid) == pid:
                 label = "main thread"
-            elif comm.startswith("MHD"):
+            elif comm == "http" or comm.startswith("MHD"):
                 label = "HTTP threads (%s)" % comm
             elif comm == "inbox-writer":
                 label = "inbox writer thread"

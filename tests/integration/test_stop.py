@@ -196,12 +196,13 @@ def test_stop_closes_idle_connections_and_still_answers_a_commit():
 
 
 def test_stops_while_connections_arrive():
-    # walua stops accepting by ending its own accepting thread
-    # (src/listener.c); the way libmicrohttpd offers (MHD_quiesce_daemon)
-    # could abort the process when its polling thread looked at the
-    # listening socket at that moment.  Ten stops, each while a client
-    # opens and closes connections as fast as it can: each one exits 0,
-    # says nothing fatal, and a connection after it is refused.
+    # Each libmicrohttpd daemon is quiesced by the thread of walua's that
+    # runs it (src/mhdloop.c); quiesced from another thread while its own
+    # polling thread ran, libmicrohttpd 0.9.75 could abort the process
+    # ("Failed to remove listen FD from epoll set").  Ten stops, each
+    # while a client opens and closes connections as fast as it can: each
+    # one exits 0, says nothing fatal, and a connection after it is
+    # refused.
     for i in range(10):
         with Daemon(workers=1) as d:
             stop = threading.Event()

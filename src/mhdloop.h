@@ -1,0 +1,22 @@
+/* mhdloop.h - libmicrohttpd daemons, each run by a thread of walua's. */
+#ifndef MHDLOOP_H
+#define MHDLOOP_H
+
+#include <stddef.h>
+
+#include "mhd.h"
+
+struct mhdloop;
+struct mhdloop_thread;
+
+struct mhdloop	*mhdloop_start(const char *name, unsigned int n, int fd,
+		    unsigned int flags, unsigned int max_conns,
+		    MHD_AccessHandlerCallback, void *cls,
+		    struct MHD_OptionItem *opts, char *err, size_t errlen);
+void		 mhdloop_quiesce(struct mhdloop *);
+void		 mhdloop_stop(struct mhdloop *);
+struct mhdloop_thread *mhdloop_current(void);
+void		 mhdloop_resume(struct mhdloop_thread *,
+		    struct MHD_Connection *);
+
+#endif
