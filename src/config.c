@@ -150,13 +150,21 @@ checked_alloc(lua_State *L, void *p)
 		luaL_error(L, "out of memory");
 }
 
-/* Split a checked "HOST:PORT" into a copy of HOST and the port. */
+/*
+ * Split a checked "HOST:PORT" into a copy of HOST and the port.  An IPv6
+ * HOST may be in brackets ("[::1]:8080", as in a URL): they are not part
+ * of the address getaddrinfo() takes.
+ */
 static void
 split_address(lua_State *L, const char *addr, char **host, int *port)
 {
 	const char	*s = strrchr(addr, ':');
+	size_t		 len = s ? (size_t)(s - addr) : 0;
 
-	*host = strndup(addr, s ? (size_t)(s - addr) : 0);
+	if (len >= 2 && addr[0] == '[' && addr[len - 1] == ']')
+		*host = strndup(addr + 1, len - 2);
+	else
+		*host = strndup(addr, len);
 	checked_alloc(L, *host);
 	*port = s ? atoi(s + 1) : 0;
 }

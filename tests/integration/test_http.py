@@ -7,6 +7,7 @@ run one worker, so the inbox is handled in order); once the marker's
 "handled" line is in the log, anything stored before it would have been
 handled already, so the only "handled" lines must be the expected ones.
 """
+import http.client
 import itertools
 import json
 import re
@@ -603,3 +604,50 @@ def test_assigning_a_global_fails_the_event():
         assert re.search(r"assignment to global", err, re.I), dead[0]
         assert "oops_global" in err, dead[0]
         assert re.search(r"bot\.lua:1:", err), dead[0]
+
+
+def ipv6_loopback():
+    """Whether this machine can listen on ::1 (a container may not)."""
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+def test_listen_on_a_bracketed_ipv6_address():
+    # listen = "[::1]:PORT", as an IPv6 address is written in a URL: walua
+    # listens on ::1 (it used to pass the brackets to getaddrinfo and not
+    # start), answers a delivery there, and nothing on 127.0.0.1.
+    if not ipv6_loopback():
+        print("# skipped: this machine cannot listen on ::1")
+        return
+    d = Daemon(workers=1)
+    cfg = d.config_text().replace('listen = "127.0.0.1:%d"' % d.port,
+                                  'listen = "[::1]:%d"' % d.port)
+    assert '"[::1]:%d"' % d.port in cfg
+    d.write("walua.conf.lua", cfg)
+    try:
+        d.start()
+        c = http.client.HTTPConnection("::1", d.port, timeout=10)
+        c.request("POST", "/webhooks/insider",
+                  body=text_body("over IPv6", "wamid.V6-1"),
+                  headers={"Authorization": "Bearer " + TOKEN,
+                           "Content-Type": "application/json"})
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        assert r.status == 200, (r.status, body)
+        assert json.loads(body)["events"] == 1, body
+        try:
+            socket.create_connection(("127.0.0.1", d.port), timeout=1).close()
+            v4 = "accepted"
+        except OSError:
+            v4 = "refused"
+        print("# listen [::1]:%d: POST over IPv6 200; 127.0.0.1 %s" % (
+            d.port, v4))
+        assert v4 == "refused"
+    finally:
+        d.__exit__(None, None, None)
