@@ -88,6 +88,8 @@ struct req {
 	struct req		*wnext, **wprevp;	/* on `waiting` */
 };
 
+#define TURN_MAX	256	/* requests handed to the writer at once */
+
 static struct mhdloop	*daemon_;		/* listen: the webhooks */
 static struct mhdloop	*admin_;		/* admin_listen, or NULL */
 static int		 listen_fd = -1, admin_fd = -1;	/* their sockets */
@@ -111,6 +113,13 @@ static struct req	*waiting;
 static int		 nwaiting;
 static int		 resuming;
 static int		 owed;
+
+/* This HTTP thread's deliveries of its current turn, not submitted yet. */
+static __thread struct req *turn_reqs[TURN_MAX];
+static __thread struct inbox_ticket *turn_tickets[TURN_MAX];	/* theirs */
+static __thread int	 turn_n;
+
+static void	submit_turn(void);
 static int		 closing;
 
 #define DRAIN_MS	2000	/* a stop waits this for other requests */
@@ -445,15 +454,21 @@ deliver(struct MHD_Connection *c, struct req *r)
 	r->ticket.batch = &r->batch;
 	r->ticket.provider = ep->provider_name;
 	r->ticket.endpoint = ep->path;
+	r->ticket.cfg = r->cfg;
 	r->ticket.done = committed;
 	r->ticket.arg = r;
 	MHD_suspend_connection(c);
 	pthread_mutex_lock(&wait_mu);
-	if (!closing && inbox_submit(&r->ticket, r->cfg) == 0) {
+	if (!closing) {
 		r->state = D_WAITING;
 		r->refs++;			/* the writer's */
 		wait_link(r);
 		pthread_mutex_unlock(&wait_mu);
+		/* to the writer at the end of this turn, with the others */
+		turn_tickets[turn_n] = &r->ticket;
+		turn_reqs[turn_n++] = r;
+		if (turn_n == TURN_MAX)
+			submit_turn();
 		return MHD_YES;
 	}
 	/* stopping: the inbox takes nothing more */
@@ -463,6 +478,48 @@ deliver(struct MHD_Connection *c, struct req *r)
 	pthread_mutex_unlock(&wait_mu);
 	mhdloop_resume(r->loop, c);
 	return MHD_YES;
+}
+
+/*
+ * Hand what this HTTP thread's turn took in to the inbox writer, in one
+ * group (a writer woken by each request would commit them a few at a
+ * time).  Called by mhdloop.c once the turn is over.  When the inbox is
+ * closing, each request still waiting is answered 503 as at a stop.
+ */
+static void
+submit_turn(void)
+{
+	struct req	*r;
+	int		 i, n = turn_n, last;
+
+	if (n == 0)
+		return;
+	turn_n = 0;
+	if (inbox_submit(turn_tickets, n) == 0)
+		return;
+	for (i = 0; i < n; i++) {
+		r = turn_reqs[i];
+		pthread_mutex_lock(&wait_mu);
+		if (r->state == D_WAITING) {
+			/* not given up by a stop yet: answered here */
+			wait_unlink(r);
+			r->state = D_STOPPING;
+			r->resumed = 1;
+			owed++;
+			resuming++;
+		} else
+			r = NULL;		/* httpd_stop resumes it */
+		last = --turn_reqs[i]->refs == 0;	/* the writer's */
+		pthread_mutex_unlock(&wait_mu);
+		if (r != NULL) {
+			mhdloop_resume(r->loop, r->conn);
+			pthread_mutex_lock(&wait_mu);
+			if (--resuming == 0)
+				pthread_cond_broadcast(&wait_cv);
+			pthread_mutex_unlock(&wait_mu);
+		} else if (last)
+			req_free(turn_reqs[i]);
+	}
 }
 
 /*
@@ -985,7 +1042,7 @@ admin_start(const struct config *cfg, char *err, size_t errlen)
 	}
 	if ((admin_ = mhdloop_start("http-admin", 1, admin_fd,
 	    MHD_USE_EPOLL | MHD_USE_ERROR_LOG, ADMIN_CONNS,
-	    on_admin, NULL, opts, err, errlen)) == NULL) {
+	    on_admin, NULL, NULL, opts, err, errlen)) == NULL) {
 		close(admin_fd);
 		admin_fd = -1;
 		return -1;
@@ -1078,7 +1135,7 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 		goto fail;
 	if ((daemon_ = mhdloop_start("http", http_threads(cfg), listen_fd,
 	    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, max,
-	    on_request, NULL, opts, err, errlen)) == NULL) {
+	    on_request, NULL, submit_turn, opts, err, errlen)) == NULL) {
 		guard_stop();
 		goto fail;
 	}

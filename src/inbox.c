@@ -1051,31 +1051,37 @@ inbox_close(void)
 }
 
 /*
- * Hand t's batch to the writer (an HTTP thread).  Returns 0: t->done(t)
- * will be called from the writer thread once the commit is over, with
- * t->rc 0 (t->nnew new events committed and queued, t->ndup duplicates)
- * or -1 (nothing stored; t->full when the queue limit was the reason).
- * Returns -1 at once, done never called, when the inbox is closing.
+ * Hand the batches of tickets t[0..n-1] to the writer (an HTTP thread, at
+ * the end of its turn: the writer takes them in one group).  Returns 0:
+ * each t->done(t) will be called from the writer thread once its commit
+ * is over, with t->rc 0 (t->nnew new events committed and queued, t->ndup
+ * duplicates) or -1 (nothing stored; t->full when the queue limit was the
+ * reason).  Returns -1 at once, done never called, when the inbox is
+ * closing.
  */
 int
-inbox_submit(struct inbox_ticket *t, const struct config *cfg)
+inbox_submit(struct inbox_ticket *const *t, int n)
 {
-	int	i;
+	int	i, j;
 
-	for (i = 0; i < t->batch->n; i++)
-		split_keys(&t->batch->ev[i], &t->batch->ev[i].key,
-		    &t->batch->ev[i].key2);
-	t->max_queue = cfg->limits.max_queue;
-	t->dedup_ms = cfg->limits.dedup_ms;
-	t->rc = t->full = t->nnew = t->ndup = 0;
-	t->next = NULL;
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < t[i]->batch->n; j++)
+			split_keys(&t[i]->batch->ev[j], &t[i]->batch->ev[j].key,
+			    &t[i]->batch->ev[j].key2);
+		t[i]->max_queue = t[i]->cfg->limits.max_queue;
+		t[i]->dedup_ms = t[i]->cfg->limits.dedup_ms;
+		t[i]->rc = t[i]->full = t[i]->nnew = t[i]->ndup = 0;
+		t[i]->next = NULL;
+	}
 	pthread_mutex_lock(&mu);
 	if (stopping) {
 		pthread_mutex_unlock(&mu);
 		return -1;
 	}
-	*reqs_tail = t;
-	reqs_tail = &t->next;
+	for (i = 0; i < n; i++) {
+		*reqs_tail = t[i];
+		reqs_tail = &t[i]->next;
+	}
 	pthread_cond_signal(&work_cv);
 	pthread_mutex_unlock(&mu);
 	return 0;

@@ -16,6 +16,7 @@ struct inbox_ticket {
 	struct event_batch	*batch;		/* in: the events; emptied */
 	const char		*provider;	/* in */
 	const char		*endpoint;	/* in */
+	const struct config	*cfg;		/* in: its limits */
 	void			(*done)(struct inbox_ticket *);
 	void			*arg;		/* for done */
 	int			 rc;		/* out: 0 or -1 */
@@ -27,7 +28,7 @@ struct inbox_ticket {
 	struct inbox_ticket	*next;
 };
 
-int	inbox_submit(struct inbox_ticket *, const struct config *);
+int	inbox_submit(struct inbox_ticket *const *, int n);
 void	inbox_done(const struct qitem *, long long duration_us);
 int	inbox_unmarked(void);
 void	inbox_flush(void);

@@ -41,10 +41,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-
 enum { L_RUN, L_QUIESCE, L_EXIT };
-
-struct mhdloop;
 
 struct mhdloop_thread {
 	struct mhdloop		*m;
@@ -63,6 +60,7 @@ struct mhdloop {
 	pthread_cond_t		 cv;
 	int			 want;		/* L_*: atomic */
 	unsigned int		 done;		/* threads that did it; mu */
+	void			(*turn)(void);	/* after each wait, or NULL */
 };
 
 static __thread struct mhdloop_thread *self;	/* the loop thread's own */
@@ -130,6 +128,8 @@ loop_main(void *arg)
 		}
 		/* returns on a connection's event, a timeout or a wake */
 		(void)MHD_run_wait(t->d, -1);
+		if (m->turn != NULL)
+			m->turn();
 	}
 	return NULL;
 }
@@ -177,12 +177,15 @@ undo(struct mhdloop *m)
  * Start n daemons (flags without MHD_USE_INTERNAL_POLLING_THREAD) that
  * share the listening socket fd (which stays the caller's) and
  * max_conns, each with the options opts (up to MHD_OPTION_END) and a
- * thread named name.  Returns the loop, or NULL with the reason in err.
+ * thread named name, which calls turn (unless NULL) each time its daemon
+ * has handled what was ready.  Returns the loop, or NULL with the reason
+ * in err.
  */
 struct mhdloop *
 mhdloop_start(const char *name, unsigned int n, int fd, unsigned int flags,
     unsigned int max_conns, MHD_AccessHandlerCallback dh, void *cls,
-    struct MHD_OptionItem *opts, char *err, size_t errlen)
+    void (*turn)(void), struct MHD_OptionItem *opts, char *err,
+    size_t errlen)
 {
 	const union MHD_DaemonInfo *di;
 	struct epoll_event	 ev;
@@ -199,6 +202,7 @@ mhdloop_start(const char *name, unsigned int n, int fd, unsigned int flags,
 	}
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	m->n = n;
+	m->turn = turn;
 	pthread_mutex_init(&m->mu, NULL);
 	pthread_cond_init(&m->cv, NULL);
 	for (i = 0; i < n; i++)

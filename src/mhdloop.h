@@ -11,7 +11,7 @@ struct mhdloop_thread;
 
 struct mhdloop	*mhdloop_start(const char *name, unsigned int n, int fd,
 		    unsigned int flags, unsigned int max_conns,
-		    MHD_AccessHandlerCallback, void *cls,
+		    MHD_AccessHandlerCallback, void *cls, void (*turn)(void),
 		    struct MHD_OptionItem *opts, char *err, size_t errlen);
 void		 mhdloop_quiesce(struct mhdloop *);
 void		 mhdloop_stop(struct mhdloop *);
