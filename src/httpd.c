@@ -120,6 +120,7 @@ static __thread struct inbox_ticket *turn_tickets[TURN_MAX];	/* theirs */
 static __thread int	 turn_n;
 
 static void	submit_turn(void);
+static void	end_wait(struct req *, int);
 static int		 closing;
 
 #define DRAIN_MS	2000	/* a stop waits this for other requests */
@@ -489,47 +490,25 @@ deliver(struct MHD_Connection *c, struct req *r)
 static void
 submit_turn(void)
 {
-	struct req	*r;
-	int		 i, n = turn_n, last;
+	int	i, n = turn_n;
 
 	if (n == 0)
 		return;
 	turn_n = 0;
 	if (inbox_submit(turn_tickets, n) == 0)
 		return;
-	for (i = 0; i < n; i++) {
-		r = turn_reqs[i];
-		pthread_mutex_lock(&wait_mu);
-		if (r->state == D_WAITING) {
-			/* not given up by a stop yet: answered here */
-			wait_unlink(r);
-			r->state = D_STOPPING;
-			r->resumed = 1;
-			owed++;
-			resuming++;
-		} else
-			r = NULL;		/* httpd_stop resumes it */
-		last = --turn_reqs[i]->refs == 0;	/* the writer's */
-		pthread_mutex_unlock(&wait_mu);
-		if (r != NULL) {
-			mhdloop_resume(r->loop, r->conn);
-			pthread_mutex_lock(&wait_mu);
-			if (--resuming == 0)
-				pthread_cond_broadcast(&wait_cv);
-			pthread_mutex_unlock(&wait_mu);
-		} else if (last)
-			req_free(turn_reqs[i]);
-	}
+	for (i = 0; i < n; i++)
+		end_wait(turn_reqs[i], D_STOPPING);
 }
 
 /*
- * From the inbox writer thread: r's commit is over; wake its connection,
- * unless a stop already answered it.  Drops the writer's reference.
+ * r's wait is over (state: D_COMMITTED, or D_STOPPING when the inbox
+ * refused its turn); wake its connection, unless a stop already answered
+ * it.  Drops the writer's reference.
  */
 static void
-committed(struct inbox_ticket *t)
+end_wait(struct req *r, int state)
 {
-	struct req		*r = t->arg;
 	struct MHD_Connection	*c = NULL;
 	struct mhdloop_thread	*loop = r->loop;
 	int			 last;
@@ -537,7 +516,7 @@ committed(struct inbox_ticket *t)
 	pthread_mutex_lock(&wait_mu);
 	if (r->state == D_WAITING) {
 		wait_unlink(r);
-		r->state = D_COMMITTED;
+		r->state = state;
 		r->resumed = 1;
 		owed++;
 		resuming++;
@@ -554,6 +533,13 @@ committed(struct inbox_ticket *t)
 	}
 	if (last)
 		req_free(r);
+}
+
+/* From the inbox writer thread: t's commit is over. */
+static void
+committed(struct inbox_ticket *t)
+{
+	end_wait(t->arg, D_COMMITTED);
 }
 
 /* The delivery's commit is over, or walua is stopping: answer it. */
