@@ -216,10 +216,11 @@ mhdloop_start(const char *name, unsigned int n, int fd, unsigned int flags,
 			snprintf(err, errlen, "%s: %s", name, strerror(errno));
 			goto fail;
 		}
+		/* opts first: its logger must come before anything to log */
 		t->d = MHD_start_daemon(flags, 0, NULL, NULL, dh, cls,
+		    MHD_OPTION_ARRAY, opts,
 		    MHD_OPTION_LISTEN_SOCKET, lfd,
 		    MHD_OPTION_CONNECTION_LIMIT, share > 0 ? share : 1,
-		    MHD_OPTION_ARRAY, opts,
 		    MHD_OPTION_END);
 		if (t->d == NULL) {
 			/* lfd not closed: libmicrohttpd closes it on most of

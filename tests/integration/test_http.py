@@ -11,6 +11,7 @@ import http.client
 import itertools
 import json
 import re
+import signal
 import socket
 import time
 
@@ -651,3 +652,19 @@ def test_listen_on_a_bracketed_ipv6_address():
         assert v4 == "refused"
     finally:
         d.__exit__(None, None, None)
+
+
+def test_start_logs_nothing_from_libmicrohttpd():
+    # libmicrohttpd logs through walua ("msg":"http") only what goes wrong:
+    # a start and a stop with its options as walua gives them log none of
+    # its lines (one said the logger was not its first option, so some of
+    # its messages could go to stderr unformatted).
+    with Daemon(workers=1) as d:
+        d.deliver(text_body("hello", "wamid.QUIET-1"))
+        d.signal(signal.SIGTERM)
+        assert d.proc.wait(15) == 0
+        lines = [l for l in d.logs() if isinstance(l, dict) and
+                 l.get("msg", "").startswith("http")]
+        assert not lines, lines
+        text = d.log_text()
+        assert "MHD_OPTION" not in text, text[-2000:]
