@@ -97,11 +97,14 @@ static int		 listen_fd = -1, admin_fd = -1;	/* their sockets */
 /*
  * Deliveries waiting for their commit.  A waiting request has two
  * references, its connection's (dropped when libmicrohttpd completes the
- * request) and the writer's (dropped in committed()); the last one frees
- * it, so the writer never writes into a freed request.  Every resume
- * happens outside wait_mu (no libmicrohttpd call is made under it), but
- * is announced under it: `resuming` counts the resumes under way (wait_cv
- * tells when none is left), `owed` the resumed requests not completed yet.  httpd_stop() waits for the
+ * request) and the writer's (dropped in end_wait(), after its commit or
+ * its turn's refusal); the last one frees it, so the writer never writes
+ * into a freed request.  A request waits from its handler on, though it
+ * reaches the writer only at the end of its HTTP thread's turn
+ * (submit_turn).  Every resume happens outside wait_mu (no libmicrohttpd
+ * call is made under it), but is announced under it: `resuming` counts
+ * the resumes under way (wait_cv tells when none is left), `owed` the
+ * resumed requests not completed yet.  httpd_stop() waits for the
  * commits, then sets `closing` and answers what still waits 503 itself:
  * such a request is D_STOPPING, and the writer, when it finishes, only
  * drops its reference.  libmicrohttpd is stopped with no connection
@@ -113,6 +116,7 @@ static struct req	*waiting;
 static int		 nwaiting;
 static int		 resuming;
 static int		 owed;
+static int		 closing;
 
 /* This HTTP thread's deliveries of its current turn, not submitted yet. */
 static __thread struct req *turn_reqs[TURN_MAX];
@@ -121,7 +125,6 @@ static __thread int	 turn_n;
 
 static void	submit_turn(void);
 static void	end_wait(struct req *, int);
-static int		 closing;
 
 #define DRAIN_MS	2000	/* a stop waits this for other requests */
 #define FRESH_MS	100	/* ... and this for a new one to speak */
