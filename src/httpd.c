@@ -88,8 +88,6 @@ struct req {
 	struct req		*wnext, **wprevp;	/* on `waiting` */
 };
 
-#define TURN_MAX	256	/* requests handed to the writer at once */
-
 static struct mhdloop	*daemon_;		/* listen: the webhooks */
 static struct mhdloop	*admin_;		/* admin_listen, or NULL */
 static int		 listen_fd = -1, admin_fd = -1;	/* their sockets */
@@ -119,9 +117,7 @@ static int		 owed;
 static int		 closing;
 
 /* This HTTP thread's deliveries of its current turn, not submitted yet. */
-static __thread struct req *turn_reqs[TURN_MAX];
-static __thread struct inbox_ticket *turn_tickets[TURN_MAX];	/* theirs */
-static __thread int	 turn_n;
+static __thread struct inbox_ticket *turn, *turn_last;
 
 static void	submit_turn(void);
 static void	end_wait(struct req *, int);
@@ -469,10 +465,12 @@ deliver(struct MHD_Connection *c, struct req *r)
 		wait_link(r);
 		pthread_mutex_unlock(&wait_mu);
 		/* to the writer at the end of this turn, with the others */
-		turn_tickets[turn_n] = &r->ticket;
-		turn_reqs[turn_n++] = r;
-		if (turn_n == TURN_MAX)
-			submit_turn();
+		r->ticket.next = NULL;
+		if (turn_last != NULL)
+			turn_last->next = &r->ticket;
+		else
+			turn = &r->ticket;
+		turn_last = &r->ticket;
 		return MHD_YES;
 	}
 	/* stopping: the inbox takes nothing more */
@@ -493,15 +491,17 @@ deliver(struct MHD_Connection *c, struct req *r)
 static void
 submit_turn(void)
 {
-	int	i, n = turn_n;
+	struct inbox_ticket	*t = turn, *next;
 
-	if (n == 0)
+	if (t == NULL)
 		return;
-	turn_n = 0;
-	if (inbox_submit(turn_tickets, n) == 0)
+	turn = turn_last = NULL;
+	if (inbox_submit(t) == 0)
 		return;
-	for (i = 0; i < n; i++)
-		end_wait(turn_reqs[i], D_STOPPING);
+	for (; t != NULL; t = next) {
+		next = t->next;		/* end_wait may free t's request */
+		end_wait(t->arg, D_STOPPING);
+	}
 }
 
 /*

@@ -244,7 +244,7 @@ insert_request(struct inbox_ticket *r, int64_t now)
 	const char		*key, *key2;
 	int			 i, c;
 
-	if (queue_unfinished() + b->n > r->max_queue) {
+	if (queue_unfinished() + b->n > r->cfg->limits.max_queue) {
 		r->full = 1;
 		return -1;
 	}
@@ -259,7 +259,8 @@ insert_request(struct inbox_ticket *r, int64_t now)
 		key = e->key;
 		key2 = e->key2;
 		if ((c = insert_event(r, e, key, key2, now)) == 0) {
-			c = release_expired(key, key2, now - r->dedup_ms);
+			c = release_expired(key, key2,
+			    now - r->cfg->limits.dedup_ms);
 			if (c == 1)
 				c = insert_event(r, e, key, key2, now);
 		}
@@ -1051,37 +1052,33 @@ inbox_close(void)
 }
 
 /*
- * Hand the batches of tickets t[0..n-1] to the writer (an HTTP thread, at
- * the end of its turn: the writer takes them in one group).  Returns 0:
- * each t->done(t) will be called from the writer thread once its commit
- * is over, with t->rc 0 (t->nnew new events committed and queued, t->ndup
- * duplicates) or -1 (nothing stored; t->full when the queue limit was the
- * reason).  Returns -1 at once, done never called, when the inbox is
- * closing.
+ * Hand the tickets of the list t (linked by next) to the writer (an HTTP
+ * thread, at the end of its turn: the writer takes them in one group).
+ * Returns 0: each t->done(t) will be called from the writer thread once
+ * its commit is over, with t->rc 0 (t->nnew new events committed and
+ * queued, t->ndup duplicates) or -1 (nothing stored; t->full when the
+ * queue limit was the reason).  Returns -1 at once, done never called,
+ * when the inbox is closing.
  */
 int
-inbox_submit(struct inbox_ticket *const *t, int n)
+inbox_submit(struct inbox_ticket *first)
 {
-	int	i, j;
+	struct inbox_ticket	*t, *last = first;
+	int			 i;
 
-	for (i = 0; i < n; i++) {
-		for (j = 0; j < t[i]->batch->n; j++)
-			split_keys(&t[i]->batch->ev[j], &t[i]->batch->ev[j].key,
-			    &t[i]->batch->ev[j].key2);
-		t[i]->max_queue = t[i]->cfg->limits.max_queue;
-		t[i]->dedup_ms = t[i]->cfg->limits.dedup_ms;
-		t[i]->rc = t[i]->full = t[i]->nnew = t[i]->ndup = 0;
-		t[i]->next = NULL;
+	for (t = first; t != NULL; last = t, t = t->next) {
+		for (i = 0; i < t->batch->n; i++)
+			split_keys(&t->batch->ev[i], &t->batch->ev[i].key,
+			    &t->batch->ev[i].key2);
+		t->rc = t->full = t->nnew = t->ndup = 0;
 	}
 	pthread_mutex_lock(&mu);
 	if (stopping) {
 		pthread_mutex_unlock(&mu);
 		return -1;
 	}
-	for (i = 0; i < n; i++) {
-		*reqs_tail = t[i];
-		reqs_tail = &t[i]->next;
-	}
+	*reqs_tail = first;
+	reqs_tail = &last->next;
 	pthread_cond_signal(&work_cv);
 	pthread_mutex_unlock(&mu);
 	return 0;

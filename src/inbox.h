@@ -16,19 +16,18 @@ struct inbox_ticket {
 	struct event_batch	*batch;		/* in: the events; emptied */
 	const char		*provider;	/* in */
 	const char		*endpoint;	/* in */
-	const struct config	*cfg;		/* in: its limits */
+	const struct config	*cfg;		/* in: its limits; held until
+						 * done is called */
 	void			(*done)(struct inbox_ticket *);
 	void			*arg;		/* for done */
+	struct inbox_ticket	*next;		/* in: the list handed at once;
+						 * then the writer's */
 	int			 rc;		/* out: 0 or -1 */
 	int			 full;		/* out: failed on max_queue */
 	int			 nnew, ndup;	/* out */
-	/* private */
-	long			 max_queue;
-	int64_t			 dedup_ms;
-	struct inbox_ticket	*next;
 };
 
-int	inbox_submit(struct inbox_ticket *const *, int n);
+int	inbox_submit(struct inbox_ticket *);
 void	inbox_done(const struct qitem *, long long duration_us);
 int	inbox_unmarked(void);
 void	inbox_flush(void);

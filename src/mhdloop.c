@@ -47,14 +47,14 @@ struct mhdloop_thread {
 	struct mhdloop		*m;
 	struct MHD_Daemon	*d;
 	pthread_t		 t;
-	int			 running;
 	int			 wakefd;	/* eventfd in d's epoll set */
 	int			 woken;		/* atomic: wakefd was written */
 };
 
 struct mhdloop {
 	char			 name[16];	/* its threads' (top -H) */
-	unsigned int		 n;
+	unsigned int		 n;		/* daemons */
+	unsigned int		 running;	/* threads: th[0..running-1] */
 	struct mhdloop_thread	*th;
 	pthread_mutex_t		 mu;
 	pthread_cond_t		 cv;
@@ -143,9 +143,9 @@ tell(struct mhdloop *m, int want)
 	pthread_mutex_lock(&m->mu);
 	m->done = 0;
 	__atomic_store_n(&m->want, want, __ATOMIC_SEQ_CST);
-	for (i = 0; i < m->n; i++)
+	for (i = 0; i < m->running; i++)
 		wake(&m->th[i]);
-	while (m->done < m->n)
+	while (m->done < m->running)
 		pthread_cond_wait(&m->cv, &m->mu);
 	pthread_mutex_unlock(&m->mu);
 }
@@ -156,11 +156,9 @@ undo(struct mhdloop *m)
 {
 	unsigned int	i;
 
-	for (i = 0; i < m->n; i++)
-		if (m->th[i].running) {
-			/* every thread started was told L_EXIT by tell() */
-			pthread_join(m->th[i].t, NULL);
-		}
+	/* every thread started was told L_EXIT by tell() */
+	for (i = 0; i < m->running; i++)
+		pthread_join(m->th[i].t, NULL);
 	for (i = 0; i < m->n; i++) {
 		if (m->th[i].d != NULL)
 			MHD_stop_daemon(m->th[i].d);
@@ -248,16 +246,11 @@ mhdloop_start(const char *name, unsigned int n, int fd, unsigned int flags,
 			    strerror(rc));
 			goto fail;
 		}
-		t->running = 1;
+		m->running++;
 	}
 	return m;
 fail:
-	for (i = 0; i < n && m->th[i].running; i++)
-		;
-	m->n = i;		/* the threads running, for tell() */
-	if (m->n > 0)
-		tell(m, L_EXIT);
-	m->n = n;
+	tell(m, L_EXIT);
 	undo(m);
 	return NULL;
 }
