@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "db_pg.h"
+#include "walvfs.h"
 
 
 /*
@@ -164,21 +165,27 @@ db_now_ms(void)
 }
 
 /*
+ * Before SQLite's first use: no memory statistics (walua reads none), or
+ * every allocation of every connection goes through a global mutex; and
+ * the VFS that writes a commit's WAL frames at once (walvfs.c), which
+ * every connection of this process opens with when it is there.
+ */
+static const char	*vfs_name;
+
+static void
+db_configure(void)
+{
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+	if (walvfs_register() == SQLITE_OK)
+		vfs_name = WALVFS_NAME;
+}
+
+/*
  * Open (creating if needed) the database at path.  durability is a
  * DURABILITY_* value: full syncs the WAL at every commit, normal at
  * checkpoints (a killed process loses nothing; a power cut may lose the
  * last commits), off never.  Returns NULL with the reason in err.
  */
-/*
- * Before SQLite's first use: no memory statistics (walua reads none), or
- * every allocation of every connection goes through a global mutex.
- */
-static void
-db_configure(void)
-{
-	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-}
-
 struct db *
 db_open(const char *path, int durability, char *err, size_t errlen)
 {
@@ -203,7 +210,7 @@ db_open(const char *path, int durability, char *err, size_t errlen)
 		return d;
 	}
 	if (sqlite3_open_v2(path, &d->h, SQLITE_OPEN_READWRITE |
-	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, vfs_name) != SQLITE_OK) {
 		snprintf(err, errlen, "cannot open database '%s': %s", path,
 		    d->h ? sqlite3_errmsg(d->h) : "out of memory");
 		db_close(d);
