@@ -87,6 +87,7 @@ static struct db	*rdb;			/* the supervisor's reader */
 static atomic_int	 healthy = 1;
 static atomic_long	 dead_count;
 static atomic_int	 unmarked;		/* done, mark not committed */
+static atomic_int	 held;			/* the supervisor waits on marks */
 static atomic_int	 rank_epoch;		/* generations gone so far */
 static int64_t		 dedup_keep_ms = 8LL * 86400 * 1000;
 /* PostgreSQL (inbox_pg.c): this instance, its lease, a claim to make */
@@ -811,10 +812,15 @@ writer_main(void *arg)
 			n += o->type == OP_DONE;
 		}
 		minutes_add(MINUTES_HANDLED, n);
+		/*
+		 * The supervisor held events back for these marks (pool.c):
+		 * wake it.  It sets held before it reads unmarked again, so
+		 * one of the two sees the other's write (both seq_cst).
+		 */
 		if (n > 0) {
-			/* the supervisor may be holding events back: see pool.c */
 			atomic_fetch_sub(&unmarked, n);
-			queue_wake();
+			if (atomic_exchange(&held, 0))
+				queue_wake();
 		}
 		/* the HTTP side may free a ticket once told: read next first */
 		for (r = rq; r != NULL; r = rnext) {
@@ -1135,10 +1141,15 @@ inbox_unmarked(void)
 	return atomic_load(&unmarked);
 }
 
-/* Commit the waiting reports now (the supervisor is holding events). */
+/*
+ * Commit the waiting reports now: the supervisor is holding events until
+ * unmarked goes down, and the writer wakes it once it has.  The caller
+ * reads inbox_unmarked() again after this (see the writer's loop).
+ */
 void
 inbox_flush(void)
 {
+	atomic_store(&held, 1);
 	pthread_mutex_lock(&mu);
 	if (!flush) {
 		flush = 1;

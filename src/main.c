@@ -6,6 +6,7 @@
  * handler stops startup before anything is acknowledged), then HTTP.
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,11 +187,50 @@ serve_upgraded(const char *file, struct config *cfg, const char *pid)
 	return serve_http(cfg);
 }
 
+/*
+ * Every event passes from thread to thread and process to process (HTTP
+ * thread, inbox writer, supervisor, handler worker, writer again), each
+ * waking the next.  Under the default policy a thread woken that way
+ * preempts the one that woke it, which has not finished its turn: on a
+ * busy core the hand-offs then go one event at a time, each a context
+ * switch.  SCHED_BATCH lets the running thread finish and the next one
+ * take a batch (on one core, 3.5 times fewer context switches in the
+ * supervisor and 4 to 5 us less CPU per event: README, Performance).
+ * Set before any thread or worker starts, which inherit it; a policy the
+ * operator chose (chrt, systemd's CPUSchedulingPolicy=) is kept.
+ * Returns the policy walua runs under, for the log.
+ */
+static const char *
+batch_scheduling(void)
+{
+	struct sched_param	sp = { 0 };
+
+	switch (sched_getscheduler(0)) {
+	case SCHED_OTHER:
+		if (sched_setscheduler(0, SCHED_BATCH, &sp) == 0)
+			return "batch";
+		log_msg(LOG_WARN, "cannot set SCHED_BATCH: %s",
+		    strerror(errno));
+		return "other";
+	case SCHED_BATCH:
+		return "batch";
+	case SCHED_IDLE:
+		return "idle";
+	case SCHED_FIFO:
+		return "fifo";
+	case SCHED_RR:
+		return "rr";
+	default:
+		return "other";
+	}
+}
+
 static int
 cmd_serve(const char *file)
 {
 	struct config	*cfg;
 	char		 err[8192], pid[16];
+	const char	*sched;
 
 	if ((cfg = config_load(file, err, sizeof(err))) == NULL) {
 		log_kv(LOG_ERROR, "cannot load configuration", "error", err,
@@ -204,6 +244,7 @@ cmd_serve(const char *file)
 		config_free(cfg);
 		return 1;
 	}
+	sched = batch_scheduling();
 	if (queue_init() == -1) {
 		log_msg(LOG_ERROR, "cannot create the queue: %s",
 		    strerror(errno));
@@ -226,7 +267,7 @@ cmd_serve(const char *file)
 	}
 	log_kv(LOG_INFO, "starting", "version", WALUA_VERSION, "config",
 	    file ? file : "built-in demo", "listen", cfg->listen, "#pid", pid,
-	    NULL);
+	    "scheduling", sched, NULL);
 	cfg->refs++;		/* the pool's generation keeps one */
 	if (pool_start(file, cfg) == -1) {
 		config_put(cfg);

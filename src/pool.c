@@ -1021,7 +1021,7 @@ flush_worker(struct worker *w)
  * run again is what is running plus what is handled but not yet marked;
  * holding events back while those marks reach MARKS_AHEAD per worker
  * keeps that bound (README, Handler scripts and the Lua API).  The
- * writer wakes us after its commit.
+ * writer wakes us after the commit of those marks.
  */
 static void
 dispatch(void)
@@ -1039,7 +1039,9 @@ dispatch(void)
 	while ((w = least_busy(now)) != NULL) {
 		if (inbox_unmarked() >= MARKS_AHEAD * current->target) {
 			inbox_flush();
-			break;
+			/* marks committed meanwhile did not wake us: go on */
+			if (inbox_unmarked() >= MARKS_AHEAD * current->target)
+				break;
 		}
 		if ((it = queue_take()) == NULL)
 			break;

@@ -137,17 +137,17 @@ queue_wake_fd(void)
 
 /*
  * The supervisor, before it looks at the queue: wakes asked for from now
- * on write the eventfd again.  Drained first, then cleared: a wake in
- * between finds the flag set and writes nothing, and what it announces
- * is already in the queue the supervisor is about to look at.
+ * on write the eventfd again.  Drained first (one read takes an eventfd's
+ * whole count), then cleared: a wake in between finds the flag set and
+ * writes nothing, and what it announces is already in the queue the
+ * supervisor is about to look at.
  */
 void
 queue_clear_wake(void)
 {
 	uint64_t v;
 
-	while (read(wakefd, &v, sizeof(v)) > 0)
-		;
+	(void)!read(wakefd, &v, sizeof(v));
 	atomic_store(&wake_pending, 0);
 }
 

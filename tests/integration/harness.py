@@ -93,6 +93,7 @@ class Daemon:
         self.write("walua.conf.lua", config)
         self._log_pos = 0
         self._lines = []
+        self.preexec = None     # run in the child before walua starts
 
     def config_text(self, endpoints=None, workers=2, log_level="debug",
                     extra=""):
@@ -124,7 +125,8 @@ class Daemon:
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([WALUA, "serve", "-c", self.conf],
                                      stdout=self.logf, stderr=self.logf,
-                                     cwd=self.dir, env=self.env)
+                                     cwd=self.dir, env=self.env,
+                                     preexec_fn=self.preexec)
         if wait:
             self.wait_ready(timeout)
         return self

@@ -280,6 +280,65 @@ def test_sigusr1_reopens_the_log_file():
         assert "wamid.R2" in new and "wamid.R2" not in old, (old, new)
 
 
+# scheduling ---------------------------------------------------------------
+
+def policies(pid):
+    """{(pid, thread name): scheduling policy} of pid's threads and of its
+    children's (the handler workers); the policy is /proc's stat field 41."""
+    pids = [pid] + [int(p) for p in os.listdir("/proc") if p.isdigit()
+                    and ppid(int(p)) == pid]
+    out = {}
+    for p in pids:
+        for tid in os.listdir("/proc/%d/task" % p):
+            try:
+                with open("/proc/%d/task/%s/stat" % (p, tid)) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            out[(p, tid, name)] = int(stat[stat.rindex(")") + 2:].split()[38])
+    return out
+
+
+def ppid(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def test_threads_and_workers_run_under_sched_batch():
+    d = Daemon(handlers={"h.lua": LOG_EVERY_EVENT}, workers=2)
+    with d:
+        d.deliver(text_body("hi", "wamid.S1"))
+        d.wait_log(lambda e: e.get("msg") == "handled")
+        pol = policies(d.proc.pid)
+        names = sorted(n for _, _, n in pol)
+        # the supervisor, its HTTP, writer and checkpointer threads, and
+        # the two workers
+        assert "http" in names and "inbox-writer" in names, names
+        assert sum(n == "walua-worker" for n in names) >= 2, names
+        assert set(pol.values()) == {os.SCHED_BATCH}, pol
+        start = d.find(lambda e: e.get("msg") == "starting")
+        assert start and start[0].get("scheduling") == "batch", start
+
+
+def test_a_scheduling_policy_the_operator_chose_is_kept():
+    d = Daemon(handlers={"h.lua": LOG_EVERY_EVENT}, workers=1)
+    d.preexec = lambda: os.sched_setscheduler(0, os.SCHED_IDLE,
+                                              os.sched_param(0))
+    with d:
+        d.deliver(text_body("hi", "wamid.S2"))
+        d.wait_log(lambda e: e.get("msg") == "handled")
+        pol = policies(d.proc.pid)
+        assert "walua-worker" in [n for _, _, n in pol], pol
+        assert set(pol.values()) == {os.SCHED_IDLE}, pol
+        start = d.find(lambda e: e.get("msg") == "starting")
+        assert start and start[0].get("scheduling") == "idle", start
+
+
 def wait_text(path, text, timeout=10):
     end = time.time() + timeout
     while time.time() < end:
