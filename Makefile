@@ -137,11 +137,14 @@ test: deps
 	python3 tests/run.py
 
 # The same suites, everything built with ASan and UBSan in obj/asan.
+# SAN and CFLAGS reach the suites' own makes (the bench smoke's) too: a
+# file changed meanwhile is rebuilt with the sanitizers, not without.
 check: deps
 	$(MAKE) --no-print-directory ODIR=obj/asan BIN=obj/asan/walua \
 		SAN="$(SANITIZE)" CFLAGS="-O1 -g" test-programs fuzz-programs
 	WALUA_BIN=obj/asan/walua WALUA_TESTBIN=obj/asan/tests \
-		WALUA_ODIR=obj/asan ASAN_OPTIONS=detect_leaks=1 python3 tests/run.py
+		WALUA_ODIR=obj/asan ASAN_OPTIONS=detect_leaks=1 \
+		SAN="$(SANITIZE)" CFLAGS="-O1 -g" python3 tests/run.py
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the files walua(8) lists
 # under FILES.  The systemd units in contrib/ are not installed: they name
