@@ -284,11 +284,12 @@ def kernel_threads(table):
     return process_tree(2, table) if 2 in table else {}
 
 
-def thread_ticks(root, pids):
+def thread_ticks(root, pids, wakes=None):
     """{label: cpu ticks} by thread of a tree, for walua's breakdown: the
     root's main thread, its other threads by name (those running
     libmicrohttpd are "http"), and its child processes (the handler
-    workers)."""
+    workers).  wakes, a dict, gets the same labels' voluntary context
+    switches: each is a thread that went to sleep and was woken."""
     out = {}
     for pid in pids:
         try:
@@ -314,7 +315,21 @@ def thread_ticks(root, pids):
             else:
                 label = "other threads (%s)" % comm
             out[label] = out.get(label, 0) + int(f[11]) + int(f[12])
+            if wakes is not None:
+                wakes[label] = wakes.get(label, 0) + voluntary_switches(
+                    pid, tid)
     return out
+
+
+def voluntary_switches(pid, tid):
+    try:
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def tree_cpu(tree):
@@ -612,7 +627,8 @@ def measure(srv, scen):
         m0, _, left = wait_backlog(srv, DRAIN_SECONDS)
     table0 = scan()
     tree0, kern0 = srv.tree(table0), kernel_threads(table0)
-    threads0 = thread_ticks(srv.proc.pid, tree0) if srv.walua else {}
+    wakes0, wakes1 = {}, {}
+    threads0 = thread_ticks(srv.proc.pid, tree0, wakes0) if srv.walua else {}
     busy0, steal0 = machine_ticks()
     self0, kids0 = self_ticks(), children_ticks()
     t0 = time.time()
@@ -638,7 +654,7 @@ def measure(srv, scen):
     t1 = time.time()
     table1 = scan()
     tree1, kern1 = srv.tree(table1), kernel_threads(table1)
-    threads1 = thread_ticks(srv.proc.pid, tree1) if srv.walua else {}
+    threads1 = thread_ticks(srv.proc.pid, tree1, wakes1) if srv.walua else {}
     busy1, steal1 = machine_ticks()
     self1, kids1 = self_ticks(), children_ticks()
     rss, pss = tree_memory(tree1)
@@ -670,6 +686,8 @@ def measure(srv, scen):
     if reqs and threads1:
         r["threads_us"] = {k: (v - threads0.get(k, 0)) / CLK * 1e6 / reqs
                            for k, v in threads1.items()}
+        r["threads_wakes"] = {k: (v - wakes0.get(k, 0)) / reqs
+                              for k, v in wakes1.items()}
     if srv.walua:
         r["db_bytes"] = db_bytes_per_event(srv)
     r["disturbed"] = r["others_cores"] > MAX_OTHERS
@@ -800,10 +818,11 @@ def summarize(results):
         s["timeouts"] = sum(r["timeouts"] for r in rows)
         s["duplicates"] = sum(r.get("duplicates", 0) for r in rows)
         s["backlog_left"] = max(r.get("backlog_left", 0) for r in rows)
-        labels = sorted({k for r in rows for k in r.get("threads_us", {})})
-        s["threads_us"] = {k: statistics.median(
-            [r["threads_us"].get(k, 0.0) for r in rows
-             if "threads_us" in r]) for k in labels}
+        for key in ("threads_us", "threads_wakes"):
+            labels = sorted({k for r in rows for k in r.get(key, {})})
+            s[key] = {k: statistics.median(
+                [r[key].get(k, 0.0) for r in rows if key in r])
+                for k in labels}
         out[k] = s
     return out
 
@@ -990,6 +1009,16 @@ def report(results, errors, order, scenarios):
                 "%s %.1f" % (label, v) for label, v in sorted(
                     summary[k]["threads_us"].items(),
                     key=lambda kv: -kv[1]))))
+        lines += ["", "walua's wake-ups per 100 requests by thread "
+                  "(voluntary context switches, medians: each is a thread "
+                  "that slept and was woken, by a hand-off or by the "
+                  "network; fewer means each wake-up found more work):",
+                  ""]
+        for k in brk:
+            lines.append("- %s %s: %s" % (k[0], k[1], ", ".join(
+                "%s %.1f" % (label, v * 100) for label, v in sorted(
+                    summary[k].get("threads_wakes", {}).items(),
+                    key=lambda kv: -kv[1]) if v > 0)))
         lines += [""]
     dbb = [k for k in order if k in summary and summary[k].get("db_bytes")]
     if dbb:
