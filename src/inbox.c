@@ -1095,7 +1095,7 @@ report(int type, const struct qitem *it, int64_t due_wall,
     long long duration_us)
 {
 	struct op	*o;
-	int		 first;
+	int		 first, debug;
 
 	if ((o = calloc(1, sizeof(*o))) == NULL) {
 		log_kv(LOG_ERROR, "inbox: out of memory recording an outcome",
@@ -1109,12 +1109,23 @@ report(int type, const struct qitem *it, int64_t due_wall,
 	o->attempts = it->attempts;
 	o->due_ms = due_wall;
 	o->duration_us = duration_us;
-	o->error = it->last_error ? strdup(it->last_error) : NULL;
-	o->conv = it->conv ? strdup(it->conv) : NULL;
-	o->kind = it->kind ? strdup(it->kind) : NULL;
-	o->message_id = it->message_id ? strdup(it->message_id) : NULL;
-	if (type == OP_DONE)
+	/*
+	 * Copied only where the writer reads them: the error of a failed
+	 * attempt; a done mark's message id for its status rank; the rest
+	 * for log_done's debug line (NULL fields leave it shorter).
+	 */
+	if (type != OP_DONE)
+		o->error = it->last_error ? strdup(it->last_error) : NULL;
+	else {
 		o->rank = inbox_status_rank(it->status);
+		debug = log_enabled(LOG_DEBUG);
+		if (debug) {
+			o->conv = it->conv ? strdup(it->conv) : NULL;
+			o->kind = it->kind ? strdup(it->kind) : NULL;
+		}
+		if ((debug || o->rank > 0) && it->message_id != NULL)
+			o->message_id = strdup(it->message_id);
+	}
 	pthread_mutex_lock(&mu);
 	first = ops == NULL;
 	*ops_tail = o;
