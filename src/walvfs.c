@@ -27,8 +27,10 @@
 
 #define WAL_FRAME_HDR	24
 /*
- * The buffer: a dozen frames of 4 KiB pages.  The unix VFS writes at most
- * 128 KiB in one call (it masks the length), so a flush stays below.
+ * The buffer, allocated at a connection's first write to its WAL: 23
+ * frames of 4 KiB pages, more than a group commit of the inbox writes.
+ * The unix VFS writes at most 128 KiB in one call (it masks the length),
+ * so a flush stays below.
  */
 #define WAL_BUF		(96 * 1024)
 
