@@ -322,6 +322,29 @@ def metric(d, name, labels=None):
     return None
 
 
+def proc_stat(path):
+    """A /proc stat file (/proc/PID/stat, /proc/PID/task/TID/stat) as
+    (command name, [fields from the state on]: field N of proc(5) is
+    fields[N - 3]), or None once the process is gone."""
+    try:
+        with open(path) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return (stat[stat.index("(") + 1:stat.rindex(")")],
+            stat[stat.rindex(")") + 2:].split())
+
+
+def children(pid):
+    """PIDs of the live (not zombie) processes whose parent is pid."""
+    out = []
+    for name in os.listdir("/proc"):
+        st = name.isdigit() and proc_stat("/proc/%s/stat" % name)
+        if st and st[1][0] != "Z" and int(st[1][1]) == pid:
+            out.append(int(name))
+    return sorted(out)
+
+
 def walua(*args, timeout=30, cwd=None, env=None):
     """Run the walua binary with args; returns the CompletedProcess."""
     return subprocess.run([WALUA] + list(args), capture_output=True,

@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.parse
 
-from harness import Daemon, lua_str, walua
+from harness import Daemon, children, lua_str, walua
 from test_outbound import Scratch, show, write_conf
 
 RERUNS_PER_WORKER = 8          # pool.c's MARKS_AHEAD (README)
@@ -113,23 +113,6 @@ def wait_until(pred, timeout, what, d=None):
                 what, timeout, "; log tail:\n" + d.log_text()[-3000:]
                 if d else ""))
         time.sleep(0.01)
-
-
-def children(pid):
-    """PIDs of the live (not zombie) processes whose parent is pid."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            out.append(int(name))
-    return sorted(out)
 
 
 def alive(pid):

@@ -19,8 +19,8 @@ import subprocess
 import tempfile
 import time
 
-from harness import (ROOT, TOKEN, WALUA, Daemon, LOG_EVERY_EVENT, text_body,
-                     walua)
+from harness import (ROOT, TOKEN, WALUA, Daemon, LOG_EVERY_EVENT, children,
+                     proc_stat, text_body, walua)
 
 
 def lock_pid(d):
@@ -283,30 +283,15 @@ def test_sigusr1_reopens_the_log_file():
 # scheduling ---------------------------------------------------------------
 
 def policies(pid):
-    """{(pid, thread name): scheduling policy} of pid's threads and of its
-    children's (the handler workers); the policy is /proc's stat field 41."""
-    pids = [pid] + [int(p) for p in os.listdir("/proc") if p.isdigit()
-                    and ppid(int(p)) == pid]
+    """{(pid, tid, thread name): scheduling policy} of pid's threads and
+    of its children's (the handler workers); the policy is stat field 41."""
     out = {}
-    for p in pids:
+    for p in [pid] + children(pid):
         for tid in os.listdir("/proc/%d/task" % p):
-            try:
-                with open("/proc/%d/task/%s/stat" % (p, tid)) as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            name = stat[stat.index("(") + 1:stat.rindex(")")]
-            out[(p, tid, name)] = int(stat[stat.rindex(")") + 2:].split()[38])
+            st = proc_stat("/proc/%d/task/%s/stat" % (p, tid))
+            if st:
+                out[(p, tid, st[0])] = int(st[1][41 - 3])
     return out
-
-
-def ppid(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
 def test_threads_and_workers_run_under_sched_batch():
