@@ -1155,7 +1155,8 @@ inbox_unmarked(void)
 /*
  * Commit the waiting reports now: the supervisor is holding events until
  * unmarked goes down, and the writer wakes it once it has.  The caller
- * reads inbox_unmarked() again after this (see the writer's loop).
+ * reads inbox_unmarked() again after this (pool.c's dispatch): marks
+ * committed before held was set woke nobody.
  */
 void
 inbox_flush(void)

@@ -284,13 +284,13 @@ def kernel_threads(table):
     return process_tree(2, table) if 2 in table else {}
 
 
-def thread_ticks(root, pids, wakes=None):
-    """{label: cpu ticks} by thread of a tree, for walua's breakdown: the
-    root's main thread, its other threads by name (those running
-    libmicrohttpd are "http"), and its child processes (the handler
-    workers).  wakes, a dict, gets the same labels' voluntary context
-    switches: each is a thread that went to sleep and was woken."""
-    out = {}
+def thread_ticks(root, pids):
+    """({label: cpu ticks}, {label: voluntary context switches}) by thread
+    of a tree, for walua's breakdown: the root's main thread, its other
+    threads by name (those running libmicrohttpd are "http"), and its
+    child processes (the handler workers).  A voluntary context switch is
+    a thread that went to sleep and was woken."""
+    out, wakes = {}, {}
     for pid in pids:
         try:
             tids = os.listdir("/proc/%d/task" % pid)
@@ -315,10 +315,9 @@ def thread_ticks(root, pids, wakes=None):
             else:
                 label = "other threads (%s)" % comm
             out[label] = out.get(label, 0) + int(f[11]) + int(f[12])
-            if wakes is not None:
-                wakes[label] = wakes.get(label, 0) + voluntary_switches(
-                    pid, tid)
-    return out
+            wakes[label] = wakes.get(label, 0) + voluntary_switches(pid,
+                                                                    tid)
+    return out, wakes
 
 
 def voluntary_switches(pid, tid):
@@ -627,8 +626,8 @@ def measure(srv, scen):
         m0, _, left = wait_backlog(srv, DRAIN_SECONDS)
     table0 = scan()
     tree0, kern0 = srv.tree(table0), kernel_threads(table0)
-    wakes0, wakes1 = {}, {}
-    threads0 = thread_ticks(srv.proc.pid, tree0, wakes0) if srv.walua else {}
+    threads0, wakes0 = (thread_ticks(srv.proc.pid, tree0) if srv.walua
+                        else ({}, {}))
     busy0, steal0 = machine_ticks()
     self0, kids0 = self_ticks(), children_ticks()
     t0 = time.time()
@@ -654,7 +653,8 @@ def measure(srv, scen):
     t1 = time.time()
     table1 = scan()
     tree1, kern1 = srv.tree(table1), kernel_threads(table1)
-    threads1 = thread_ticks(srv.proc.pid, tree1, wakes1) if srv.walua else {}
+    threads1, wakes1 = (thread_ticks(srv.proc.pid, tree1) if srv.walua
+                        else ({}, {}))
     busy1, steal1 = machine_ticks()
     self1, kids1 = self_ticks(), children_ticks()
     rss, pss = tree_memory(tree1)
