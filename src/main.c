@@ -194,8 +194,8 @@ serve_upgraded(const char *file, struct config *cfg, const char *pid)
  * preempts the one that woke it, which has not finished its turn: on a
  * busy core the hand-offs then go one event at a time, each a context
  * switch.  SCHED_BATCH lets the running thread finish and the next one
- * take a batch (on one core, 3.5 times fewer context switches in the
- * supervisor and 4 to 5 us less CPU per event: README, Performance).
+ * take a batch (on one core, 3.5 times fewer wake-ups of the supervisor
+ * and 5 to 6 us less CPU per event: tests/bench/RESULTS.md).
  * Set before any thread or worker starts, which inherit it; a policy the
  * operator chose (chrt, systemd's CPUSchedulingPolicy=) is kept.
  * Returns the policy walua runs under, for the log.
