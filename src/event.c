@@ -27,19 +27,23 @@
 
 #include "auth.h"
 #include "buf.h"
+#include "envelope.h"
 #include "lalloc.h"
 #include "luasrc.h"
 #include "pack.h"
 
 #define EVENT_MAX_DEPTH	64
-#define EVENT_FIELDS	7	/* per event, from normalize.for_inbox */
+#define EVENT_FIELDS	7	/* per event, from normalize.rows */
 
 struct decoder {
 	lua_State	*L;
 	struct lalloc	 alloc;
-	int		 fn;		/* ref: normalize.for_inbox */
+	int		 parse;		/* ref: normalize.parse */
+	int		 rows;		/* ref: normalize.rows */
 	struct decoder	*next;
 };
+
+int	event_envelope_in_c = 1;
 
 static _Thread_local struct decoder *tls_decoder;
 static struct decoder	*all_decoders;
@@ -80,8 +84,10 @@ decoder_init(lua_State *L)
 	if (luasrc_load(L, "walua.normalize") != LUA_OK)
 		return lua_error(L);
 	lua_call(L, 0, 1);
-	lua_getfield(L, -1, "for_inbox");
-	d->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_getfield(L, -1, "parse");
+	d->parse = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_getfield(L, -1, "rows");
+	d->rows = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_pop(L, 1);
 	return 0;
 }
@@ -203,30 +209,38 @@ pack_field(lua_State *L, int idx, struct event *e)
 	return 0;
 }
 
-/*
- * Decode body, a POST to endpoint from provider, into out (caller frees
- * with event_batch_free).  Returns 0; -1 when the body is bad input (not
- * JSON, too deep, not an object: err says why, for a 400); -2 when walua
- * itself failed (out of memory: err says so, for a 503).
- */
-int
-event_decode(const char *provider, const char *endpoint,
-    const struct event_headers *h, const char *body, size_t len,
-    struct event_batch *out, char *err, size_t errlen)
-{
-	struct decoder	*d;
-	lua_State	*L;
-	char		 body_hash[SHA256_DIGEST_LENGTH * 2 + 1];
-	int		 top, n, i, rc = -2;
+/* envelope_read, in protected mode: [1] a struct fast, [2] the body. */
+struct fast {
+	const char		*provider, *endpoint;
+	struct event_batch	*out;
+	struct buf		 b;
+	int			 rc;
+};
 
-	memset(out, 0, sizeof(*out));
-	if ((d = decoder_get(err, errlen)) == NULL)
-		return -2;
-	L = d->L;
-	top = lua_gettop(L);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, d->fn);
+static int
+fast_read(lua_State *L)
+{
+	struct fast	*f = lua_touserdata(L, 1);
+
+	f->rc = envelope_read(L, 2, f->provider, f->endpoint, f->out, &f->b);
+	return 0;
+}
+
+/*
+ * The events of the decoded body at the top of the stack, from
+ * normalize.rows.  Returns 0, or -2 with err set.  [-0, +0, -]
+ */
+static int
+rows(struct decoder *d, const char *provider, const char *endpoint,
+    const struct event_headers *h, struct event_batch *out, char *err,
+    size_t errlen)
+{
+	lua_State	*L = d->L;
+	int		 n, i;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, d->rows);
 	lua_pushstring(L, provider);
-	lua_pushlstring(L, body, len);
+	lua_pushvalue(L, -3);
 	lua_pushstring(L, endpoint);
 	lua_createtable(L, 0, 4);
 	if (h != NULL) {
@@ -241,26 +255,17 @@ event_decode(const char *provider, const char *endpoint,
 	}
 	if (lua_pcall(L, 4, 2, 0) != LUA_OK) {
 		snprintf(err, errlen, "decoder: %s", lua_tostring(L, -1));
-		goto done;
-	}
-	if (lua_isnil(L, -2)) {
-		snprintf(err, errlen, "%s", lua_tostring(L, -1));
-		rc = -1;
-		goto done;
+		lua_pop(L, 1);
+		return -2;
 	}
 	n = (int)lua_tointeger(L, -2);
-	if ((out->ev = calloc((size_t)n + 1, sizeof(*out->ev))) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		goto done;
-	}
-	body_hash[0] = '\0';
+	if ((out->ev = calloc((size_t)n + 1, sizeof(*out->ev))) == NULL)
+		goto oom;
 	for (i = 0; i < n; i++) {
 		struct event	*e = &out->ev[i];
 		int		 base = EVENT_FIELDS * i;
 
 		out->n = i + 1;
-		e->prior_rank = -1;
-		event_new_id(e->id);
 		if (field(L, base + 1, &e->kind) == -1 ||
 		    field(L, base + 2, &e->conversation) == -1 ||
 		    field(L, base + 3, &e->dedup) == -1 ||
@@ -272,6 +277,75 @@ event_decode(const char *provider, const char *endpoint,
 		e->code = lua_isinteger(L, -1) ? (long long)lua_tointeger(L,
 		    -1) : 0;
 		lua_pop(L, 1);
+	}
+	lua_pop(L, 2);
+	return 0;
+oom:
+	lua_pop(L, 2);
+	snprintf(err, errlen, "out of memory");
+	return -2;
+}
+
+/*
+ * Decode body, a POST to endpoint from provider, into out (caller frees
+ * with event_batch_free).  Returns 0; -1 when the body is bad input (not
+ * JSON, too deep, not an object: err says why, for a 400); -2 when walua
+ * itself failed (out of memory: err says so, for a 503).
+ */
+int
+event_decode(const char *provider, const char *endpoint,
+    const struct event_headers *h, const char *body, size_t len,
+    struct event_batch *out, char *err, size_t errlen)
+{
+	struct decoder	*d;
+	lua_State	*L;
+	struct fast	 f;
+	char		 body_hash[SHA256_DIGEST_LENGTH * 2 + 1];
+	int		 top, i, rc = -2;
+
+	memset(out, 0, sizeof(*out));
+	if ((d = decoder_get(err, errlen)) == NULL)
+		return -2;
+	L = d->L;
+	top = lua_gettop(L);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, d->parse);
+	lua_pushlstring(L, body, len);
+	if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+		snprintf(err, errlen, "decoder: %s", lua_tostring(L, -1));
+		goto done;
+	}
+	if (lua_isnil(L, -2)) {
+		snprintf(err, errlen, "%s", lua_tostring(L, -1));
+		rc = -1;
+		goto done;
+	}
+	lua_pop(L, 1);
+	f.rc = 0;
+	if (event_envelope_in_c && strcmp(provider, "kapso") != 0) {
+		memset(&f, 0, sizeof(f));
+		f.provider = provider;
+		f.endpoint = endpoint;
+		f.out = out;
+		lua_pushcfunction(L, fast_read);
+		lua_pushlightuserdata(L, &f);
+		lua_pushvalue(L, -3);
+		if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+			f.rc = -1;
+		buf_free(&f.b);
+		if (f.rc == -1)
+			goto oom;
+	}
+	if (f.rc == 0 && rows(d, provider, endpoint, h, out, err,
+	    errlen) == -2) {
+		event_batch_free(out);
+		goto done;
+	}
+	body_hash[0] = '\0';
+	for (i = 0; i < out->n; i++) {
+		struct event	*e = &out->ev[i];
+
+		e->prior_rank = -1;
+		event_new_id(e->id);
 		if (e->dedup == NULL) {
 			/* no natural id: the body's SHA-256 and the index */
 			if (body_hash[0] == '\0')

@@ -40,6 +40,10 @@ struct event_batch {
 int	event_decode(const char *provider, const char *endpoint,
 	    const struct event_headers *, const char *body, size_t len,
 	    struct event_batch *out, char *err, size_t errlen);
+/* 1 (the default): Meta envelopes in the usual shape are read in C
+ * (envelope.c); 0: normalize.lua reads every body.  Tests run both. */
+extern int	event_envelope_in_c;
+
 void	event_free(struct event *);
 void	event_batch_free(struct event_batch *);
 void	event_new_id(char out[EVENT_ID_LEN + 1]);

@@ -179,20 +179,66 @@ pack_at(lua_State *L, int idx, struct buf *b, int depth)
 	}
 }
 
+/*
+ * Building a packed table from C (envelope.c): pack_open writes the
+ * table's head and keeps a byte for its count of keys, which pack_close
+ * fills in; between them go key and value pairs.
+ */
 int
-pack_value(lua_State *L, int idx, struct buf *b)
+pack_start(struct buf *b)
 {
 	char	magic = PACK_MAGIC;
 
-	idx = lua_absindex(L, idx);
 	buf_reset(b);
 	/*
 	 * An event packs to about 500 bytes: grow the buffer once, not 5
 	 * times, and stay under glibc's large requests (1 KiB), each of which
 	 * consolidates the fast bins first.
 	 */
-	if (buf_reserve(b, 900) == -1 || put(b, &magic, 1) == -1 ||
-	    pack_at(L, idx, b, 0) == -1) {
+	return buf_reserve(b, 900) == -1 ? -1 : put(b, &magic, 1);
+}
+
+int
+pack_open(struct buf *b, size_t *at)
+{
+	if (put_tag(b, 'T') == -1 || put_varint(b, 0) == -1)
+		return -1;
+	*at = b->len;
+	return put_tag(b, 0);
+}
+
+int
+pack_close(struct buf *b, size_t at, unsigned int nkeys)
+{
+	return patch_varint(b, at, nkeys);
+}
+
+int
+pack_string(struct buf *b, const char *s, size_t len)
+{
+	if (put_tag(b, 's') == -1 || put_varint(b, len) == -1)
+		return -1;
+	return put(b, s, len);
+}
+
+int
+pack_integer(struct buf *b, long long i)
+{
+	return put_integer(b, (lua_Integer)i);
+}
+
+/* The Lua value at idx, inside a table being built (depth 1). */
+int
+pack_lua(lua_State *L, int idx, struct buf *b)
+{
+	return pack_at(L, lua_absindex(L, idx), b, 1);
+}
+
+int
+pack_value(lua_State *L, int idx, struct buf *b)
+{
+	idx = lua_absindex(L, idx);
+	if (pack_start(b) == -1 || pack_at(L, idx, b, 0) == -1) {
 		buf_reset(b);
 		return -1;
 	}

@@ -132,7 +132,7 @@ end
 -- The profile name of the contact who sent from, if the value says.
 local function contact_name(contacts, from)
 	if type(contacts) ~= "table" then return nil end
-	local only = #contacts == 1 and contacts[1] or nil
+	local only = #contacts == 1 and tab(contacts[1]) or nil
 	for _, c in ipairs(contacts) do
 		if type(c) == "table" and idstr(c.wa_id) == from then
 			only = c
@@ -473,9 +473,9 @@ local function kapso(ctx, body, out)
 	kapso_item(ctx, name, body, out)
 end
 
--- Decode body (a JSON text) from provider into a list of events.  ctx may
--- give endpoint.  Returns nil, reason for a body that is not a JSON object.
-function M.decode(provider, body, ctx)
+-- A JSON text as the table of a JSON object; nil, reason for anything
+-- else (the reason is for the sender's 400).
+function M.parse(body)
 	local ok, t = pcall(cjson.decode, body)
 	if not ok then
 		local msg = tostring(t):gsub("^.-:%d+: ", "")
@@ -485,6 +485,11 @@ function M.decode(provider, body, ctx)
 	    (next(t) == nil and find(body, "^%s*%[")) then
 		return nil, "body is not a JSON object"
 	end
+	return t
+end
+
+-- The events of t, a body from provider that M.parse decoded.
+local function events_of(provider, t, ctx)
 	local c = { provider = provider, endpoint = ctx and ctx.endpoint,
 	    headers = ctx and ctx.headers }
 	local out = {}
@@ -495,6 +500,14 @@ function M.decode(provider, body, ctx)
 		classify(c, t, out)
 	end
 	return out
+end
+
+-- Decode body (a JSON text) from provider into a list of events.  ctx may
+-- give endpoint.  Returns nil, reason for a body that is not a JSON object.
+function M.decode(provider, body, ctx)
+	local t, err = M.parse(body)
+	if not t then return nil, err end
+	return events_of(provider, t, ctx)
 end
 
 -- The dedup key (README, HTTP answers) of events with a natural id; nil
@@ -515,15 +528,14 @@ M.dedup_key = dedup_key
 -- How many values for_inbox gives per event.
 M.FIELDS = 7
 
--- For the C core: decode, then describe and encode each event for the
--- inbox.  Returns the count n and a list of n times FIELDS values (kind,
--- conversation, dedup key, message id, status, the event's table, error
--- code; false for none), or
--- nil, err.
-function M.for_inbox(provider, body, endpoint, headers)
-	local events, err = M.decode(provider, body, { endpoint = endpoint,
+-- For the C core: describe and encode each event of t (a body M.parse
+-- decoded) for the inbox.  Returns the count n and a list of n times
+-- FIELDS values (kind, conversation, dedup key, message id, status, the
+-- event's table, error code; false for none).  src/envelope.c gives the
+-- same for the Meta envelopes it reads itself.
+function M.rows(provider, t, endpoint, headers)
+	local events = events_of(provider, t, { endpoint = endpoint,
 	    headers = headers })
-	if not events then return nil, err end
 	local idem = provider == "kapso" and headers and
 	    nonempty(headers.idempotency)
 	local out, n = {}, 0
@@ -548,6 +560,13 @@ function M.for_inbox(provider, body, endpoint, headers)
 		n = n + 7
 	end
 	return #events, out
+end
+
+-- M.parse, then M.rows: n and the rows, or nil, err.
+function M.for_inbox(provider, body, endpoint, headers)
+	local t, err = M.parse(body)
+	if not t then return nil, err end
+	return M.rows(provider, t, endpoint, headers)
 end
 
 return M

@@ -11,8 +11,9 @@
  * Besides sanitizer reports, a failure is a broken promise of
  * event_decode: -2 ("walua itself failed") for an input this small means
  * normalize.lua raised, which the server would answer with a 503 the
- * provider retries forever; and each event must carry what the inbox
- * needs.
+ * provider retries forever; each event must carry what the inbox needs;
+ * and an Insider or Meta body decodes to the same events whether the
+ * Meta envelope is read in C (src/envelope.c) or by normalize.lua.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,88 @@ check_events(const struct event_batch *b)
 			fail("the packed event is not the event", e->kind);
 		lua_settop(L, 0);
 	}
+}
+
+/* Deep equality of the values at a and b, integers and floats apart. */
+static int
+deep_equal(int a, int b, int depth)
+{
+	int	t = lua_type(L, a), same;
+
+	if (t != lua_type(L, b) || depth > 200)
+		return 0;
+	if (t == LUA_TNUMBER && lua_isinteger(L, a) != lua_isinteger(L, b))
+		return 0;
+	if (t != LUA_TTABLE)
+		return lua_rawequal(L, a, b);
+	if (!lua_checkstack(L, 4))
+		fail("deep_equal", "out of stack");
+	lua_pushnil(L);
+	while (lua_next(L, a) != 0) {
+		lua_pushvalue(L, -2);
+		lua_rawget(L, b);
+		same = deep_equal(lua_gettop(L) - 1, lua_gettop(L), depth + 1);
+		lua_pop(L, 2);
+		if (!same) {
+			lua_pop(L, 1);
+			return 0;
+		}
+	}
+	lua_pushnil(L);
+	while (lua_next(L, b) != 0) {
+		lua_pushvalue(L, -2);
+		same = lua_rawget(L, a) != LUA_TNIL;
+		lua_pop(L, 2);
+		if (!same) {
+			lua_pop(L, 1);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int
+same_str(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+/* The same body with the envelope left to normalize.lua: the same events. */
+static void
+compare_with_lua(const char *provider, const struct event_headers *h,
+    const char *body, size_t len, const struct event_batch *a)
+{
+	struct event_batch	 b;
+	const struct event	*x, *y;
+	char			 err[512];
+	int			 i, rc;
+
+	event_envelope_in_c = 0;
+	rc = event_decode(provider, "/webhooks/fuzz", h, body, len, &b, err,
+	    sizeof(err));
+	event_envelope_in_c = 1;
+	if (rc != 0)
+		fail("normalize.lua refused what the C reader took", err);
+	if (b.n != a->n)
+		fail("the C reader and normalize.lua count apart", provider);
+	for (i = 0; i < b.n; i++) {
+		x = &a->ev[i];
+		y = &b.ev[i];
+		if (!same_str(x->kind, y->kind) ||
+		    !same_str(x->conversation, y->conversation) ||
+		    !same_str(x->dedup, y->dedup) ||
+		    !same_str(x->message_id, y->message_id) ||
+		    !same_str(x->status, y->status) || x->code != y->code)
+			fail("the C reader and normalize.lua describe an "
+			    "event apart", x->kind);
+		if (unpack_value(L, x->body, x->bodylen) == -1 ||
+		    unpack_value(L, y->body, y->bodylen) == -1 ||
+		    !deep_equal(lua_gettop(L) - 1, lua_gettop(L), 0))
+			fail("the C reader and normalize.lua build an event "
+			    "apart", x->kind);
+		lua_settop(L, 0);
+	}
+	event_batch_free(&b);
 }
 
 static void
@@ -143,9 +226,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	rc = event_decode(provider, "/webhooks/fuzz", &h, (const char *)data,
 	    size, &b, err, sizeof(err));
-	if (rc == 0)
+	if (rc == 0) {
 		check_events(&b);
-	else if (rc == -1) {
+		if (strcmp(provider, "kapso") != 0)
+			compare_with_lua(provider, &h, (const char *)data, size,
+			    &b);
+	} else if (rc == -1) {
 		if (err[0] == '\0')
 			fail("rejected without a reason", provider);
 	} else

@@ -827,6 +827,19 @@ test("meta context keeps only from and id", function()
 	    "raw keeps the whole context")
 end)
 
+test("a contact that is not an object is no name, not an error", function()
+	for _, c in ipairs({ "5", "true", '"x"', "null" }) do
+		local body = '{"object":"whatsapp_business_account","entry":[{' ..
+		    '"changes":[{"field":"messages","value":{"contacts":[' .. c ..
+		    '],"messages":[{"from":"' .. M1 .. '","id":"wamid.C1",' ..
+		    '"type":"text","text":{"body":"hi"}}]}}]}]}'
+		local evs, err = normalize.decode("meta", body, {})
+		ok(evs ~= nil, "contacts [" .. c .. "]: " .. tostring(err))
+		eq(evs and evs[1].text, "hi", "contacts [" .. c .. "]: the message")
+		eq(evs and evs[1].name, nil, "contacts [" .. c .. "]: no name")
+	end
+end)
+
 test("endpoint comes from ctx", function()
 	local evs = events("meta", "meta/text.json", 1, "/hooks/wa-2")
 	eq(evs[1].endpoint, "/hooks/wa-2", "ev.endpoint")
