@@ -17,6 +17,7 @@ struct event {
 	char		*body;			/* owned: the event, packed (pack.h) */
 	size_t		 bodylen;
 	long long	 code;			/* provider error code, or 0 */
+	long long	 seq;			/* its inbox row (SQLite), or 0 */
 	/* the status rank already handled for message_id, read by the
 	 * inbox writer in its commit (-1: not read), and the ranks cache
 	 * epoch then (see inbox_handled_rank) */

@@ -191,6 +191,17 @@ remote_addr(struct MHD_Connection *c, char *out, size_t len)
 		    (const void *)sa)->sin6_addr, out, (socklen_t)len);
 }
 
+/* Count an answer in walua_http_requests_total. */
+static void
+count_answer(const struct req *r, unsigned int status)
+{
+	char	labels[512];
+
+	snprintf(labels, sizeof(labels), "endpoint=\"%s\",code=\"%u\"",
+	    label_of(r), status);
+	metrics_inc("walua_http_requests_total", labels, 1);
+}
+
 /*
  * Queue a response: status, body (copied), and header pairs from hdrs
  * (name, value, ..., NULL).
@@ -201,7 +212,6 @@ respond_h(struct MHD_Connection *c, struct req *r, unsigned int status,
 {
 	struct MHD_Response	*resp;
 	enum MHD_Result		 ret;
-	char			 labels[512];
 	int			 i;
 
 	resp = MHD_create_response_from_buffer(len, (void *)(uintptr_t)body,
@@ -213,9 +223,7 @@ respond_h(struct MHD_Connection *c, struct req *r, unsigned int status,
 		MHD_add_response_header(resp, hdrs[i], hdrs[i + 1]);
 	ret = MHD_queue_response(c, status, resp);
 	MHD_destroy_response(resp);
-	snprintf(labels, sizeof(labels), "endpoint=\"%s\",code=\"%u\"",
-	    label_of(r), status);
-	metrics_inc("walua_http_requests_total", labels, 1);
+	count_answer(r, status);
 	return ret;
 }
 
@@ -305,14 +313,70 @@ is_probe(const struct buf *b)
 	return stage == 0 || stage == 2;
 }
 
+/*
+ * The usual answers to a delivery, made once (libmicrohttpd queues one
+ * response on any number of connections): most deliveries then answer
+ * without an allocation.  Made by httpd_start, freed by httpd_stop.
+ */
+#define OK_KEPT	4		/* events and duplicates 0..3 */
+
+static struct MHD_Response	*ok_kept[OK_KEPT][OK_KEPT];
+
+static int
+ok_body(char *body, size_t size, int n, int dups)
+{
+	return snprintf(body, size, "{\"ok\":true,\"events\":%d,"
+	    "\"duplicates\":%d}", n, dups);
+}
+
+static void
+ok_kept_make(void)
+{
+	char	body[96];
+	int	n, d, len;
+
+	for (n = 0; n < OK_KEPT; n++)
+		for (d = 0; d < OK_KEPT; d++) {
+			len = ok_body(body, sizeof(body), n, d);
+			ok_kept[n][d] = MHD_create_response_from_buffer(
+			    (size_t)len, body, MHD_RESPMEM_MUST_COPY);
+			if (ok_kept[n][d] != NULL &&
+			    MHD_add_response_header(ok_kept[n][d],
+			    MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") !=
+			    MHD_YES) {
+				MHD_destroy_response(ok_kept[n][d]);
+				ok_kept[n][d] = NULL;	/* made per answer */
+			}
+		}
+}
+
+static void
+ok_kept_free(void)
+{
+	int	n, d;
+
+	for (n = 0; n < OK_KEPT; n++)
+		for (d = 0; d < OK_KEPT; d++) {
+			if (ok_kept[n][d] != NULL)
+				MHD_destroy_response(ok_kept[n][d]);
+			ok_kept[n][d] = NULL;
+		}
+}
+
 static enum MHD_Result
 answer_events(struct MHD_Connection *c, struct req *r, int n, int dups)
 {
-	char	body[96];
-	int	len;
+	enum MHD_Result	ret;
+	char		body[96];
+	int		len;
 
-	len = snprintf(body, sizeof(body),
-	    "{\"ok\":true,\"events\":%d,\"duplicates\":%d}", n, dups);
+	if (n >= 0 && n < OK_KEPT && dups >= 0 && dups < OK_KEPT &&
+	    ok_kept[n][dups] != NULL) {
+		ret = MHD_queue_response(c, MHD_HTTP_OK, ok_kept[n][dups]);
+		count_answer(r, MHD_HTTP_OK);
+		return ret;
+	}
+	len = ok_body(body, sizeof(body), n, dups);
 	return respond(c, r, MHD_HTTP_OK, "application/json", body,
 	    (size_t)len, NULL);
 }
@@ -1107,6 +1171,7 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 
 	if (mhd_load(err, errlen) == -1)
 		return -1;
+	ok_kept_make();
 	/* a socket systemd or the walua before us listens on, else a new
 	 * one (shared: SO_REUSEPORT) */
 	if ((listen_fd = listener_open("listen", cfg->listen,
@@ -1138,6 +1203,7 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 fail:
 	close(listen_fd);
 	listen_fd = -1;
+	ok_kept_free();
 	return -1;
 }
 
@@ -1252,4 +1318,5 @@ httpd_stop(void)
 	}
 	admin_ = NULL;
 	console_free();		/* no request can use it now */
+	ok_kept_free();
 }

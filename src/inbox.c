@@ -63,6 +63,7 @@ enum { OP_DONE, OP_RETRY, OP_DEAD };
 struct op {
 	int		 type;
 	char		 id[EVENT_ID_LEN + 1];
+	long long	 seq;			/* the row, when known */
 	int		 attempts;
 	int64_t		 due_ms;		/* wall clock */
 	char		*error;
@@ -177,7 +178,9 @@ insert_event(struct inbox_ticket *r, struct event *e, const char *key,
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return -1;
-	return sqlite3_changes(wdb->h);
+	if ((rc = sqlite3_changes(wdb->h)) == 1)
+		e->seq = sqlite3_last_insert_rowid(wdb->h);
+	return rc;
 }
 
 /* Run sql (an UPDATE with one parameter) for key, unless key is NULL. */
@@ -287,8 +290,16 @@ insert_request(struct inbox_ticket *r, int64_t now)
 static int
 apply_op(struct op *o, int64_t now)
 {
+	/*
+	 * A done mark finds its row by seq, the table's own key, when the
+	 * outcome knows it: a lookup in the id index less.  The id is
+	 * checked all the same.
+	 */
 	static const char done_sql[] = "UPDATE events SET state = 1,"
 	    " attempts = ?2, done_ms = ?3, due_ms = NULL WHERE id = ?1";
+	static const char done_seq_sql[] = "UPDATE events SET state = 1,"
+	    " attempts = ?2, done_ms = ?3, due_ms = NULL WHERE seq = ?4"
+	    " AND id = ?1";
 	static const char retry_sql[] = "UPDATE events SET attempts = ?2,"
 	    " due_ms = ?3, last_error = ?4 WHERE id = ?1";
 	static const char dead_sql[] = "UPDATE events SET state = 2,"
@@ -296,8 +307,8 @@ apply_op(struct op *o, int64_t now)
 	    " WHERE id = ?1";
 	static const char attempt_sql[] = "INSERT INTO attempts (event_id,"
 	    " attempt, error, ms) VALUES (?1, ?2, ?3, ?4)";
-	const char	*sql = o->type == OP_DONE ? done_sql :
-			    o->type == OP_RETRY ? retry_sql : dead_sql;
+	const char	*sql = o->type == OP_DONE ? (o->seq > 0 ? done_seq_sql :
+			    done_sql) : o->type == OP_RETRY ? retry_sql : dead_sql;
 	sqlite3_stmt	*st;
 	int		 rc;
 
@@ -315,6 +326,8 @@ apply_op(struct op *o, int64_t now)
 	sqlite3_bind_int64(st, 3, o->type == OP_RETRY ? o->due_ms : now);
 	if (o->type != OP_DONE)
 		sqlite3_bind_text(st, 4, o->error, -1, SQLITE_STATIC);
+	else if (o->seq > 0)
+		sqlite3_bind_int64(st, 4, o->seq);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
@@ -448,7 +461,7 @@ column(sqlite3_stmt *st, int i)
 
 /*
  * The event of a row whose first columns are id, kind, conversation,
- * message_id, status, body (kind or json NULL when memory ran out).
+ * message_id, status, body, seq (kind or body NULL when memory ran out).
  */
 static void
 row_event(sqlite3_stmt *st, struct event *e)
@@ -460,6 +473,7 @@ row_event(sqlite3_stmt *st, struct event *e)
 	e->conversation = column(st, 2);
 	e->message_id = column(st, 3);
 	e->status = column(st, 4);
+	e->seq = sqlite3_column_int64(st, 6);
 	/* packed (a blob), or JSON text from an older walua */
 	if ((e->bodylen = (size_t)sqlite3_column_bytes(st, 5)) > 0 &&
 	    (e->body = malloc(e->bodylen + 1)) != NULL) {
@@ -473,7 +487,8 @@ static void
 pick_up_replays(void)
 {
 	static const char sel[] = "SELECT id, kind, conversation, message_id,"
-	    " status, body FROM events WHERE requeue = 1 ORDER BY seq LIMIT 1000";
+	    " status, body, seq FROM events WHERE requeue = 1 ORDER BY seq"
+	    " LIMIT 1000";
 	static const char clr[] = "UPDATE events SET requeue = 0 WHERE id = ?1";
 	sqlite3_stmt	*st, *cl;
 	struct event	 e;
@@ -891,7 +906,7 @@ static int
 load_pending(char *err, size_t errlen)
 {
 	static const char sql[] = "SELECT id, kind, conversation, message_id,"
-	    " status, body, attempts, due_ms FROM events WHERE state = 0"
+	    " status, body, seq, attempts, due_ms FROM events WHERE state = 0"
 	    " ORDER BY seq";
 	static const char clr[] = "UPDATE events SET requeue = 0"
 	    " WHERE requeue = 1 AND state = 0";
@@ -911,10 +926,10 @@ load_pending(char *err, size_t errlen)
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		row_event(st, &e);
 		due = 0;
-		if (sqlite3_column_type(st, 7) != SQLITE_NULL)
-			due = now + (sqlite3_column_int64(st, 7) - now_wall);
+		if (sqlite3_column_type(st, 8) != SQLITE_NULL)
+			due = now + (sqlite3_column_int64(st, 8) - now_wall);
 		if (e.kind == NULL || e.body == NULL ||
-		    queue_restore(&e, sqlite3_column_int(st, 6), due) == -1) {
+		    queue_restore(&e, sqlite3_column_int(st, 7), due) == -1) {
 			event_free(&e);
 			sqlite3_reset(st);
 			db_exec(wdb, "ROLLBACK");
@@ -1106,6 +1121,7 @@ report(int type, const struct qitem *it, int64_t due_wall,
 		atomic_fetch_add(&unmarked, 1);
 	o->type = type;
 	memcpy(o->id, it->id, sizeof(o->id));
+	o->seq = it->seq;
 	o->attempts = it->attempts;
 	o->due_ms = due_wall;
 	o->duration_us = duration_us;

@@ -5,8 +5,9 @@
  * A series is a family name plus its preformatted labels
  * (`endpoint="/x",code="200"`); callers only pass label values walua
  * controls (config paths, codes, kinds), never request data, so the
- * number of series stays small and a linear list under one mutex is
- * enough.  Gauges that describe live state are refreshed by a callback
+ * number of series stays small: a list under one mutex, in first-use
+ * order (the order they render in), with a hash of its names beside it,
+ * since several series are counted for every event.  Gauges that describe live state are refreshed by a callback
  * just before rendering.
  */
 #include "metrics.h"
@@ -100,11 +101,15 @@ struct series {
 	double			 value;
 	double			*counts;	/* histograms: NBUCKETS + 1 */
 	double			 sum;
-	struct series		*next;
+	unsigned int		 hash;
+	struct series		*next;		/* in first-use order */
+	struct series		*hnext;		/* in its hash bucket */
 };
 
+#define NHASH	64
+
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
-static struct series	*all;
+static struct series	*all, *hashed[NHASH];
 static void		(*refresh)(void);
 
 static const struct family *
@@ -118,16 +123,32 @@ family(const char *name)
 	return NULL;
 }
 
+/* FNV-1a of name, a NUL and labels. */
+static unsigned int
+hash(const char *name, const char *labels)
+{
+	unsigned int	h = 2166136261u;
+
+	for (; *name != '\0'; name++)
+		h = (h ^ (unsigned char)*name) * 16777619u;
+	h *= 16777619u;
+	for (; *labels != '\0'; labels++)
+		h = (h ^ (unsigned char)*labels) * 16777619u;
+	return h;
+}
+
 /* The series, created if new; NULL for an unknown family or no memory. */
 static struct series *
 lookup(const char *name, const char *labels)
 {
 	struct series	*s, **pp;
+	unsigned int	 h;
 
 	if (labels == NULL)
 		labels = "";
-	for (pp = &all; (s = *pp) != NULL; pp = &s->next)
-		if (strcmp(s->f->name, name) == 0 &&
+	h = hash(name, labels);
+	for (s = hashed[h % NHASH]; s != NULL; s = s->hnext)
+		if (s->hash == h && strcmp(s->f->name, name) == 0 &&
 		    strcmp(s->labels, labels) == 0)
 			return s;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
@@ -137,6 +158,11 @@ lookup(const char *name, const char *labels)
 		free(s);
 		return NULL;
 	}
+	s->hash = h;
+	s->hnext = hashed[h % NHASH];
+	hashed[h % NHASH] = s;
+	for (pp = &all; *pp != NULL; pp = &(*pp)->next)
+		;
 	*pp = s;		/* append: families render in first-use order */
 	return s;
 }
@@ -266,5 +292,6 @@ metrics_free(void)
 		free(s);
 	}
 	all = NULL;
+	memset(hashed, 0, sizeof(hashed));
 	pthread_mutex_unlock(&mu);
 }

@@ -346,6 +346,7 @@ static void
 take_event(struct qitem *it, struct event *e)
 {
 	memcpy(it->id, e->id, sizeof(it->id));
+	it->seq = e->seq;
 	it->kind = e->kind;
 	it->conv = e->conversation;
 	it->message_id = e->message_id;

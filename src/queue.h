@@ -9,6 +9,7 @@
 
 struct qitem {
 	char		 id[EVENT_ID_LEN + 1];
+	long long	 seq;		/* its inbox row (SQLite), or 0 */
 	char		*kind;
 	char		*conv;		/* conversation key, or NULL */
 	char		*message_id;	/* or NULL */
