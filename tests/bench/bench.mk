@@ -28,8 +28,16 @@ BENCH_SMOKE_DEBS = wrk util-linux
 BENCH_ODIR = $(ODIR)/bench
 BENCH_FLOOR = $(BENCH_ODIR)/floor
 BENCH_IO_BACKEND = $(BENCH_ODIR)/io_backend
+BENCH_DECODE = $(BENCH_ODIR)/decode
 BENCH_ENV = WALUA_BIN="$(BIN)" BENCH_FLOOR="$(BENCH_FLOOR)" \
-	BENCH_IO_BACKEND="$(BENCH_IO_BACKEND)"
+	BENCH_IO_BACKEND="$(BENCH_IO_BACKEND)" BENCH_DECODE="$(BENCH_DECODE)"
+
+# Decoding alone (tests/bench/decode.c): walua's own objects, as a unit
+# test links them.
+$(BENCH_DECODE): tests/bench/decode.c $(LIB_OBJS)
+	@mkdir -p $(BENCH_ODIR)
+	@echo CC $<
+	$(Q)$(CC) $(FINAL_CFLAGS) -o $@ $^ $(FINAL_LDFLAGS) $(LIBS)
 
 .PHONY: bench bench-smoke bench-deps bench-smoke-deps
 
@@ -73,14 +81,14 @@ bench-smoke-deps:
 	$(call bench_install,$(BENCH_SMOKE_DEBS))
 
 bench: bench-deps
-	$(MAKE) --no-print-directory $(BIN)
+	$(MAKE) --no-print-directory $(BIN) $(BENCH_DECODE)
 	$(bench_floor)
 	$(BENCH_ENV) BENCH_COMMAND="make bench" python3 tests/bench/bench.py
 	$(Q)if [ "$(BENCH_PG)" != 0 ]; then \
 		$(BENCH_ENV) python3 tests/bench/bench_pg.py; fi
 
 bench-smoke: bench-smoke-deps
-	$(MAKE) --no-print-directory $(BIN)
+	$(MAKE) --no-print-directory $(BIN) $(BENCH_DECODE)
 	$(bench_floor)
 	$(BENCH_ENV) BENCH_COMMAND="make bench-smoke" \
 		python3 tests/bench/bench.py --smoke

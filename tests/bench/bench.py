@@ -65,6 +65,7 @@ retries):
   (messages per POST)   BENCH_IO_CONNECTIONS 32   BENCH_IO_TIMEOUT 180
   (smoke 8; a run is stopped this long after its first POST)
   BENCH_IO_SERVERS "node walua walua-c512"   BENCH_IO_BACKEND obj/bench/io_backend
+  BENCH_DECODE obj/bench/decode (decoding alone; skipped when not built)
 
 Exit status: 0 when every server started, answered its sanity requests
 and every run completed with no non-2xx answer; 1 otherwise.  Targets are
@@ -117,6 +118,8 @@ WALUA = os.path.abspath(os.path.join(ROOT, env("WALUA_BIN", "walua")))
 FLOOR = os.path.abspath(os.path.join(ROOT, env("BENCH_FLOOR",
                                                 "obj/bench/floor")))
 FLOOR_THREADS = env("BENCH_FLOOR_THREADS", "1")
+DECODE = os.path.abspath(os.path.join(ROOT, env("BENCH_DECODE",
+                                               "obj/bench/decode")))
 IO_BACKEND = os.path.abspath(os.path.join(ROOT, env("BENCH_IO_BACKEND",
                                                      "obj/bench/io_backend")))
 IO_EVENTS = int(env("BENCH_IO_EVENTS", "100" if SMOKE else "2000"))
@@ -1029,6 +1032,7 @@ def report(results, errors, order, scenarios):
             lines.append("- %s %s: %.0f" % (k[0], k[1],
                                             summary[k]["db_bytes"]))
         lines += [""]
+    lines += decoding(scenarios)
     tg = targets(summary)
     if tg:
         lines += ["Targets (reported, not asserted; %s):" % MAIN, ""]
@@ -1051,6 +1055,42 @@ def report(results, errors, order, scenarios):
     text = "\n".join(lines)
     print("\n" + text)
     write_results(main=text)
+
+
+def decoding(scenarios):
+    """Lines on what decoding one delivery costs alone (decode.c), both
+    ways, for each keep-alive scenario's payload; none without decode."""
+    if not os.path.exists(DECODE):
+        return []
+    count = "20000" if SMOKE else "200000"
+    lines = []
+    for scen in scenarios:
+        name, close = SCENARIOS[scen]
+        if close:
+            continue
+        runs = []
+        for _ in range(1 if SMOKE else 3):
+            p = subprocess.run(["taskset", "-c", SERVER_CPU, DECODE,
+                                os.path.join(HERE, name), count],
+                               capture_output=True, text=True, timeout=600)
+            if p.returncode != 0:
+                raise BenchError("decode: %s" % p.stderr.strip())
+            f = p.stdout.split()
+            runs.append((float(f[1]), float(f[3])))
+        c = statistics.median(r[0] for r in runs)
+        lua = statistics.median(r[1] for r in runs)
+        lines.append("- %s (%s): %.2f µs with the envelope read in C, "
+                     "%.2f µs with normalize.lua reading it" % (
+                         scen, name, c, lua))
+    if not lines:
+        return []
+    return ["Decoding alone (tests/bench/decode.c: event_decode %s times "
+            "each way, on 1,000 bodies made from the payload, pinned to "
+            "CPU %s; CPU µs per body, median of %d runs): the JSON decode, "
+            "the events and their packing, as the HTTP thread does them. "
+            "src/envelope.c reads Meta's envelope in C; "
+            "lua/walua/normalize.lua reads every other body:" % (
+                count, SERVER_CPU, 1 if SMOKE else 3), ""] + lines + [""]
 
 
 IO_HEAD = "## I/O scenario"
