@@ -9,8 +9,8 @@
  * it builds and throws away: about half of the HTTP thread's Lua time.
  *
  * The usual shape: strings where Meta sends strings (ids, timestamps as
- * decimal digits), no errors, message types text, button and
- * interactive.  On anything else this file declines and normalize.lua
+ * decimal digits), no errors, message types text, button, interactive,
+ * image, video, audio, document, sticker, location and reaction.  On anything else this file declines and normalize.lua
  * reads the body, so the rules for odd input live in one place.  Where
  * normalize.lua skips a value (an entry that is not an object), so does
  * this file.  Both are run on every fixture and compared event by event
@@ -45,6 +45,9 @@ struct fields {
 	int		 status_kind;	/* 1: a status, 0: a message */
 	int		 raw;		/* stack index of the message/status */
 	int		 pricing;	/* stack index, or 0 */
+	int		 media;		/* stack index of a media object, or 0 */
+	int		 whole;		/* stack index of a location or a
+					 * reaction, kept whole, or 0 */
 	struct str	 type, id, from, text, reply_id, status, recipient,
 			 name, ctx_from, ctx_id;
 	int		 has_context;
@@ -181,11 +184,29 @@ contact_name(lua_State *L, int c, const struct str *from, struct str *name)
 	return 0;
 }
 
-/* What a message says, for the types read here. */
+static const char *const media_types[] = { "image", "video", "audio",
+    "document", "sticker", NULL };
+/* normalize.lua's media(): these fields of a media object, as they are */
+static const char *const media_fields[] = { "id", "mime_type", "sha256",
+    "filename", "caption", "url", "animated", "voice", NULL };
+
+static int
+is_one_of(const char *s, const char *const *list)
+{
+	for (; *list != NULL; list++)
+		if (strcmp(s, *list) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * What a message says, for the types read here.  A media object, a
+ * location or a reaction stays pushed for pack_event (f says where).
+ */
 static int
 message_fields(lua_State *L, int m, int contacts, struct fields *f)
 {
-	int	body, top = lua_gettop(L), rc = DECLINE;
+	int	body, top = lua_gettop(L), keep = top, rc = DECLINE;
 
 	str_field(L, m, "type", &f->type);
 	if (f->type.p == NULL || has(L, m, "errors") ||
@@ -209,9 +230,22 @@ message_fields(lua_State *L, int m, int contacts, struct fields *f)
 			if (id_field(L, -1, "id", &f->reply_id))
 				goto out;
 		}
+	} else if (is_one_of(f->type.p, media_types)) {
+		if (body != 0) {
+			/* a number as the id: normalize.lua writes it out */
+			if (lua_getfield(L, body, "id") == LUA_TNUMBER)
+				goto out;
+			lua_pop(L, 1);
+			str_field(L, body, "caption", &f->text);
+			f->media = keep = body;
+		}
+	} else if (strcmp(f->type.p, "location") == 0 ||
+	    strcmp(f->type.p, "reaction") == 0) {
+		if (body != 0)
+			f->whole = keep = body;
 	} else
 		goto out;
-	lua_settop(L, top);
+	lua_settop(L, keep);
 	if (tab_field(L, m, "context")) {
 		f->has_context = 1;
 		if (id_field(L, -1, "from", &f->ctx_from) ||
@@ -220,7 +254,7 @@ message_fields(lua_State *L, int m, int contacts, struct fields *f)
 	}
 	rc = contact_name(L, contacts, &f->from, &f->name);
 out:
-	lua_settop(L, top);
+	lua_settop(L, rc == 0 ? keep : top);
 	return rc;
 }
 
@@ -284,6 +318,31 @@ put_cstr(struct buf *b, unsigned int *n, const char *k, const char *v)
 	return put_str(b, n, k, &s);
 }
 
+/* A media object's fields, those present and not null (cjson.null). */
+static int
+pack_media(lua_State *L, int body, struct buf *b)
+{
+	size_t		at;
+	unsigned int	n = 0;
+	int		i, t;
+
+	if (pack_string(b, "media", 5) == -1 || pack_open(b, &at) == -1)
+		return -1;
+	for (i = 0; media_fields[i] != NULL; i++) {
+		t = lua_getfield(L, body, media_fields[i]);
+		if (t != LUA_TNIL && (t != LUA_TLIGHTUSERDATA ||
+		    lua_touserdata(L, -1) != NULL)) {
+			n++;
+			if (pack_string(b, media_fields[i],
+			    strlen(media_fields[i])) == -1 ||
+			    pack_lua(L, -1, b) == -1)
+				return -1;
+		}
+		lua_pop(L, 1);
+	}
+	return pack_close(b, at, n);
+}
+
 /* The event's table, as normalize.lua builds it, packed into r->b. */
 static int
 pack_event(struct reader *r, const struct fields *f, const struct str *conv)
@@ -329,6 +388,17 @@ pack_event(struct reader *r, const struct fields *f, const struct str *conv)
 	    put_str(b, &n, "from", &f->from) == -1 ||
 	    put_str(b, &n, "name", &f->name) == -1)
 		return -1;
+	if (f->media != 0) {
+		n++;
+		if (pack_media(L, f->media, b) == -1)
+			return -1;
+	}
+	if (f->whole != 0) {			/* ev.location, ev.reaction */
+		n++;
+		if (pack_string(b, f->type.p, f->type.len) == -1 ||
+		    pack_lua(L, f->whole, b) == -1)
+			return -1;
+	}
 	if (f->has_context) {
 		n++;
 		if (pack_string(b, "context", 7) == -1 ||
