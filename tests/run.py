@@ -16,12 +16,22 @@ Environment: WALUA_BIN (the daemon, default ./walua), WALUA_TESTBIN (the
 folder of the C test programs, default obj/tests), WALUA_TESTS (a
 substring: run only the tests whose name contains it).
 Exit status 1 when anything failed.
+
+The integration tests' temporary folders (tempfile's, and TMPDIR's for
+what they start: walua, chromium) go in one folder of the run,
+walua-run-*: a test that passes has its folders removed after it; a test
+that fails keeps them, and the run names them.  What outlives one test
+(the shared PostgreSQL cluster) goes in the usual temporary folder
+(WALUA_SHARED_TMP) and removes itself.
 """
+import atexit
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -85,8 +95,42 @@ def lua_suite():
                                        "tests/lua/" + f], 120)
 
 
+SCRATCH = None
+
+
+def scratch_start():
+    global SCRATCH
+    os.environ["WALUA_SHARED_TMP"] = tempfile.gettempdir()
+    SCRATCH = tempfile.mkdtemp(prefix="walua-run-")
+    os.chmod(SCRATCH, 0o1777)   # as /tmp: the tests run programs as others
+    tempfile.tempdir = SCRATCH
+    os.environ["TMPDIR"] = SCRATCH
+    atexit.register(scratch_end)
+
+
+def scratch_end():
+    try:
+        os.rmdir(SCRATCH)
+    except OSError:
+        print("kept (failed tests' folders): %s" % SCRATCH)
+
+
+def tidy(before, ok, name):
+    """Remove the folders a passing test made; name a failing test's."""
+    for n in sorted(set(os.listdir(SCRATCH)) - before):
+        path = os.path.join(SCRATCH, n)
+        if ok:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+        else:
+            print("     %s kept %s" % (name, path))
+
+
 def integration_suite():
     global passed, failed
+    scratch_start()
     sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
     sys.path.insert(0, os.path.join(ROOT, "tests", "fakes"))
     files = [("tests/fakes", f) for f in sorted(os.listdir("tests/fakes"))]
@@ -114,6 +158,8 @@ def integration_suite():
                 run_module(f[:-3] + "[pg]", mod, pg=True)
             finally:
                 harness.PG = False
+    tempfile.tempdir = None
+    os.environ["TMPDIR"] = os.environ["WALUA_SHARED_TMP"]
 
 
 def run_module(label, mod, pg=False):
@@ -127,6 +173,7 @@ def run_module(label, mod, pg=False):
             print("skip %s (reads or breaks the SQLite file)" % full)
             continue
         t0 = time.time()
+        before = set(os.listdir(SCRATCH))
         try:
             fn()
         except Exception:
@@ -134,9 +181,11 @@ def run_module(label, mod, pg=False):
             failures.append(full)
             print("FAIL %s (%.1fs)\n%s" % (full, time.time() - t0,
                                            traceback.format_exc()))
+            tidy(before, False, full)
             continue
         passed += 1
         print("ok   %s (%.1fs)" % (full, time.time() - t0))
+        tidy(before, True, full)
 
 
 def fuzz_suite():

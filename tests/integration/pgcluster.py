@@ -55,7 +55,9 @@ def _free_port():
 
 class Cluster:
     def __init__(self, fsync=False):
-        self.dir = tempfile.mkdtemp(prefix="walua-pg-")
+        # tests/run.py's scratch folder is for one test's folders
+        self.dir = tempfile.mkdtemp(prefix="walua-pg-",
+                                    dir=os.environ.get("WALUA_SHARED_TMP"))
         self.data = os.path.join(self.dir, "data")
         self.port = _free_port()
         self.fsync = fsync

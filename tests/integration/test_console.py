@@ -233,6 +233,7 @@ def test_console_in_a_browser():
         stats = wait_stats(d, lambda s: s["done"] == 2 and s["dead"] == 1)
 
         out = shots_dir()
+        # a temporary folder goes when the test passes (tests/run.py)
         print("console screenshots in", out)
         base = "http://127.0.0.1:%d/console" % d.admin_port
         b = Browser()
