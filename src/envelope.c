@@ -310,6 +310,17 @@ put_str(struct buf *b, unsigned int *n, const char *k, const struct str *v)
 	    pack_string(b, v->p, v->len) == -1 ? -1 : 0;
 }
 
+/* One key and the Lua value at idx, when idx is not 0. */
+static int
+put_lua(struct buf *b, unsigned int *n, const char *k, lua_State *L, int idx)
+{
+	if (idx == 0)
+		return 0;
+	(*n)++;
+	return pack_string(b, k, strlen(k)) == -1 ||
+	    pack_lua(L, idx, b) == -1 ? -1 : 0;
+}
+
 static int
 put_cstr(struct buf *b, unsigned int *n, const char *k, const char *v)
 {
@@ -357,13 +368,12 @@ pack_event(struct reader *r, const struct fields *f, const struct str *conv)
 	    put_cstr(b, &n, "endpoint", r->endpoint) == -1 ||
 	    put_cstr(b, &n, "kind", f->status_kind ? "status" : "message") ==
 	    -1 || put_str(b, &n, "key", &r->key) == -1 ||
-	    pack_string(b, "raw", 3) == -1 || pack_lua(L, f->raw, b) == -1 ||
+	    put_lua(b, &n, "raw", L, f->raw) == -1 ||
 	    put_str(b, &n, "phone_number_id", &r->pnid) == -1 ||
 	    put_str(b, &n, "display_phone_number", &r->display) == -1 ||
 	    put_str(b, &n, "message_id", &f->id) == -1 ||
 	    put_str(b, &n, "conversation", conv) == -1)
 		return -1;
-	n++;					/* raw */
 	if (f->has_ts) {
 		n++;
 		if (pack_string(b, "timestamp", 9) == -1 ||
@@ -372,14 +382,9 @@ pack_event(struct reader *r, const struct fields *f, const struct str *conv)
 	}
 	if (f->status_kind) {
 		if (put_str(b, &n, "status", &f->status) == -1 ||
-		    put_str(b, &n, "recipient", &f->recipient) == -1)
+		    put_str(b, &n, "recipient", &f->recipient) == -1 ||
+		    put_lua(b, &n, "pricing", L, f->pricing) == -1)
 			return -1;
-		if (f->pricing != 0) {
-			n++;
-			if (pack_string(b, "pricing", 7) == -1 ||
-			    pack_lua(L, f->pricing, b) == -1)
-				return -1;
-		}
 		return pack_close(b, at, n);
 	}
 	if (put_str(b, &n, "type", &f->type) == -1 ||
@@ -393,12 +398,9 @@ pack_event(struct reader *r, const struct fields *f, const struct str *conv)
 		if (pack_media(L, f->media, b) == -1)
 			return -1;
 	}
-	if (f->whole != 0) {			/* ev.location, ev.reaction */
-		n++;
-		if (pack_string(b, f->type.p, f->type.len) == -1 ||
-		    pack_lua(L, f->whole, b) == -1)
-			return -1;
-	}
+	/* ev.location, ev.reaction: named after the type */
+	if (put_lua(b, &n, f->type.p, L, f->whole) == -1)
+		return -1;
 	if (f->has_context) {
 		n++;
 		if (pack_string(b, "context", 7) == -1 ||
@@ -522,6 +524,9 @@ envelope_read(lua_State *L, int idx, const char *provider,
 	r.endpoint = endpoint;
 	r.out = out;
 	r.b = b;
+	/* Kapso's raw Meta forwards carry its event name: normalize.lua's */
+	if (strcmp(provider, "kapso") == 0)
+		return 0;
 	if (!lua_checkstack(L, 24))
 		return -1;
 	str_field(L, body, "object", &object);

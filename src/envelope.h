@@ -8,9 +8,9 @@
 #include "event.h"
 
 /*
- * Read the decoded body at idx, a delivery from provider (not Kapso) to
- * endpoint, into out: each event's kind, conversation, dedup key, message
- * id, status and packed table (ids are the caller's; a dedup key is NULL
+ * Read the decoded body at idx, a delivery from provider to endpoint
+ * (Kapso's are always left to normalize.lua), into out: each event's
+ * kind, conversation, dedup key, message id, status and packed table (ids are the caller's; a dedup key is NULL
  * when the event has no natural one).  b is scratch space the caller
  * frees.  Returns 1 when it read the body; 0 when the body is not in the
  * usual shape (see envelope.c) and normalize.lua must read it; -1 when

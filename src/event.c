@@ -321,7 +321,7 @@ event_decode(const char *provider, const char *endpoint,
 	}
 	lua_pop(L, 1);
 	f.rc = 0;
-	if (event_envelope_in_c && strcmp(provider, "kapso") != 0) {
+	if (event_envelope_in_c) {
 		memset(&f, 0, sizeof(f));
 		f.provider = provider;
 		f.endpoint = endpoint;

@@ -63,7 +63,7 @@ enum { OP_DONE, OP_RETRY, OP_DEAD };
 struct op {
 	int		 type;
 	char		 id[EVENT_ID_LEN + 1];
-	long long	 seq;			/* the row, when known */
+	long long	 seq;			/* the row (SQLite) */
 	int		 attempts;
 	int64_t		 due_ms;		/* wall clock */
 	char		*error;
@@ -291,13 +291,12 @@ static int
 apply_op(struct op *o, int64_t now)
 {
 	/*
-	 * A done mark finds its row by seq, the table's own key, when the
-	 * outcome knows it: a lookup in the id index less.  The id is
+	 * A done mark finds its row by seq, the table's own key (every
+	 * queued event has it: from its insert, or from the load of pending
+	 * or replayed events): a lookup in the id index less.  The id is
 	 * checked all the same.
 	 */
 	static const char done_sql[] = "UPDATE events SET state = 1,"
-	    " attempts = ?2, done_ms = ?3, due_ms = NULL WHERE id = ?1";
-	static const char done_seq_sql[] = "UPDATE events SET state = 1,"
 	    " attempts = ?2, done_ms = ?3, due_ms = NULL WHERE seq = ?4"
 	    " AND id = ?1";
 	static const char retry_sql[] = "UPDATE events SET attempts = ?2,"
@@ -307,8 +306,8 @@ apply_op(struct op *o, int64_t now)
 	    " WHERE id = ?1";
 	static const char attempt_sql[] = "INSERT INTO attempts (event_id,"
 	    " attempt, error, ms) VALUES (?1, ?2, ?3, ?4)";
-	const char	*sql = o->type == OP_DONE ? (o->seq > 0 ? done_seq_sql :
-			    done_sql) : o->type == OP_RETRY ? retry_sql : dead_sql;
+	const char	*sql = o->type == OP_DONE ? done_sql :
+			    o->type == OP_RETRY ? retry_sql : dead_sql;
 	sqlite3_stmt	*st;
 	int		 rc;
 
@@ -326,7 +325,7 @@ apply_op(struct op *o, int64_t now)
 	sqlite3_bind_int64(st, 3, o->type == OP_RETRY ? o->due_ms : now);
 	if (o->type != OP_DONE)
 		sqlite3_bind_text(st, 4, o->error, -1, SQLITE_STATIC);
-	else if (o->seq > 0)
+	else
 		sqlite3_bind_int64(st, 4, o->seq);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
