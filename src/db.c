@@ -21,9 +21,11 @@
 
 
 /*
- * events: the inbox.  state 0 pending, 1 done, 2 dead; due_ms is the
- * wall-clock time of a pending retry; requeue marks events an admin
- * replayed, for the running daemon to pick up.  dedup and dedup2 are the
+ * events: the inbox, a row per event written once when it is stored.
+ * state 0 pending (or done: see done), 2 dead (1: done by a walua before
+ * schema version 4); due_ms is the wall-clock time of a pending retry;
+ * requeue marks events an admin replayed, for the running daemon to pick
+ * up.  dedup and dedup2 are the
  * event's dedup keys (README, HTTP answers: dedup2 holds Kapso's
  * delivery key, dedup the other one), each unique: the insert of an event
  * is its claim, live until acked_ms plus the dedup window (schema
@@ -34,6 +36,17 @@
  * schema version 2; NULL for rows written before it).
  * attempts: each failed attempt of an event (its error and when), for
  * the console; pruned with the events.
+ *
+ * done (schema version 4): the done mark of an event, a small row of its
+ * own, so that handling an event adds 20 bytes instead of rewriting its
+ * row and moving it between indexes (a third of the writer's SQLite time
+ * per event).  meta's pending_from bounds where pending events may be:
+ * every event below it is done or dead, so finding the pending ones is a
+ * range of the table's key, not a scan of its history.  The writer raises
+ * it as events are handled (inbox.c); a replay lowers it to the replayed
+ * event.  inbox is the view the admin tools and the console read: each
+ * event with its state, attempts and done_ms as they are.  The newest
+ * event is never pruned, so a seq is never given twice.
  */
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
@@ -50,8 +63,6 @@ static const char schema[] =
 	"  due_ms INTEGER, last_error TEXT,"
 	"  requeue INTEGER NOT NULL DEFAULT 0,"
 	"  acked_ms INTEGER NOT NULL, done_ms INTEGER);"
-	"CREATE INDEX IF NOT EXISTS events_pending ON events(seq)"
-	"  WHERE state = 0;"
 	"CREATE INDEX IF NOT EXISTS events_dead ON events(seq) WHERE state = 2;"
 	"CREATE INDEX IF NOT EXISTS events_requeue ON events(seq)"
 	"  WHERE requeue = 1;"
@@ -75,7 +86,22 @@ static const char schema[] =
 	"  attempt INTEGER NOT NULL, error TEXT, ms INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS attempts_event ON attempts(event_id);"
 	"CREATE INDEX IF NOT EXISTS attempts_age ON attempts(ms);"
-	/* a new database is version 2 here: migrate() makes it 3 */
+	"CREATE TABLE IF NOT EXISTS done (seq INTEGER PRIMARY KEY,"
+	"  attempts INTEGER NOT NULL, done_ms INTEGER NOT NULL);"
+	"CREATE TRIGGER IF NOT EXISTS events_gone AFTER DELETE ON events"
+	"  BEGIN DELETE FROM done WHERE seq = old.seq; END;"
+	"CREATE VIEW IF NOT EXISTS inbox AS SELECT e.seq AS seq, e.id AS id,"
+	"  e.provider AS provider, e.endpoint AS endpoint, e.kind AS kind,"
+	"  e.conversation AS conversation, e.message_id AS message_id,"
+	"  e.status AS status, e.dedup AS dedup, e.dedup2 AS dedup2,"
+	"  e.body AS body,"
+	"  CASE WHEN d.seq IS NULL THEN e.state ELSE 1 END AS state,"
+	"  coalesce(d.attempts, e.attempts) AS attempts,"
+	"  CASE WHEN d.seq IS NULL THEN e.due_ms END AS due_ms,"
+	"  e.last_error AS last_error, e.requeue AS requeue,"
+	"  e.acked_ms AS acked_ms, coalesce(d.done_ms, e.done_ms) AS done_ms"
+	"  FROM events e LEFT JOIN done d ON d.seq = e.seq;"
+	/* a new database is version 2 here: migrate() makes it 4 */
 	"INSERT OR IGNORE INTO meta VALUES ('schema_version', '2');";
 
 /* The integer the query answers, or 0 (no row, or an error). */
@@ -126,25 +152,51 @@ static const char to_v3[] =
 	"  ON CONFLICT (key) DO UPDATE SET value = excluded.value;";
 
 /*
+ * Version 4: done marks in a table of their own (the schema above), and
+ * pending_from where the pending events start, found here through the
+ * old index of pending events before it goes.  Rows done before stay
+ * as they are (state 1).
+ */
+static const char to_v4[] =
+	"INSERT INTO meta VALUES ('pending_from', (SELECT coalesce(min(seq),"
+	"  (SELECT coalesce(max(seq), 0) + 1 FROM events)) FROM events"
+	"  WHERE state = 0))"
+	"  ON CONFLICT (key) DO UPDATE SET value = excluded.value;"
+	"DROP INDEX IF EXISTS events_pending;"
+	"UPDATE meta SET value = '4' WHERE key = 'schema_version';";
+
+/*
  * Bring a database of an older schema up to date: version 1 had no
  * oauth_tokens.secret_fp (CREATE TABLE IF NOT EXISTS left the old table
- * as it was), version 2 kept dedup keys in a table of their own.  Under
- * the write lock, so that of several connections opening at once exactly
- * one migrates; the others then see version 3.
+ * as it was), version 2 kept dedup keys in a table of their own, version
+ * 3 marked done events in their rows.  Under the write lock, so that of
+ * several connections opening at once exactly one migrates; the others
+ * then see version 4.
  */
 static int
 migrate(sqlite3 *h, char **msg)
 {
-	if (query_int(h, SCHEMA_VERSION) >= 3)
+	int	v = query_int(h, SCHEMA_VERSION);
+
+	if (v > 4) {
+		/* a walua made after this one: what it writes means more */
+		*msg = sqlite3_mprintf("schema version %d is newer than this"
+		    " walua's (4): run the walua that wrote it, or a newer"
+		    " one", v);
+		return SQLITE_ERROR;
+	}
+	if (v == 4)
 		return SQLITE_OK;
 	if (sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, msg) != SQLITE_OK)
 		return SQLITE_ERROR;
-	if (query_int(h, SCHEMA_VERSION) < 3 && ((query_int(h,
+	if ((query_int(h, SCHEMA_VERSION) < 3 && ((query_int(h,
 	    HAS_SECRET_FP) == 0 && sqlite3_exec(h, "ALTER TABLE oauth_tokens"
 	    " ADD COLUMN secret_fp TEXT", NULL, NULL, msg) != SQLITE_OK) ||
 	    (query_int(h, HAS_DEDUP2) == 0 && sqlite3_exec(h, "ALTER TABLE"
 	    " events ADD COLUMN dedup2 TEXT", NULL, NULL, msg) != SQLITE_OK) ||
-	    sqlite3_exec(h, to_v3, NULL, NULL, msg) != SQLITE_OK)) {
+	    sqlite3_exec(h, to_v3, NULL, NULL, msg) != SQLITE_OK)) ||
+	    (query_int(h, SCHEMA_VERSION) < 4 &&
+	    sqlite3_exec(h, to_v4, NULL, NULL, msg) != SQLITE_OK)) {
 		sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
 		return SQLITE_ERROR;
 	}

@@ -30,6 +30,35 @@ struct db {
 	char		 err[256];		/* PostgreSQL: the last error */
 };
 
+/*
+ * SQLite (schema version 4, db.c): every event below this seq is done or
+ * dead, so the pending ones are a range of the key.  0 if it is missing,
+ * which only makes the range the whole table.
+ */
+#define DB_PENDING_FROM "coalesce((SELECT CAST(value AS INTEGER) FROM meta" \
+	" WHERE key = 'pending_from'), 0)"
+/* SQLite: an admin's replay lowers pending_from to what it marked */
+#define DB_LOWER_PENDING_FROM "UPDATE meta SET value = min(" \
+	DB_PENDING_FROM ", (SELECT min(seq) FROM events WHERE requeue = 1))" \
+	" WHERE key = 'pending_from' AND EXISTS (SELECT 1 FROM events" \
+	" WHERE requeue = 1)"
+
+/* SQLite: the states of inbox (the view of db.c), as WHERE clauses */
+#define DB_INBOX_PENDING "seq >= " DB_PENDING_FROM " AND state = 0"
+#define DB_INBOX_DONE "state = 1"
+#define DB_INBOX_DEAD "seq IN (SELECT seq FROM events WHERE state = 2)"
+/* SQLite: the inbox's counts (lb_inbox_pg.h has PostgreSQL's) */
+#define DB_INBOX_COUNTS "SELECT" \
+	" (SELECT count(*) FROM inbox WHERE " DB_INBOX_PENDING ") AS pending," \
+	" (SELECT count(*) FROM inbox WHERE " DB_INBOX_PENDING \
+	"  AND due_ms IS NOT NULL) AS retrying," \
+	" (SELECT count(*) FROM events WHERE state = 2) AS dead," \
+	" (SELECT count(*) FROM done) +" \
+	"  (SELECT count(*) FROM events WHERE state = 1) AS done," \
+	" (SELECT min(acked_ms) FROM inbox WHERE " DB_INBOX_PENDING ")" \
+	"  AS oldest_pending_ms," \
+	" (SELECT max(acked_ms) FROM events) AS last_acked_ms"
+
 struct db	*db_open(const char *path, int durability, char *err,
 		    size_t errlen);
 void		 db_close(struct db *);

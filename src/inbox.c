@@ -42,10 +42,12 @@
 #include "metrics.h"
 #include "minutes.h"
 #include "queue.h"
+#include "seqset.h"
 
 #define TRIES		3		/* a request's inserts, at most */
 #define POLL_MS		500		/* replayed events, unhealthy probe */
 #define MARKS_MS	10		/* done marks wait at most this */
+#define FROM_MS		100		/* pending_from raised at most this often */
 /*
  * Pruning: at most PRUNE_ROWS rows of each table per transaction (a few
  * milliseconds of the writer's time); again after PRUNE_BUSY_MS while a
@@ -97,7 +99,19 @@ static char		 me[128];
 static int		 lease_ms = 30000;
 static int		 claim_wanted;
 
+/*
+ * SQLite: the events stored and not yet done or dead, by seq; the
+ * smallest is where the pending events start (meta's pending_from, see
+ * db.c), or next_seq when there is none.  The writer thread's only.
+ */
+static struct seqset	 unhandled;
+static long long	 next_seq;	/* what the next insert gets, at least */
+static long long	 from_written;	/* pending_from as last written */
+static int64_t		 from_ms;	/* when */
+static int		 untracked;	/* an event it has no room for */
+
 static void		 ranks_clear(void);
+static void		 keep(long long seq);
 
 /* Status ranks for ev.stale: sent < delivered < read < played. */
 int
@@ -291,14 +305,14 @@ static int
 apply_op(struct op *o, int64_t now)
 {
 	/*
-	 * A done mark finds its row by seq, the table's own key (every
-	 * queued event has it: from its insert, or from the load of pending
-	 * or replayed events): a lookup in the id index less.  The id is
-	 * checked all the same.
+	 * A done mark is a row of done (db.c), by seq, the events table's
+	 * own key (every queued event has it: from its insert, or from the
+	 * load of pending or replayed events).  The id is checked all the
+	 * same: a wrong seq must not mark another event done.
 	 */
-	static const char done_sql[] = "UPDATE events SET state = 1,"
-	    " attempts = ?2, done_ms = ?3, due_ms = NULL WHERE seq = ?4"
-	    " AND id = ?1";
+	static const char done_sql[] = "INSERT INTO done (seq, attempts,"
+	    " done_ms) SELECT ?4, ?2, ?3 WHERE EXISTS (SELECT 1 FROM events"
+	    " WHERE seq = ?4 AND id = ?1) ON CONFLICT DO NOTHING";
 	static const char retry_sql[] = "UPDATE events SET attempts = ?2,"
 	    " due_ms = ?3, last_error = ?4 WHERE id = ?1";
 	static const char dead_sql[] = "UPDATE events SET state = 2,"
@@ -508,6 +522,7 @@ pick_up_replays(void)
 		sqlite3_bind_text(cl, 1, e.id, -1, SQLITE_TRANSIENT);
 		sqlite3_step(cl);
 		sqlite3_reset(cl);
+		keep(e.seq);
 		if ((rc = queue_restore(&e, 0, 0)) == -1) {
 			event_free(&e);
 			break;
@@ -605,6 +620,71 @@ claim_in_commit(PGresult **claimed)
 	return 0;
 }
 
+/* Where the pending events start now (SQLite). */
+static long long
+pending_from(void)
+{
+	long long	min;
+
+	return seqset_min(&unhandled, &min) ? min : next_seq;
+}
+
+/*
+ * In a commit (SQLite): raise pending_from to what the writer knows is
+ * handled, at most every FROM_MS; a value lower than it could be only
+ * makes the next start read a longer range.  Never above an event an
+ * admin marked for replay that the writer has not picked up yet.
+ */
+static int
+write_pending_from(void)
+{
+	static const char sql[] = "INSERT INTO meta (key, value) VALUES"
+	    " ('pending_from', min(?1, coalesce((SELECT min(seq) FROM events"
+	    " WHERE requeue = 1), ?1))) ON CONFLICT (key) DO UPDATE SET"
+	    " value = excluded.value";
+	sqlite3_stmt	*st;
+	long long	 from = pending_from();
+	int64_t		 now = queue_now_ms();
+	int		 rc;
+
+	if (untracked || from <= from_written || now - from_ms < FROM_MS)
+		return 0;
+	if ((st = db_prepare(wdb, sql)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, from);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return -1;
+	from_written = from;	/* if the commit fails, the old one is lower */
+	from_ms = now;
+	return 0;
+}
+
+/* seq is stored and not handled yet (SQLite). */
+static void
+keep(long long seq)
+{
+	if (seqset_add(&unhandled, seq) == -1 && !untracked) {
+		untracked = 1;
+		log_msg(LOG_ERROR, "inbox: out of memory tracking events: "
+		    "pending_from stays where it is until the next start");
+	}
+	if (seq >= next_seq)
+		next_seq = seq + 1;
+}
+
+/* After a commit (SQLite): the new events of r are not handled yet. */
+static void
+keep_new(const struct inbox_ticket *r)
+{
+	int	i;
+
+	for (i = 0; i < r->batch->n; i++)
+		if (r->batch->ev[i].body != NULL && r->batch->ev[i].seq > 0)
+			keep(r->batch->ev[i].seq);
+}
+
 /*
  * One try of a group commit (see commit_group).  Returns 0, -1, or 1 when
  * a request failed inside a transaction without savepoints (rolled back:
@@ -670,6 +750,8 @@ commit_try(struct inbox_ticket *rq, struct op *op, int64_t now, int apart)
 		}
 	}
 	if (pg && nnew > 0 && claim_in_commit(&claimed) == -1)
+		goto fail;
+	if (!pg && write_pending_from() == -1)
 		goto fail;
 	if (db_exec(wdb, "COMMIT") == -1)
 		goto fail;
@@ -818,12 +900,17 @@ writer_main(void *arg)
 		for (r = rq; r != NULL; r = r->next) {
 			if (rc == -1)
 				r->rc = -1;
-			else if (r->rc == 0)
+			else if (r->rc == 0) {
+				if (!pg)
+					keep_new(r);
 				queue_new(r);
+			}
 		}
 		for (o = op, n = 0; rc == 0 && o != NULL; o = o->next) {
 			log_done(o);
 			n += o->type == OP_DONE;
+			if (!pg && o->type != OP_RETRY)
+				seqset_del(&unhandled, o->seq);
 		}
 		minutes_add(MINUTES_HANDLED, n);
 		/*
@@ -896,19 +983,23 @@ writer_main(void *arg)
 }
 
 /*
- * Load the pending events into the queue, oldest first.  Events replayed
- * while walua was stopped are pending too: their replay marks are
- * cleared in the same transaction, or the first poll would queue them a
- * second time.
+ * Load the pending events into the queue, oldest first: from
+ * pending_from on (db.c), those not done.  Events replayed while walua
+ * was stopped are pending too (the replay lowered pending_from to them):
+ * their replay marks are cleared in the same transaction, or the first
+ * poll would queue them a second time.
  */
 static int
 load_pending(char *err, size_t errlen)
 {
 	static const char sql[] = "SELECT id, kind, conversation, message_id,"
-	    " status, body, seq, attempts, due_ms FROM events WHERE state = 0"
-	    " ORDER BY seq";
+	    " status, body, seq, attempts, due_ms FROM events e WHERE seq >= "
+	    DB_PENDING_FROM " AND state = 0 AND NOT EXISTS"
+	    " (SELECT 1 FROM done d WHERE d.seq = e.seq) ORDER BY seq";
 	static const char clr[] = "UPDATE events SET requeue = 0"
 	    " WHERE requeue = 1 AND state = 0";
+	static const char last[] = "SELECT coalesce(max(seq), 0) + 1,"
+	    " " DB_PENDING_FROM " FROM events";
 	sqlite3_stmt	*st;
 	struct event	 e;
 	int64_t		 now_wall = db_now_ms(), now = queue_now_ms(), due;
@@ -927,6 +1018,7 @@ load_pending(char *err, size_t errlen)
 		due = 0;
 		if (sqlite3_column_type(st, 8) != SQLITE_NULL)
 			due = now + (sqlite3_column_int64(st, 8) - now_wall);
+		keep(e.seq);
 		if (e.kind == NULL || e.body == NULL ||
 		    queue_restore(&e, sqlite3_column_int(st, 7), due) == -1) {
 			event_free(&e);
@@ -940,6 +1032,15 @@ load_pending(char *err, size_t errlen)
 		n++;
 	}
 	sqlite3_reset(st);
+	if (rc == SQLITE_DONE && (st = db_prepare(wdb, last)) != NULL &&
+	    (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_int64(st, 0) > next_seq)
+			next_seq = sqlite3_column_int64(st, 0);
+		from_written = sqlite3_column_int64(st, 1);
+		rc = SQLITE_DONE;
+	}
+	if (st != NULL)
+		sqlite3_reset(st);
 	if (rc != SQLITE_DONE || db_exec(wdb, clr) == -1 ||
 	    db_exec(wdb, "COMMIT") == -1) {
 		snprintf(err, errlen, "inbox: %s", db_error(wdb));
@@ -1069,6 +1170,10 @@ inbox_close(void)
 	db_close(rdb);
 	wdb = rdb = NULL;
 	ranks_clear();
+	seqset_free(&unhandled);
+	next_seq = from_written = 0;
+	from_ms = 0;
+	untracked = 0;
 }
 
 /*

@@ -378,8 +378,21 @@ kv_prune(struct db *d, int64_t now_ms, int64_t keep_ms, int limit,
 	    " WHERE expires_ms IS NOT NULL AND expires_ms <= ?1 LIMIT ?3)",
 	    "DELETE FROM statuses WHERE message_id IN (SELECT message_id FROM"
 	    " statuses WHERE updated_ms < ?1 - ?2 LIMIT ?3)",
+	    /*
+	     * Done events: those marked done before schema version 4, and
+	     * the oldest rows of done (the trigger of db.c deletes those
+	     * with their events).  Read from the front of done, in seq
+	     * order, which is nearly the order they were done in: an event
+	     * done late (after retries) holds back at most its limit's
+	     * share for as long as it was late.  The newest event stays,
+	     * so that a seq is never given twice (db.c).
+	     */
 	    "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
-	    " WHERE state = 1 AND done_ms < ?1 - ?2 LIMIT ?3)",
+	    " WHERE state = 1 AND done_ms < ?1 - ?2 LIMIT ?3)"
+	    " AND seq < (SELECT max(seq) FROM events)",
+	    "DELETE FROM events WHERE seq IN (SELECT seq FROM (SELECT seq,"
+	    " done_ms FROM done ORDER BY seq LIMIT ?3) WHERE done_ms < ?1 - ?2)"
+	    " AND seq < (SELECT max(seq) FROM events)",
 	    "DELETE FROM sends WHERE (event_id, seq) IN (SELECT event_id, seq"
 	    " FROM sends WHERE created_ms < ?1 - ?2 LIMIT ?3)",
 	    "DELETE FROM attempts WHERE rowid IN (SELECT rowid FROM attempts"

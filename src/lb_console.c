@@ -225,9 +225,8 @@ query(lua_State *L, const char *sql, int n, const struct qarg *a)
 static int
 l_stats(lua_State *L)
 {
-	static const char sql[] = LB_INBOX_COUNTS;
-
-	query(L, sql, 0, NULL);
+	query(L, pg_conn(L) != NULL ? LB_INBOX_COUNTS : DB_INBOX_COUNTS, 0,
+	    NULL);
 	lua_rawgeti(L, -1, 1);
 	return 1;
 }
@@ -253,7 +252,7 @@ l_list(lua_State *L)
 	struct qarg	 a[6];
 	lua_Integer	 before, limit;
 	size_t		 i;
-	int		 k = 1;
+	int		 k = 1, pg;
 
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_getfield(L, 1, "state");
@@ -263,12 +262,19 @@ l_list(lua_State *L)
 	lua_getfield(L, 1, "limit");
 	limit = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 50;
 	lua_pop(L, 3);
-	snprintf(sql, sizeof(sql), "SELECT " ROW_COLUMNS " FROM events WHERE"
-	    " seq < ?1%s", state == NULL ? "" :
-	    strcmp(state, "pending") == 0 ? " AND state = 0" :
-	    strcmp(state, "retrying") == 0 ? " AND state = 0 AND due_ms IS"
-	    " NOT NULL" : strcmp(state, "done") == 0 ? " AND state = 1" :
-	    strcmp(state, "dead") == 0 ? " AND state = 2" : " AND 1 = 0");
+	/* SQLite: the view of db.c, where a done mark is a row of its own */
+	pg = pg_conn(L) != NULL;
+	snprintf(sql, sizeof(sql), "SELECT " ROW_COLUMNS " FROM %s WHERE"
+	    " seq < ?1%s%s", pg ? "events" : "inbox", state == NULL ? "" :
+	    strcmp(state, "pending") == 0 ||
+	    strcmp(state, "retrying") == 0 ? (pg ? " AND state = 0" :
+	    " AND " DB_INBOX_PENDING) :
+	    strcmp(state, "done") == 0 ? (pg ? " AND state = 1" :
+	    " AND " DB_INBOX_DONE) :
+	    strcmp(state, "dead") == 0 ? (pg ? " AND state = 2" :
+	    " AND " DB_INBOX_DEAD) : " AND 1 = 0",
+	    state != NULL && strcmp(state, "retrying") == 0 ?
+	    " AND due_ms IS NOT NULL" : "");
 	for (i = 0; i < 4; i++) {
 		lua_getfield(L, 1, keys[i]);
 		v[i] = lua_tostring(L, -1);	/* kept on the stack */
@@ -297,8 +303,9 @@ l_show(lua_State *L)
 {
 	struct qarg	 a = { 0, 0, luaL_checkstring(L, 1) };
 
-	query(L, "SELECT " ROW_COLUMNS ", body FROM events WHERE id = ?1", 1,
-	    &a);
+	query(L, pg_conn(L) != NULL ? "SELECT " ROW_COLUMNS ", body FROM"
+	    " events WHERE id = ?1" : "SELECT " ROW_COLUMNS ", body FROM inbox"
+	    " WHERE id = ?1", 1, &a);
 	if (lua_rawgeti(L, -1, 1) != LUA_TTABLE)
 		return 1;			/* nil: no such event */
 	lua_getfield(L, -1, "body");

@@ -81,7 +81,7 @@ push_row(lua_State *L, sqlite3_stmt *st)
 static int
 lb_inbox_stats(lua_State *L)
 {
-	static const char sql[] = LB_INBOX_COUNTS LB_INBOX_KEYS;
+	static const char sql[] = DB_INBOX_COUNTS LB_INBOX_KEYS;
 	static const char *names[] = { "pending", "retrying", "dead", "done",
 	    "oldest_pending_ms", "last_acked_ms", "dedup_keys", NULL };
 	const char	*path = luaL_checkstring(L, 1);
@@ -110,10 +110,15 @@ lb_inbox_stats(lua_State *L)
 static int
 lb_inbox_list(lua_State *L)
 {
-	static const char by_state[] = "SELECT " ROW_COLUMNS " FROM events"
-	    " WHERE state = ?1 ORDER BY seq DESC LIMIT ?2";
-	static const char all[] = "SELECT " ROW_COLUMNS " FROM events"
-	    " ORDER BY seq DESC LIMIT ?2";
+	static const char *const sqls[] = {
+	    "SELECT " ROW_COLUMNS " FROM inbox WHERE " DB_INBOX_PENDING
+	    " ORDER BY seq DESC LIMIT ?1",
+	    "SELECT " ROW_COLUMNS " FROM inbox WHERE " DB_INBOX_DONE
+	    " ORDER BY seq DESC LIMIT ?1",
+	    "SELECT " ROW_COLUMNS " FROM inbox WHERE " DB_INBOX_DEAD
+	    " ORDER BY seq DESC LIMIT ?1",
+	    "SELECT " ROW_COLUMNS " FROM inbox ORDER BY seq DESC LIMIT ?1",
+	};
 	const char	*path = luaL_checkstring(L, 1);
 	int		 state = luaL_checkoption(L, 2, "all", (const char *[]){
 			    "pending", "done", "dead", "all", NULL });
@@ -126,11 +131,9 @@ lb_inbox_list(lua_State *L)
 		return n;
 	if (d->pg != NULL)
 		return lbpg_list(L, d, state, limit);
-	if ((st = db_prepare(d, state == 3 ? all : by_state)) == NULL)
+	if ((st = db_prepare(d, sqls[state])) == NULL)
 		return failure(L, d);
-	if (state != 3)
-		sqlite3_bind_int(st, 1, state);
-	sqlite3_bind_int64(st, 2, limit);
+	sqlite3_bind_int64(st, 1, limit);
 	lua_newtable(L);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		push_row(L, st);
@@ -194,7 +197,7 @@ push_sends(lua_State *L, struct db *d, const char *id)
 static int
 lb_inbox_show(lua_State *L)
 {
-	static const char sql[] = "SELECT " ROW_COLUMNS ", body FROM events"
+	static const char sql[] = "SELECT " ROW_COLUMNS ", body FROM inbox"
 	    " WHERE id = ?1";
 	const char	*path = luaL_checkstring(L, 1);
 	const char	*id = luaL_checkstring(L, 2);
@@ -246,8 +249,12 @@ lb_inbox_show(lua_State *L)
 static int
 lb_inbox_replay(lua_State *L)
 {
+	/* done: a row of done (db.c), gone with the replay */
 	static const char sql[] = "UPDATE events SET state = 0, attempts = 0,"
-	    " due_ms = NULL, requeue = 1 WHERE id = ?1 AND state != 0";
+	    " due_ms = NULL, requeue = 1 WHERE id = ?1 AND (state != 0 OR"
+	    " EXISTS (SELECT 1 FROM done WHERE done.seq = events.seq))";
+	static const char undone[] = "DELETE FROM done WHERE seq ="
+	    " (SELECT seq FROM events WHERE id = ?1)";
 	static const char exists[] = "SELECT state FROM events WHERE id = ?1";
 	static const char forget[] = "DELETE FROM sends WHERE event_id = ?1";
 	const char	*path = luaL_checkstring(L, 1);
@@ -269,6 +276,12 @@ lb_inbox_replay(lua_State *L)
 	if (sqlite3_step(st) != SQLITE_DONE)
 		return failure(L, d);
 	if (sqlite3_changes(d->h) == 1) {
+		if ((st = db_prepare(d, undone)) == NULL)
+			return failure(L, d);
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+		if (sqlite3_step(st) != SQLITE_DONE ||
+		    db_exec(d, DB_LOWER_PENDING_FROM) == -1)
+			return failure(L, d);
 		if (resend) {
 			if ((st = db_prepare(d, forget)) == NULL)
 				return failure(L, d);
@@ -311,9 +324,14 @@ lb_inbox_replay_dead(lua_State *L)
 		return n;
 	if (d->pg != NULL)
 		return lbpg_replay_dead(L, d);
-	if ((st = db_prepare(d, sql)) == NULL || sqlite3_step(st) != SQLITE_DONE)
+	if (db_exec(d, "BEGIN IMMEDIATE") == -1 ||
+	    (st = db_prepare(d, sql)) == NULL || sqlite3_step(st) != SQLITE_DONE)
 		return failure(L, d);
-	lua_pushinteger(L, sqlite3_changes(d->h));
+	n = sqlite3_changes(d->h);
+	if (db_exec(d, DB_LOWER_PENDING_FROM) == -1 ||
+	    db_exec(d, "COMMIT") == -1)
+		return failure(L, d);
+	lua_pushinteger(L, n);
 	db_close(d);
 	return 1;
 }

@@ -10,8 +10,9 @@ struct db;
 	" done_ms"
 
 /*
- * The inbox's counts, for both databases: `walua run inbox stats` adds
- * the dedup keys held, the console's overview does not.
+ * The inbox's counts on PostgreSQL (SQLite's: DB_INBOX_COUNTS, db.h);
+ * the dedup keys held, for both: `walua run inbox stats` adds them, the
+ * console's overview does not.
  */
 #define LB_INBOX_COUNTS "SELECT" \
 	" (SELECT count(*) FROM events WHERE state = 0) AS pending," \
