@@ -37,19 +37,37 @@ sha256(const char *p, size_t len, unsigned char *md)
 		SHA256((const unsigned char *)p, len, md);
 }
 
+void
+auth_digest(struct auth_digest *d, const char *secret)
+{
+	d->len = strlen(secret);
+	sha256(secret, d->len, d->md);
+}
+
+/* 1 when a is the secret of digest b (see auth_equal). */
+static int
+equal_digest(const char *a, size_t alen, const struct auth_digest *b)
+{
+	unsigned char	ha[SHA256_DIGEST_LENGTH];
+
+	sha256(a, alen, ha);
+	return CRYPTO_memcmp(ha, b->md, sizeof(ha)) == 0 && alen == b->len;
+}
+
 /*
  * 1 when a and b are equal.  Both are hashed first so the time taken does
  * not depend on where they differ, nor on the secret's length.  The one
- * constant-time compare: walua.crypto's equal() is this too.
+ * constant-time compare: walua.crypto's equal() is this too, and a
+ * bearer token is compared with the digest its endpoint keeps.
  */
 int
 auth_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
-	unsigned char	ha[SHA256_DIGEST_LENGTH], hb[SHA256_DIGEST_LENGTH];
+	struct auth_digest	db;
 
-	sha256(a, alen, ha);
-	sha256(b, blen, hb);
-	return CRYPTO_memcmp(ha, hb, sizeof(ha)) == 0 && alen == blen;
+	db.len = blen;
+	sha256(b, blen, db.md);
+	return equal_digest(a, alen, &db);
 }
 
 /* Lower-case hex HMAC-SHA256 of data under key, into out (65 bytes). */
@@ -146,12 +164,18 @@ auth_bearer_token(const char *header, size_t *len)
 }
 
 /*
- * Check an Authorization header against the bearer token.  Returns 1 when
- * it matches; else 0 with *reason "missing", "scheme" or "token".
+ * Check an Authorization header against the bearer token, or its digest
+ * when given (the token's own SHA-256 is then not made again for each
+ * delivery).  Returns 1 when it matches; else 0 with *reason "missing",
+ * "scheme" or "token".
  */
 int
-auth_bearer(const char *header, const char *token, const char **reason)
+auth_bearer(const char *header, const char *token,
+    const struct auth_digest *digest, const char **reason)
 {
+	size_t		 n;
+	int		 ok;
+
 	const char	*p;
 
 	if (header == NULL || *header == '\0') {
@@ -165,8 +189,10 @@ auth_bearer(const char *header, const char *token, const char **reason)
 	}
 	for (p = header + 6; *p == ' ' || *p == '\t'; p++)
 		;
-	if (!auth_equal(p, strcspn(p, " \t"), token, strlen(token)) ||
-	    p[strcspn(p, " \t")] != '\0') {
+	n = strcspn(p, " \t");
+	ok = digest != NULL ? equal_digest(p, n, digest) :
+	    auth_equal(p, n, token, strlen(token));
+	if (!ok || p[n] != '\0') {
 		*reason = "token";
 		return 0;
 	}

@@ -252,6 +252,8 @@ read_table(lua_State *L, struct config *c)
 		e->auth = s ? lookup(auths, s) : 0;
 		free(s);
 		e->token = dupfield(L, -1, "token");
+		if (e->token != NULL)
+			auth_digest(&e->token_digest, e->token);
 		e->secret = dupfield(L, -1, "secret");
 		e->app_secret = dupfield(L, -1, "app_secret");
 		e->verify_token = dupfield(L, -1, "verify_token");

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
+
 enum { PROVIDER_INSIDER, PROVIDER_KAPSO, PROVIDER_META };
 enum { AUTH_BEARER, AUTH_OAUTH2, AUTH_KAPSO, AUTH_META };
 enum { DURABILITY_OFF, DURABILITY_NORMAL, DURABILITY_FULL };
@@ -15,6 +17,7 @@ struct endpoint {
 	const char	*provider_name;		/* static */
 	int		 auth;			/* AUTH_* */
 	char		*token;			/* bearer; secret */
+	struct auth_digest token_digest;	/* of token */
 	char		*secret;		/* kapso; secret */
 	char		*app_secret;		/* meta; secret */
 	char		*verify_token;		/* meta; secret */

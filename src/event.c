@@ -38,7 +38,7 @@
 struct decoder {
 	lua_State	*L;
 	struct lalloc	 alloc;
-	int		 parse;		/* ref: normalize.parse */
+	int		 decode;	/* ref: cjson.decode */
 	int		 rows;		/* ref: normalize.rows */
 	struct decoder	*next;
 };
@@ -80,12 +80,12 @@ decoder_init(lua_State *L)
 	lua_getfield(L, -1, "encode_invalid_numbers");
 	lua_pushliteral(L, "null");
 	lua_call(L, 1, 0);
+	lua_getfield(L, -1, "decode");
+	d->decode = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_pop(L, 1);
 	if (luasrc_load(L, "walua.normalize") != LUA_OK)
 		return lua_error(L);
 	lua_call(L, 0, 1);
-	lua_getfield(L, -1, "parse");
-	d->parse = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_getfield(L, -1, "rows");
 	d->rows = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_pop(L, 1);
@@ -287,6 +287,26 @@ oom:
 }
 
 /*
+ * The value on top, which cjson decoded from body, is an object: a table
+ * with no array part, unless empty and written as one ({} and [] both
+ * decode to an empty table).
+ */
+static int
+is_object(lua_State *L, const char *body, size_t len)
+{
+	size_t	i;
+
+	if (!lua_istable(L, -1))
+		return 0;
+	if (lua_rawlen(L, -1) > 0)
+		return 0;
+	for (i = 0; i < len && (body[i] == ' ' || body[i] == '\t' ||
+	    body[i] == '\r' || body[i] == '\n'); i++)
+		;
+	return i == len || body[i] != '[';
+}
+
+/*
  * Decode body, a POST to endpoint from provider, into out (caller frees
  * with event_batch_free).  Returns 0; -1 when the body is bad input (not
  * JSON, too deep, not an object: err says why, for a 400); -2 when walua
@@ -308,18 +328,26 @@ event_decode(const char *provider, const char *endpoint,
 		return -2;
 	L = d->L;
 	top = lua_gettop(L);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, d->parse);
+	/* cjson's decode called from here: what normalize.parse does */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, d->decode);
 	lua_pushlstring(L, body, len);
-	if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+	switch (lua_pcall(L, 1, 1, 0)) {
+	case LUA_OK:
+		break;
+	case LUA_ERRRUN:
+		snprintf(err, errlen, "body is not valid JSON: %s",
+		    lua_tostring(L, -1));
+		rc = -1;
+		goto done;
+	default:
 		snprintf(err, errlen, "decoder: %s", lua_tostring(L, -1));
 		goto done;
 	}
-	if (lua_isnil(L, -2)) {
-		snprintf(err, errlen, "%s", lua_tostring(L, -1));
+	if (!is_object(L, body, len)) {
+		snprintf(err, errlen, "body is not a JSON object");
 		rc = -1;
 		goto done;
 	}
-	lua_pop(L, 1);
 	f.rc = 0;
 	if (event_envelope_in_c) {
 		memset(&f, 0, sizeof(f));

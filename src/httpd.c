@@ -420,7 +420,7 @@ authenticate(struct MHD_Connection *c, struct req *r, const char **reason)
 	switch (ep->auth) {
 	case AUTH_BEARER:
 		return auth_bearer(header(c, MHD_HTTP_HEADER_AUTHORIZATION),
-		    ep->token, reason);
+		    ep->token, &ep->token_digest, reason);
 	case AUTH_OAUTH2:
 		return oauth_check(r->cfg, header(c,
 		    MHD_HTTP_HEADER_AUTHORIZATION), reason);

@@ -39,14 +39,20 @@ fail(const char *what, const char *header)
 static void
 bearer(const char *header)
 {
+	static struct auth_digest digest;
 	const char	*reason = NULL, *tok;
 	char		*copy;
 	size_t		 len = 0;
 	int		 ok;
 
-	ok = auth_bearer(header, TOKEN, &reason);
+	if (digest.len == 0)
+		auth_digest(&digest, TOKEN);
+	ok = auth_bearer(header, TOKEN, NULL, &reason);
 	if (!ok && reason == NULL)
 		fail("auth_bearer refused without a reason", header);
+	if (auth_bearer(header, NULL, &digest, &reason) != ok)
+		fail("auth_bearer disagrees with itself on the token's digest",
+		    header);
 	tok = auth_bearer_token(header, &len);
 	if (ok != (tok != NULL && len == strlen(TOKEN) &&
 	    memcmp(tok, TOKEN, len) == 0))
@@ -57,7 +63,7 @@ bearer(const char *header)
 		fail("auth_bearer_token gave a bad span", header);
 	if ((copy = strndup(tok, len)) == NULL)
 		abort();
-	if (!auth_bearer(header, copy, &reason))
+	if (!auth_bearer(header, copy, NULL, &reason))
 		fail("auth_bearer refused the token auth_bearer_token found",
 		    header);
 	free(copy);

@@ -13,27 +13,42 @@ main(void)
 	CHECK(!auth_equal("abc", 3, "abcd", 4));
 	CHECK(!auth_equal("", 0, "a", 1));
 
-	CHECK(auth_bearer("Bearer s3cret", "s3cret", &reason));
-	CHECK(auth_bearer("bearer s3cret", "s3cret", &reason));
-	CHECK(auth_bearer("BEARER   s3cret", "s3cret", &reason));
+	CHECK(auth_bearer("Bearer s3cret", "s3cret", NULL, &reason));
+	CHECK(auth_bearer("bearer s3cret", "s3cret", NULL, &reason));
+	CHECK(auth_bearer("BEARER   s3cret", "s3cret", NULL, &reason));
 	reason = NULL;
-	CHECK(!auth_bearer(NULL, "s3cret", &reason));
+	CHECK(!auth_bearer(NULL, "s3cret", NULL, &reason));
 	CHECK_STR(reason, "missing");
-	CHECK(!auth_bearer("", "s3cret", &reason));
+	CHECK(!auth_bearer("", "s3cret", NULL, &reason));
 	CHECK_STR(reason, "missing");
-	CHECK(!auth_bearer("Basic czNjcmV0", "s3cret", &reason));
+	CHECK(!auth_bearer("Basic czNjcmV0", "s3cret", NULL, &reason));
 	CHECK_STR(reason, "scheme");
-	CHECK(!auth_bearer("Bearers3cret", "s3cret", &reason));
+	CHECK(!auth_bearer("Bearers3cret", "s3cret", NULL, &reason));
 	CHECK_STR(reason, "scheme");
-	CHECK(!auth_bearer("s3cret", "s3cret", &reason));
+	CHECK(!auth_bearer("s3cret", "s3cret", NULL, &reason));
 	CHECK_STR(reason, "scheme");
-	CHECK(!auth_bearer("Bearer s3cre", "s3cret", &reason));
+	CHECK(!auth_bearer("Bearer s3cre", "s3cret", NULL, &reason));
 	CHECK_STR(reason, "token");
-	CHECK(!auth_bearer("Bearer s3cret2", "s3cret", &reason));
+	CHECK(!auth_bearer("Bearer s3cret2", "s3cret", NULL, &reason));
 	CHECK_STR(reason, "token");
-	CHECK(!auth_bearer("Bearer s3cret extra", "s3cret", &reason));
+	CHECK(!auth_bearer("Bearer s3cret extra", "s3cret", NULL, &reason));
 	CHECK_STR(reason, "token");
-	CHECK(!auth_bearer("Bearer ", "s3cret", &reason));
+	CHECK(!auth_bearer("Bearer ", "s3cret", NULL, &reason));
+
+	/* against the digest an endpoint keeps of its token */
+	{
+		struct auth_digest	d, other;
+
+		auth_digest(&d, "s3cret");
+		auth_digest(&other, "s3cre");
+		CHECK(auth_bearer("Bearer s3cret", NULL, &d, &reason));
+		CHECK(!auth_bearer("Bearer s3cre", NULL, &d, &reason));
+		CHECK_STR(reason, "token");
+		CHECK(!auth_bearer("Bearer s3cret2", NULL, &d, &reason));
+		CHECK(!auth_bearer("Bearer s3cret", NULL, &other, &reason));
+		CHECK(auth_bearer("Bearer s3cre", NULL, &other, &reason));
+		CHECK(!auth_bearer("Bearer s3cret x", NULL, &d, &reason));
+	}
 
 	/* GitHub's published webhook vector */
 	{
