@@ -252,8 +252,6 @@ read_table(lua_State *L, struct config *c)
 		e->auth = s ? lookup(auths, s) : 0;
 		free(s);
 		e->token = dupfield(L, -1, "token");
-		if (e->token != NULL)
-			auth_digest(&e->token_digest, e->token);
 		e->secret = dupfield(L, -1, "secret");
 		e->app_secret = dupfield(L, -1, "app_secret");
 		e->verify_token = dupfield(L, -1, "verify_token");
@@ -515,8 +513,20 @@ struct config *
 config_load(const char *file, char *err, size_t errlen)
 {
 	struct load_args a = { .file = file };
+	struct config	*c;
+	int		 i;
 
-	return load(&a, err, errlen);
+	/*
+	 * The digests the HTTP threads compare bearer tokens with: here,
+	 * not in config_from_json, so that a worker process, which takes
+	 * no delivery, never sets libcrypto up (2 MiB of its RSS).
+	 */
+	if ((c = load(&a, err, errlen)) != NULL)
+		for (i = 0; i < c->nendpoints; i++)
+			if (c->endpoints[i].token != NULL)
+				auth_digest(&c->endpoints[i].token_digest,
+				    c->endpoints[i].token);
+	return c;
 }
 
 /* Rebuild a configuration from cfg->json (in a worker process). */

@@ -17,7 +17,7 @@ struct endpoint {
 	const char	*provider_name;		/* static */
 	int		 auth;			/* AUTH_* */
 	char		*token;			/* bearer; secret */
-	struct auth_digest token_digest;	/* of token */
+	struct auth_digest token_digest;	/* of token; config_load only */
 	char		*secret;		/* kapso; secret */
 	char		*app_secret;		/* meta; secret */
 	char		*verify_token;		/* meta; secret */
