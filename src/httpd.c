@@ -13,10 +13,10 @@
  * headers, or Content-Length with Transfer-Encoding); such requests are
  * refused with 400 before their body is read.
  *
- * A delivery waits for its commit with its connection suspended; the
- * inbox writer resumes it.  libmicrohttpd must never be stopped with a
- * connection suspended, nor a connection resumed once it is freed: see
- * "Deliveries waiting for their commit" below.
+ * A delivery waits for its commit without an answer, its handler called
+ * again on each turn of its HTTP thread (mhdloop.c says why it is not
+ * suspended); the inbox writer wakes the thread when the commit is over.
+ * See "Deliveries waiting for their commit" below.
  *
  * Connections of the public listener are followed by guard.c from
  * libmicrohttpd's connection notifications: it bounds the time a request
@@ -62,7 +62,7 @@ enum { R_ENDPOINT, R_OAUTH, R_HEALTH, R_METRICS, R_CONSOLE, R_NOTFOUND };
 /* Where a POST to an endpoint is on its way to the inbox (under wait_mu). */
 enum {
 	D_NONE,			/* not handed to the inbox */
-	D_WAITING,		/* suspended, in the writer's hands */
+	D_WAITING,		/* unanswered, in the writer's hands */
 	D_COMMITTED,		/* the writer is done: ticket.rc and counts */
 	D_STOPPING		/* refused or given up on by a stop: 503 */
 };
@@ -76,9 +76,9 @@ struct req {
 	int			 too_large;
 	int64_t			 started_ms;	/* headers in, body to come */
 	void			*console;	/* R_CONSOLE: console.c's */
-	/* a delivery waiting for its commit (the connection is suspended) */
-	struct MHD_Connection	*conn;
-	struct mhdloop_thread	*loop;		/* conn's: resumes it */
+	/* a delivery waiting for its commit */
+	struct mhdloop_thread	*loop;		/* its connection's: woken */
+	int			 held;		/* counted in loop's holds */
 	struct event_batch	 batch;
 	struct inbox_ticket	 ticket;
 	/* under wait_mu */
@@ -99,14 +99,13 @@ static int		 listen_fd = -1, admin_fd = -1;	/* their sockets */
  * its turn's refusal); the last one frees it, so the writer never writes
  * into a freed request.  A request waits from its handler on, though it
  * reaches the writer only at the end of its HTTP thread's turn
- * (submit_turn).  Every resume happens outside wait_mu (no libmicrohttpd
- * call is made under it), but is announced under it: `resuming` counts
- * the resumes under way (wait_cv tells when none is left), `owed` the
- * resumed requests not completed yet.  httpd_stop() waits for the
- * commits, then sets `closing` and answers what still waits 503 itself:
- * such a request is D_STOPPING, and the writer, when it finishes, only
- * drops its reference.  libmicrohttpd is stopped with no connection
- * suspended and no resume under way.
+ * (submit_turn).  Every wake happens outside wait_mu, but is announced
+ * under it: `resuming` counts the wakes under way (wait_cv tells when
+ * none is left), `owed` the requests whose wait is over and which are not
+ * completed yet.  httpd_stop() waits for the commits, then sets `closing`
+ * and answers what still waits 503 itself: such a request is D_STOPPING,
+ * and the writer, when it finishes, only drops its reference.
+ * libmicrohttpd is stopped with no wake under way.
  */
 static pthread_mutex_t	 wait_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t	 wait_cv = PTHREAD_COND_INITIALIZER;
@@ -509,11 +508,11 @@ deliver(struct MHD_Connection *c, struct req *r)
 	}
 	/*
 	 * Wait for the commit without holding this HTTP thread: the
-	 * connection sleeps until the inbox writer wakes it, so one commit
-	 * serves every request that arrived meanwhile.
+	 * handler answers nothing until the inbox writer is done (the next
+	 * calls, on_request), so one commit serves every request that
+	 * arrived meanwhile.
 	 */
 	r->batch = batch;
-	r->conn = c;
 	r->loop = mhdloop_current();
 	r->ticket.batch = &r->batch;
 	r->ticket.provider = ep->provider_name;
@@ -521,9 +520,10 @@ deliver(struct MHD_Connection *c, struct req *r)
 	r->ticket.cfg = r->cfg;
 	r->ticket.done = committed;
 	r->ticket.arg = r;
-	MHD_suspend_connection(c);
 	pthread_mutex_lock(&wait_mu);
 	if (!closing) {
+		r->held = 1;
+		mhdloop_hold(r->loop);
 		r->state = D_WAITING;
 		r->refs++;			/* the writer's */
 		wait_link(r);
@@ -537,12 +537,12 @@ deliver(struct MHD_Connection *c, struct req *r)
 		turn_last = &r->ticket;
 		return MHD_YES;
 	}
-	/* stopping: the inbox takes nothing more */
+	/* stopping: the inbox takes nothing more (answered next turn) */
 	r->state = D_STOPPING;
 	r->resumed = 1;
 	owed++;
 	pthread_mutex_unlock(&wait_mu);
-	mhdloop_resume(r->loop, c);
+	mhdloop_answered();
 	return MHD_YES;
 }
 
@@ -570,15 +570,14 @@ submit_turn(void)
 
 /*
  * r's wait is over (state: D_COMMITTED, or D_STOPPING when the inbox
- * refused its turn); wake its connection, unless a stop already answered
- * it.  Drops the writer's reference.
+ * refused its turn); wake its HTTP thread to answer it, unless a stop
+ * already answered it.  Drops the writer's reference.
  */
 static void
 end_wait(struct req *r, int state)
 {
-	struct MHD_Connection	*c = NULL;
 	struct mhdloop_thread	*loop = r->loop;
-	int			 last;
+	int			 last, wake = 0;
 
 	pthread_mutex_lock(&wait_mu);
 	if (r->state == D_WAITING) {
@@ -587,12 +586,13 @@ end_wait(struct req *r, int state)
 		r->resumed = 1;
 		owed++;
 		resuming++;
-		c = r->conn;
+		wake = 1;
 	}
-	last = --r->refs == 0;		/* never with c set: r is suspended */
+	/* never last when waking: the connection's reference is there */
+	last = --r->refs == 0;
 	pthread_mutex_unlock(&wait_mu);
-	if (c != NULL) {
-		mhdloop_resume(loop, c);
+	if (wake) {
+		mhdloop_wake(loop);
 		pthread_mutex_lock(&wait_mu);
 		if (--resuming == 0)
 			pthread_cond_broadcast(&wait_cv);
@@ -613,6 +613,11 @@ committed(struct inbox_ticket *t)
 static enum MHD_Result
 acknowledge(struct MHD_Connection *c, struct req *r, int state)
 {
+	if (r->held) {
+		r->held = 0;
+		mhdloop_release(r->loop);
+	}
+	mhdloop_answered();		/* written on the next turn */
 	if (state == D_STOPPING)
 		return refuse(c, r, MHD_HTTP_SERVICE_UNAVAILABLE,
 		    "stopping: retry later", MHD_HTTP_HEADER_RETRY_AFTER, "5");
@@ -908,6 +913,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
 			pthread_mutex_lock(&wait_mu);
 			state = r->state;
 			pthread_mutex_unlock(&wait_mu);
+			if (state == D_WAITING)
+				return MHD_YES;		/* not yet */
 			return state == D_NONE ? deliver(c, r) :
 			    acknowledge(c, r, state);
 		}
@@ -986,9 +993,14 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	if (r == NULL)
 		return;
 	*con_cls = NULL;
+	if (r->held) {
+		/* closed while waiting (the client, a timeout, the stop) */
+		r->held = 0;
+		mhdloop_release(r->loop);
+	}
 	pthread_mutex_lock(&wait_mu);
 	if (r->state == D_WAITING) {
-		/* never while suspended, but then the writer must not resume */
+		/* the client left: the writer must not wake for it */
 		wait_unlink(r);
 		r->state = D_STOPPING;
 	}
@@ -1188,7 +1200,7 @@ httpd_start(const struct config *cfg, char *err, size_t errlen)
 	if (guard_start(&gl, err, errlen) == -1)
 		goto fail;
 	if ((daemon_ = mhdloop_start("http", http_threads(cfg), listen_fd,
-	    MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, max,
+	    MHD_USE_EPOLL | MHD_USE_ERROR_LOG, max,
 	    on_request, NULL, submit_turn, opts, err, errlen)) == NULL) {
 		guard_stop();
 		goto fail;
@@ -1238,7 +1250,7 @@ void
 httpd_stop(void)
 {
 	struct config	*cfg;
-	struct req	*r, *next, *given_up = NULL;
+	struct req	*r;
 	int64_t		 now, drain_end, commit_end, fresh_end;
 	int		 n, left;
 	char		 count[16];
@@ -1273,25 +1285,20 @@ httpd_stop(void)
 		sleep_ms(10);
 	}
 
-	/* no more suspensions; what still waits is ours to answer */
+	/* no more waits; what still waits is ours to answer */
 	pthread_mutex_lock(&wait_mu);
 	closing = 1;
-	while ((r = waiting) != NULL) {
+	for (n = 0; (r = waiting) != NULL; n++) {
 		wait_unlink(r);
-		r->state = D_STOPPING;
+		r->state = D_STOPPING;	/* its handler answers 503 */
 		r->resumed = 1;
 		owed++;
-		r->wnext = given_up;		/* r is suspended: it stays */
-		given_up = r;
 	}
 	while (resuming > 0)
 		pthread_cond_wait(&wait_cv, &wait_mu);
 	pthread_mutex_unlock(&wait_mu);
-	for (n = 0, r = given_up; r != NULL; r = next, n++) {
-		next = r->wnext;		/* r may be freed once resumed */
-		mhdloop_resume(r->loop, r->conn);
-	}
 	if (n > 0) {
+		mhdloop_wake_all(daemon_);
 		snprintf(count, sizeof(count), "%d", n);
 		log_kv(LOG_WARN, "stopping: deliveries still waiting for their "
 		    "commit are answered 503", "#deliveries", count, NULL);

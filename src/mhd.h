@@ -21,8 +21,7 @@
 	X(MHD_get_connection_values) X(MHD_get_daemon_info) \
 	X(MHD_http_unescape) X(MHD_lookup_connection_value) \
 	X(MHD_queue_response) X(MHD_quiesce_daemon) \
-	X(MHD_resume_connection) X(MHD_run_wait) X(MHD_start_daemon) \
-	X(MHD_stop_daemon) X(MHD_suspend_connection)
+	X(MHD_run_wait) X(MHD_start_daemon) X(MHD_stop_daemon)
 
 struct mhd_api {
 #define MHD_MEMBER(f)	__typeof__(f) *f;
@@ -45,11 +44,9 @@ int	mhd_load(char *err, size_t errlen);
 #define MHD_lookup_connection_value	(mhd_api.MHD_lookup_connection_value)
 #define MHD_queue_response		(mhd_api.MHD_queue_response)
 #define MHD_quiesce_daemon		(mhd_api.MHD_quiesce_daemon)
-#define MHD_resume_connection		(mhd_api.MHD_resume_connection)
 #define MHD_run_wait			(mhd_api.MHD_run_wait)
 #define MHD_start_daemon		(mhd_api.MHD_start_daemon)
 #define MHD_stop_daemon			(mhd_api.MHD_stop_daemon)
-#define MHD_suspend_connection		(mhd_api.MHD_suspend_connection)
 #endif
 
 #endif

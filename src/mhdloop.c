@@ -15,13 +15,25 @@
  *
  * A thread waits inside libmicrohttpd (MHD_run_wait: its epoll_wait),
  * which has no way of its own to be woken from another thread when it
- * runs no thread itself: a connection resumed by the inbox writer, or a
- * stop, would wait for the next network event.  So each daemon's epoll
- * set also holds an eventfd of ours, with the data pointer
- * libmicrohttpd skips (NULL): writing it makes the wait return, and the
- * next turn of the loop takes the resumed connections in.  A flag keeps
- * it to one write per wait, however many connections a group commit
- * resumes.
+ * runs no thread itself: a delivery whose commit the inbox writer has
+ * finished, or a stop, would wait for the next network event.  So each
+ * daemon's epoll set also holds an eventfd of ours, with the data
+ * pointer libmicrohttpd skips (NULL): writing it makes the wait return,
+ * and the next turn of the loop answers what was committed.  A flag
+ * keeps it to one write per wait, however many deliveries a group
+ * commit finishes.
+ *
+ * A delivery waiting for its commit is not suspended (libmicrohttpd
+ * 0.9.75 takes a suspended connection out of its epoll set and puts it
+ * back, two epoll_ctl calls and an empty recv per request, about a tenth
+ * of the CPU walua spends on an event).  Its handler returns without an
+ * answer: the connection stays in libmicrohttpd's list of ready
+ * connections, and its handler is called again on every turn until it
+ * answers.  libmicrohttpd does not wait while such a connection exists,
+ * so while a thread holds one (mhdloop_hold) the loop waits itself, with
+ * poll() on libmicrohttpd's epoll descriptor (which takes no event away
+ * from it), after each turn that queued no answer (mhdloop_answered: an
+ * answer is written on the next turn).
  *
  * Each daemon takes an equal share of the connections (like
  * libmicrohttpd's own thread pool, whose threads also share one socket):
@@ -37,11 +49,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 enum { L_RUN, L_QUIESCE, L_EXIT };
+
+/*
+ * The longest a thread holding deliveries waits in poll(): libmicrohttpd's
+ * connection timeouts are seen at this granularity meanwhile.
+ */
+#define HOLD_WAIT_MS	1000
 
 struct mhdloop_thread {
 	struct mhdloop		*m;
@@ -49,6 +68,9 @@ struct mhdloop_thread {
 	pthread_t		 t;
 	int			 wakefd;	/* eventfd in d's epoll set */
 	int			 woken;		/* atomic: wakefd was written */
+	int			 epfd;		/* d's epoll set */
+	int			 holds;		/* the loop's: deliveries waiting */
+	int			 answered;	/* the loop's: this turn */
 };
 
 struct mhdloop {
@@ -82,15 +104,46 @@ mhdloop_current(void)
 	return self;
 }
 
+/* Make t run a turn (from any thread): a commit t waits for is over. */
+void
+mhdloop_wake(struct mhdloop_thread *t)
+{
+	wake(t);
+}
+
+/* Every thread of m runs a turn. */
+void
+mhdloop_wake_all(struct mhdloop *m)
+{
+	unsigned int	i;
+
+	for (i = 0; i < m->running; i++)
+		wake(&m->th[i]);
+}
+
 /*
- * Resume connection c of t's daemon (from any thread) and wake t to take
- * it in.
+ * From the loop's own thread (or libmicrohttpd's stop, once the thread
+ * is gone): a connection of t waits for its commit without an answer,
+ * or no longer does.
  */
 void
-mhdloop_resume(struct mhdloop_thread *t, struct MHD_Connection *c)
+mhdloop_hold(struct mhdloop_thread *t)
 {
-	MHD_resume_connection(c);
-	wake(t);
+	t->holds++;
+}
+
+void
+mhdloop_release(struct mhdloop_thread *t)
+{
+	t->holds--;
+}
+
+/* From a handler: this turn queued an answer; run the next one now. */
+void
+mhdloop_answered(void)
+{
+	if (self != NULL)
+		self->answered = 1;
 }
 
 static void *
@@ -101,6 +154,7 @@ loop_main(void *arg)
 	int			 did = L_RUN, want;
 	uint64_t		 v;
 	MHD_socket		 fd;
+	struct pollfd		 pfd;
 
 	self = t;
 	pthread_setname_np(pthread_self(), m->name);
@@ -126,10 +180,17 @@ loop_main(void *arg)
 			if (did == L_EXIT)
 				break;
 		}
+		t->answered = 0;
 		/* returns on a connection's event, a timeout or a wake */
-		(void)MHD_run_wait(t->d, -1);
+		(void)MHD_run_wait(t->d, t->holds > 0 ? 0 : -1);
 		if (m->turn != NULL)
 			m->turn();
+		/* see the comment at the top: waits libmicrohttpd would not */
+		if (t->holds > 0 && !t->answered) {
+			pfd.fd = t->epfd;
+			pfd.events = POLLIN;
+			(void)poll(&pfd, 1, HOLD_WAIT_MS);
+		}
 	}
 	return NULL;
 }
@@ -241,6 +302,7 @@ mhdloop_start(const char *name, unsigned int n, int fd, unsigned int flags,
 			    name, strerror(errno));
 			goto fail;
 		}
+		t->epfd = di->epoll_fd;
 		if ((rc = pthread_create(&t->t, NULL, loop_main, t)) != 0) {
 			snprintf(err, errlen, "%s: pthread_create: %s", name,
 			    strerror(rc));

@@ -16,7 +16,10 @@ struct mhdloop	*mhdloop_start(const char *name, unsigned int n, int fd,
 void		 mhdloop_quiesce(struct mhdloop *);
 void		 mhdloop_stop(struct mhdloop *);
 struct mhdloop_thread *mhdloop_current(void);
-void		 mhdloop_resume(struct mhdloop_thread *,
-		    struct MHD_Connection *);
+void		 mhdloop_wake(struct mhdloop_thread *);
+void		 mhdloop_wake_all(struct mhdloop *);
+void		 mhdloop_hold(struct mhdloop_thread *);
+void		 mhdloop_release(struct mhdloop_thread *);
+void		 mhdloop_answered(void);
 
 #endif
