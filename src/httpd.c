@@ -84,7 +84,7 @@ struct req {
 	/* under wait_mu */
 	int			 state;		/* D_* */
 	int			 refs;		/* the connection's, the writer's */
-	int			 resumed;	/* counted in `owed` */
+	int			 owed;		/* counted in `owed` */
 	struct req		*wnext, **wprevp;	/* on `waiting` */
 };
 
@@ -100,7 +100,7 @@ static int		 listen_fd = -1, admin_fd = -1;	/* their sockets */
  * into a freed request.  A request waits from its handler on, though it
  * reaches the writer only at the end of its HTTP thread's turn
  * (submit_turn).  Every wake happens outside wait_mu, but is announced
- * under it: `resuming` counts the wakes under way (wait_cv tells when
+ * under it: `waking` counts the wakes under way (wait_cv tells when
  * none is left), `owed` the requests whose wait is over and which are not
  * completed yet.  httpd_stop() waits for the commits, then sets `closing`
  * and answers what still waits 503 itself: such a request is D_STOPPING,
@@ -111,7 +111,7 @@ static pthread_mutex_t	 wait_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t	 wait_cv = PTHREAD_COND_INITIALIZER;
 static struct req	*waiting;
 static int		 nwaiting;
-static int		 resuming;
+static int		 waking;
 static int		 owed;
 static int		 closing;
 
@@ -539,7 +539,7 @@ deliver(struct MHD_Connection *c, struct req *r)
 	}
 	/* stopping: the inbox takes nothing more (answered next turn) */
 	r->state = D_STOPPING;
-	r->resumed = 1;
+	r->owed = 1;
 	owed++;
 	pthread_mutex_unlock(&wait_mu);
 	mhdloop_answered();
@@ -583,9 +583,9 @@ end_wait(struct req *r, int state)
 	if (r->state == D_WAITING) {
 		wait_unlink(r);
 		r->state = state;
-		r->resumed = 1;
+		r->owed = 1;
 		owed++;
-		resuming++;
+		waking++;
 		wake = 1;
 	}
 	/* never last when waking: the connection's reference is there */
@@ -594,7 +594,7 @@ end_wait(struct req *r, int state)
 	if (wake) {
 		mhdloop_wake(loop);
 		pthread_mutex_lock(&wait_mu);
-		if (--resuming == 0)
+		if (--waking == 0)
 			pthread_cond_broadcast(&wait_cv);
 		pthread_mutex_unlock(&wait_mu);
 	}
@@ -1004,7 +1004,7 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 		wait_unlink(r);
 		r->state = D_STOPPING;
 	}
-	if (r->resumed)
+	if (r->owed)
 		owed--;
 	last = --r->refs == 0;
 	pthread_mutex_unlock(&wait_mu);
@@ -1291,10 +1291,10 @@ httpd_stop(void)
 	for (n = 0; (r = waiting) != NULL; n++) {
 		wait_unlink(r);
 		r->state = D_STOPPING;	/* its handler answers 503 */
-		r->resumed = 1;
+		r->owed = 1;
 		owed++;
 	}
-	while (resuming > 0)
+	while (waking > 0)
 		pthread_cond_wait(&wait_cv, &wait_mu);
 	pthread_mutex_unlock(&wait_mu);
 	if (n > 0) {
@@ -1304,7 +1304,7 @@ httpd_stop(void)
 		    "commit are answered 503", "#deliveries", count, NULL);
 	}
 
-	/* let the answers of resumed requests go out (a client may not read) */
+	/* let the answers of requests whose wait is over go out (a client may not read) */
 	for (n = 0; n < ANSWER_MS / 10; n++) {
 		pthread_mutex_lock(&wait_mu);
 		left = owed;

@@ -59,13 +59,19 @@ grow(struct seqset *s)
 	return 0;
 }
 
+/* Where seq is or goes: the end, unless it is not past the last. */
+static size_t
+place(const struct seqset *s, long long seq)
+{
+	return s->len > s->head && seq <= s->v[s->len - 1] ? lower(s, seq) :
+	    s->len;
+}
+
 int
 seqset_add(struct seqset *s, long long seq)
 {
-	size_t	i;
+	size_t	i = place(s, seq);
 
-	i = s->len > s->head && seq <= s->v[s->len - 1] ? lower(s, seq) :
-	    s->len;
 	if (i < s->len && s->v[i] == seq) {
 		if (s->gone[i]) {
 			s->gone[i] = 0;
@@ -76,8 +82,7 @@ seqset_add(struct seqset *s, long long seq)
 	if (s->len == s->cap) {
 		if (s->head > 0 || s->ngone > 0) {
 			compact(s);
-			i = s->len > 0 && seq <= s->v[s->len - 1] ?
-			    lower(s, seq) : s->len;
+			i = place(s, seq);
 		}
 		if (s->len == s->cap && grow(s) == -1)
 			return -1;
