@@ -30,7 +30,11 @@
  * delivery key, dedup the other one), each unique: the insert of an event
  * is its claim, live until acked_ms plus the dedup window (schema
  * version 3; before, a table of its own held the claims).
- * statuses: the highest status rank handled per message (ev.stale).
+ * statuses: the highest status rank handled per message (ev.stale), as
+ * a walua before schema version 5 recorded it; now only read, and pruned.
+ * Since, the status events that have their done mark tell it, found by
+ * message through events_status (kv.c): handling a status writes nothing
+ * more than its done mark.
  * kv: walua.store.  oauth_tokens: issued tokens, by SHA-256, with their
  * client, scopes and the fingerprint of the client's secret (secret_fp,
  * schema version 2; NULL for rows written before it).
@@ -101,7 +105,7 @@ static const char schema[] =
 	"  e.last_error AS last_error, e.requeue AS requeue,"
 	"  e.acked_ms AS acked_ms, coalesce(d.done_ms, e.done_ms) AS done_ms"
 	"  FROM events e LEFT JOIN done d ON d.seq = e.seq;"
-	/* a new database is version 2 here: migrate() makes it 4 */
+	/* a new database is version 2 here: migrate() makes it 5 */
 	"INSERT OR IGNORE INTO meta VALUES ('schema_version', '2');";
 
 /* The integer the query answers, or 0 (no row, or an error). */
@@ -165,27 +169,34 @@ static const char to_v4[] =
 	"DROP INDEX IF EXISTS events_pending;"
 	"UPDATE meta SET value = '4' WHERE key = 'schema_version';";
 
+/* Version 5: status ranks read from the status events (statuses, above). */
+static const char to_v5[] =
+	"CREATE INDEX IF NOT EXISTS events_status ON events(message_id)"
+	"  WHERE status IS NOT NULL;"
+	"UPDATE meta SET value = '5' WHERE key = 'schema_version';";
+
 /*
  * Bring a database of an older schema up to date: version 1 had no
  * oauth_tokens.secret_fp (CREATE TABLE IF NOT EXISTS left the old table
  * as it was), version 2 kept dedup keys in a table of their own, version
- * 3 marked done events in their rows.  Under the write lock, so that of
- * several connections opening at once exactly one migrates; the others
- * then see version 4.
+ * 3 marked done events in their rows, version 4 recorded status ranks
+ * in a table of their own.  Under the write lock, so that of several
+ * connections opening at once exactly one migrates; the others then see
+ * version 5.
  */
 static int
 migrate(sqlite3 *h, char **msg)
 {
 	int	v = query_int(h, SCHEMA_VERSION);
 
-	if (v > 4) {
+	if (v > 5) {
 		/* a walua made after this one: what it writes means more */
 		*msg = sqlite3_mprintf("schema version %d is newer than this"
-		    " walua's (4): run the walua that wrote it, or a newer"
+		    " walua's (5): run the walua that wrote it, or a newer"
 		    " one", v);
 		return SQLITE_ERROR;
 	}
-	if (v == 4)
+	if (v == 5)
 		return SQLITE_OK;
 	if (sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, msg) != SQLITE_OK)
 		return SQLITE_ERROR;
@@ -196,7 +207,9 @@ migrate(sqlite3 *h, char **msg)
 	    " events ADD COLUMN dedup2 TEXT", NULL, NULL, msg) != SQLITE_OK) ||
 	    sqlite3_exec(h, to_v3, NULL, NULL, msg) != SQLITE_OK)) ||
 	    (query_int(h, SCHEMA_VERSION) < 4 &&
-	    sqlite3_exec(h, to_v4, NULL, NULL, msg) != SQLITE_OK)) {
+	    sqlite3_exec(h, to_v4, NULL, NULL, msg) != SQLITE_OK) ||
+	    (query_int(h, SCHEMA_VERSION) < 5 &&
+	    sqlite3_exec(h, to_v5, NULL, NULL, msg) != SQLITE_OK)) {
 		sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
 		return SQLITE_ERROR;
 	}

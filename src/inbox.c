@@ -43,6 +43,7 @@
 #include "minutes.h"
 #include "queue.h"
 #include "seqset.h"
+#include "strhash.h"
 
 #define TRIES		3		/* a request's inserts, at most */
 #define POLL_MS		500		/* replayed events, unhealthy probe */
@@ -112,22 +113,6 @@ static int		 untracked;	/* an event it has no room for */
 
 static void		 ranks_clear(void);
 static void		 keep(long long seq);
-
-/* Status ranks for ev.stale: sent < delivered < read < played. */
-int
-inbox_status_rank(const char *status)
-{
-	static const char *ranks[] = { "sent", "delivered", "read", "played",
-	    NULL };
-	int	i;
-
-	if (status == NULL)
-		return 0;
-	for (i = 0; ranks[i] != NULL; i++)
-		if (strcmp(ranks[i], status) == 0)
-			return i + 1;
-	return 0;		/* failed and unknown: never stale */
-}
 
 static void
 op_free(struct op *o)
@@ -290,11 +275,12 @@ insert_request(struct inbox_ticket *r, int64_t now)
 			e->body = NULL;
 			continue;
 		}
-		if (inbox_status_rank(e->status) > 0 && e->message_id != NULL) {
+		if (kv_rank_of(e->status) > 0 && e->message_id != NULL) {
 			/* for ev.stale, read here: in this transaction it
 			 * costs a lookup, in the supervisor a read one */
 			e->prior_epoch = atomic_load(&rank_epoch);
-			e->prior_rank = kv_status_rank(wdb, e->message_id);
+			e->prior_rank = kv_status_rank(wdb, e->message_id,
+			    e->seq);
 		}
 		r->nnew++;
 	}
@@ -1231,19 +1217,20 @@ report(int type, const struct qitem *it, int64_t due_wall,
 	o->duration_us = duration_us;
 	/*
 	 * Copied only where the writer reads them: the error of a failed
-	 * attempt; a done mark's message id for its status rank; the rest
+	 * attempt; a done mark's message id for its status rank (on
+	 * PostgreSQL: on SQLite the done mark records it, kv.c); the rest
 	 * for log_done's debug line (NULL fields leave it shorter).
 	 */
 	if (type != OP_DONE)
 		o->error = it->last_error ? strdup(it->last_error) : NULL;
 	else {
-		o->rank = inbox_status_rank(it->status);
+		o->rank = kv_rank_of(it->status);
 		debug = log_enabled(LOG_DEBUG);
 		if (debug) {
 			o->conv = it->conv ? strdup(it->conv) : NULL;
 			o->kind = it->kind ? strdup(it->kind) : NULL;
 		}
-		if ((debug || o->rank > 0) && it->message_id != NULL)
+		if ((debug || (o->rank > 0 && pg)) && it->message_id != NULL)
 			o->message_id = strdup(it->message_id);
 	}
 	pthread_mutex_lock(&mu);
@@ -1331,22 +1318,13 @@ inbox_dead_count(void)
 
 struct rank {
 	char		*message_id;
+	uint64_t	 hash;		/* strhash(message_id) */
 	int		 rank;
 	struct rank	*next;
 };
 
 static struct rank	*ranks[2][RANKS_BUCKETS];	/* newer, older */
 static int		 nranks;			/* in the newer */
-
-static unsigned
-rank_hash(const char *s)
-{
-	unsigned h = 5381;
-
-	while (*s)
-		h = h * 33 ^ (unsigned char)*s++;
-	return h % RANKS_BUCKETS;
-}
 
 static void
 ranks_free(struct rank **gen)
@@ -1384,14 +1362,20 @@ ranks_clear(void)
 	atomic_fetch_add(&rank_epoch, 2);	/* both generations gone */
 }
 
+/* The note of message_id (of hash h) in both generations, or NULL. */
 static struct rank *
-rank_find(int gen, const char *message_id)
+rank_find(const char *message_id, uint64_t h)
 {
 	struct rank	*r;
+	int		 gen;
 
-	for (r = ranks[gen][rank_hash(message_id)]; r != NULL; r = r->next)
-		if (strcmp(r->message_id, message_id) == 0)
-			return r;
+	/* ids share long prefixes: strcmp only where the hashes agree */
+	for (gen = 0; gen < 2; gen++)
+		for (r = ranks[gen][h % RANKS_BUCKETS]; r != NULL;
+		    r = r->next)
+			if (r->hash == h &&
+			    strcmp(r->message_id, message_id) == 0)
+				return r;
 	return NULL;
 }
 
@@ -1400,12 +1384,12 @@ void
 inbox_note_rank(const char *message_id, int rank)
 {
 	struct rank	*r;
-	unsigned	 h;
+	uint64_t	 h;
 
 	if (message_id == NULL || rank <= 0)
 		return;
-	if ((r = rank_find(0, message_id)) != NULL ||
-	    (r = rank_find(1, message_id)) != NULL) {
+	h = strhash(message_id);
+	if ((r = rank_find(message_id, h)) != NULL) {
 		if (rank > r->rank)
 			r->rank = rank;
 		return;
@@ -1417,10 +1401,10 @@ inbox_note_rank(const char *message_id, int rank)
 		free(r);
 		return;
 	}
-	h = rank_hash(message_id);
+	r->hash = h;
 	r->rank = rank;
-	r->next = ranks[0][h];
-	ranks[0][h] = r;
+	r->next = ranks[0][h % RANKS_BUCKETS];
+	ranks[0][h % RANKS_BUCKETS] = r;
 	nranks++;
 }
 
@@ -1439,13 +1423,13 @@ inbox_handled_rank(const struct qitem *it)
 	struct rank	*r;
 	int		 rank = -1;
 
-	if ((r = rank_find(0, it->message_id)) != NULL ||
-	    (r = rank_find(1, it->message_id)) != NULL)
+	if ((r = rank_find(it->message_id, strhash(it->message_id))) != NULL)
 		rank = r->rank;
 	if (it->prior_rank >= 0 &&
 	    atomic_load(&rank_epoch) - it->prior_epoch <= 1)
 		return it->prior_rank > rank ? it->prior_rank : rank;
 	if (rank >= 0)
 		return rank;
-	return rdb != NULL ? kv_status_rank(rdb, it->message_id) : 0;
+	return rdb != NULL ? kv_status_rank(rdb, it->message_id,
+	    LLONG_MAX) : 0;
 }

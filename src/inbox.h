@@ -35,7 +35,6 @@ void	inbox_retry(const struct qitem *, int64_t due_wall_ms);
 void	inbox_dead(const struct qitem *);
 int	inbox_healthy(void);
 long	inbox_dead_count(void);
-int	inbox_status_rank(const char *status);
 void	inbox_note_rank(const char *message_id, int rank);
 int	inbox_handled_rank(const struct qitem *);
 

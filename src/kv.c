@@ -229,14 +229,39 @@ kv_token_bind(struct db *d, const char *client, const char *secret_fp)
 	return step_done(st);
 }
 
-/* The highest status rank handled for message_id: 0 when none. */
+/* A status's rank for ev.stale: sent < delivered < read < played. */
 int
-kv_status_rank(struct db *d, const char *message_id)
+kv_rank_of(const char *status)
 {
-	static const char sql[] = "SELECT rank FROM statuses WHERE"
-	    " message_id = ?1";
+	static const char *ranks[] = { "sent", "delivered", "read", "played",
+	    NULL };
+	int	i;
+
+	if (status == NULL)
+		return 0;
+	for (i = 0; ranks[i] != NULL; i++)
+		if (strcmp(ranks[i], status) == 0)
+			return i + 1;
+	return 0;		/* failed and unknown: never stale */
+}
+
+/*
+ * The highest status rank handled for message_id: 0 when none.  On
+ * SQLite, the inbox itself tells: the status events of the message that
+ * have their done mark (found through events_status, db.c), and what a
+ * walua before schema version 5 wrote into statuses.  Only events before
+ * seq are read: the writer, storing the event of seq, need not read
+ * that event and its batch (not handled yet) back.
+ */
+int
+kv_status_rank(struct db *d, const char *message_id, long long seq)
+{
+	static const char sql[] = "SELECT status FROM events e"
+	    " WHERE message_id = ?1 AND status IS NOT NULL AND seq < ?2 AND"
+	    " (state = 1 OR EXISTS (SELECT 1 FROM done WHERE seq = e.seq))"
+	    " UNION ALL SELECT rank FROM statuses WHERE message_id = ?1";
 	sqlite3_stmt	*st;
-	int		 rank = 0;
+	int		 rank = 0, r;
 
 	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_status_rank(d, message_id);
@@ -244,30 +269,29 @@ kv_status_rank(struct db *d, const char *message_id)
 	if ((st = db_prepare(d, sql)) == NULL)
 		return 0;
 	sqlite3_bind_text(st, 1, message_id, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		rank = sqlite3_column_int(st, 0);
+	sqlite3_bind_int64(st, 2, seq);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		r = sqlite3_column_type(st, 0) == SQLITE_INTEGER ?
+		    sqlite3_column_int(st, 0) :
+		    kv_rank_of((const char *)sqlite3_column_text(st, 0));
+		if (r > rank)
+			rank = r;
+	}
 	sqlite3_reset(st);
 	return rank;
 }
 
-/* Record that a status of rank was handled for message_id (keeps the max). */
+/*
+ * Record that a status of rank was handled for message_id (keeps the
+ * max).  On SQLite the event's done mark records it (kv_status_rank):
+ * nothing to write.
+ */
 int
 kv_status_set(struct db *d, const char *message_id, int rank, int64_t now_ms)
 {
-	static const char sql[] = "INSERT INTO statuses (message_id, rank,"
-	    " updated_ms) VALUES (?1, ?2, ?3) ON CONFLICT (message_id) DO UPDATE"
-	    " SET rank = max(rank, excluded.rank), updated_ms = excluded.updated_ms";
-	sqlite3_stmt *st;
-
 	if (d->h == NULL)	/* PostgreSQL */
 		return kvpg_status_set(d, message_id, rank, now_ms);
-
-	if ((st = db_prepare(d, sql)) == NULL)
-		return -1;
-	sqlite3_bind_text(st, 1, message_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, rank);
-	sqlite3_bind_int64(st, 3, now_ms);
-	return step_done(st);
+	return 0;
 }
 
 /*

@@ -28,7 +28,9 @@ int	kv_set(struct db *, const char *key, const char *value,
 int	kv_del(struct db *, const char *key);
 int	kv_incr(struct db *, const char *key, int64_t by, int64_t expires_ms,
 	    int64_t now_ms, int64_t *result);
-int	kv_status_rank(struct db *, const char *message_id);
+int	kv_rank_of(const char *status);
+int	kv_status_rank(struct db *, const char *message_id,
+	    long long seq);
 int	kv_status_set(struct db *, const char *message_id, int rank,
 	    int64_t now_ms);
 int	kv_token_put(struct db *, const char *hash, const char *client,

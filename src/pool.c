@@ -42,6 +42,7 @@
 #include "db.h"
 #include "inbox.h"
 #include "ipc.h"
+#include "kv.h"
 #include "log.h"
 #include "luasrc.h"
 #include "metrics.h"
@@ -868,7 +869,7 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 	metrics_observe("walua_handler_duration_seconds", (double)us / 1e6);
 	if (strcmp(result, "ok") == 0) {
 		metrics_inc("walua_events_handled_total", "result=\"ok\"", 1);
-		inbox_note_rank(it->message_id, inbox_status_rank(it->status));
+		inbox_note_rank(it->message_id, kv_rank_of(it->status));
 		inbox_done(it, us);
 		queue_done(it);
 	} else {
@@ -941,7 +942,7 @@ reap(void)
 static int
 stale(const struct qitem *it)
 {
-	int	rank = inbox_status_rank(it->status);
+	int	rank = kv_rank_of(it->status);
 
 	return rank > 0 && it->message_id != NULL &&
 	    inbox_handled_rank(it) > rank;
@@ -1052,7 +1053,7 @@ dispatch(void)
 		buf_printf(&hdr, "%d\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n", slot,
 		    it->id, it->attempts, stale(it) ? "stale" : "", it->kind,
 		    it->message_id ? it->message_id : "",
-		    inbox_status_rank(it->status), it->conv ? it->conv : "");
+		    kv_rank_of(it->status), it->conv ? it->conv : "");
 		if (hdr.data == NULL || ipc_frame(&w->out, IPC_EVENT, hdr.data,
 		    hdr.len, it->body, it->bodylen, NULL, 0) == -1) {
 			kill(w->pid, SIGKILL);

@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "strhash.h"
+
 struct qconv {
 	char		*key;		/* NULL: a lone event's own */
 	struct qitem	*head, *tail;
@@ -58,11 +60,7 @@ queue_now_ms(void)
 static size_t
 hash(const char *s)
 {
-	size_t h = 5381;
-
-	while (*s)
-		h = h * 33 ^ (unsigned char)*s++;
-	return h;
+	return (size_t)strhash(s);
 }
 
 int

@@ -1623,7 +1623,7 @@ def test_18_dedup_keys_of_an_earlier_walua_move_into_their_events():
                                                      "k:idem-1:0"), got
         assert got["0190000000000000000000mig3"] == (None, None), got
         assert got["0190000000000000000000mig4"] == ("m:wamid.MIG3", None)
-        assert version == "4" and "dedup" not in tables, (version, tables)
+        assert version == "5" and "dedup" not in tables, (version, tables)
         for mid in ("wamid.MIG1", "wamid.MIG3"):
             assert d.deliver(text_body("once more", mid)) == {
                 "ok": True, "events": 0, "duplicates": 1}, mid
@@ -1677,7 +1677,7 @@ def test_19_done_marks_in_a_table_of_their_own():
     with d:
         d.wait_log(handled_for("wamid.OLD-PENDING"), timeout=10)
         assert sql("SELECT value FROM meta WHERE key = 'schema_version'") == [
-            ("4",)]
+            ("5",)]
         assert sql("SELECT name FROM sqlite_master WHERE name ="
                    " 'events_pending'") == []
         mids = ["wamid.V4-%d" % i for i in range(6)]
@@ -1758,18 +1758,72 @@ def test_20_a_database_of_a_newer_walua_is_refused():
         assert d.stop() == 0
         path = os.path.join(d.dir, "walua.db")
         con = sqlite3.connect(path)
-        con.execute("UPDATE meta SET value = '5' WHERE key ="
+        con.execute("UPDATE meta SET value = '6' WHERE key ="
                     " 'schema_version'")
         con.commit()
         con.close()
         d.restart(wait=False)
         assert d.proc.wait(15) != 0
-        assert "schema version 5 is newer" in d.log_text(), \
+        assert "schema version 6 is newer" in d.log_text(), \
             d.log_text()[-2000:]
         p = inbox(d, "stats")
-        assert p.returncode != 0 and "schema version 5" in p.stderr, (
+        assert p.returncode != 0 and "schema version 6" in p.stderr, (
             p.stdout, p.stderr)
         con = sqlite3.connect(path)
         assert con.execute("SELECT value FROM meta WHERE key ="
-                           " 'schema_version'").fetchone() == ("5",)
+                           " 'schema_version'").fetchone() == ("6",)
         con.close()
+
+
+@sqlite_only
+def test_21_status_ranks_come_from_the_status_events():
+    """Since schema version 5 a handled status writes nothing but its done
+    mark: the rank for ev.stale is read from the message's status events
+    that are done (README, Design notes).  The ranks a version 4 database
+    kept in statuses still count after the migration; ranks hold across a
+    kill -9."""
+    h = logging_handler()
+    d = Daemon(handlers={"h.lua": h}, workers=1)
+
+    def sql(q, *args):
+        con = sqlite3.connect(os.path.join(d.dir, "walua.db"), timeout=5)
+        try:
+            return con.execute(q, args).fetchall()
+        finally:
+            con.close()
+
+    def status(mid, st, count):
+        assert d.deliver(status_body(mid, st))["events"] == 1
+        d.wait_log(lambda l: handled_for(mid)(l) and l.get("status") == st,
+                   count=count, timeout=10)
+        return [l for l in d.find(handled_for(mid))
+                if l.get("status") == st][count - 1]
+
+    with d:
+        assert d.stop() == 0
+        # the database as a version 4 walua left it
+        con = sqlite3.connect(os.path.join(d.dir, "walua.db"))
+        con.executescript(
+            "DROP INDEX events_status;"
+            "UPDATE meta SET value = '4' WHERE key = 'schema_version';")
+        con.execute("INSERT INTO statuses VALUES ('wamid.R4-READ', 3, ?)",
+                    (int(time.time() * 1000),))
+        con.commit()
+        con.close()
+        d.start()
+        assert sql("SELECT value FROM meta WHERE key = 'schema_version'") == [
+            ("5",)]
+        assert sql("SELECT name FROM sqlite_master WHERE name ="
+                   " 'events_status'") == [("events_status",)]
+        assert status("wamid.R4-READ", "delivered", 1).get("stale") is True
+        assert not status("wamid.R5-1", "read", 1).get("stale")
+        assert sql("SELECT message_id FROM statuses") == [("wamid.R4-READ",)]
+        time.sleep(0.3)                 # the done marks
+        d.kill9()
+        d.restart()
+        late = status("wamid.R5-1", "delivered", 1)
+        assert late.get("stale") is True, late
+        say("after kill -9 and a restart: delivered after read, stale %s",
+            late.get("stale"))
+        assert sql("SELECT message_id FROM statuses") == [("wamid.R4-READ",)]
+        assert d.stop() == 0
