@@ -14,6 +14,16 @@
  * would grow without end.  So once a pass is over, the writer, between
  * two commits, copies the few frames appended since (checkpoint_turn),
  * and its next transaction starts the WAL over.
+ *
+ * Every delivery that arrives meanwhile waits for that turn, so the
+ * thread leaves it as little as it can: it passes again while its last
+ * pass left more than CKPT_REST frames behind (a pass of 1,000 frames
+ * takes 10 ms or more, in which the writer appends a few hundred), and
+ * it syncs the database file itself.  SQLite syncs the database only in
+ * the checkpoint that reaches the WAL's end, the writer's: it would sync
+ * all the pages of the passes there.  The turn then copies and syncs
+ * tens of pages instead of hundreds (its mean 4.0 to 3.0 ms, and p99 of
+ * the deliveries 6.1 to 4.6 ms, in one test on the benchmark's VM).
  */
 #include "checkpoint.h"
 
@@ -25,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
@@ -33,6 +44,8 @@
 #define CKPT_MAX_PAGES	20000	/* the writer does it all past this (80 MB) */
 #define CKPT_IDLE_MS	1000	/* checkpoint what is left when quiet */
 #define CKPT_NICE	5
+#define CKPT_REST	100	/* frames the writer's turn may be left */
+#define CKPT_PASSES	4	/* passes at most before it */
 
 static pthread_t	 thread;
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
@@ -40,6 +53,7 @@ static pthread_cond_t	 cv = PTHREAD_COND_INITIALIZER;
 static int		 started, stopping, wanted, running;
 static int		 copied;		/* a pass is over: the writer's turn */
 static int		 wal_pages;		/* frames in the WAL, last commit */
+static int		 sync_db;		/* durability is not off */
 static struct db	*cdb;
 
 /* sqlite3_wal_hook: after each commit of the writer's connection. */
@@ -59,8 +73,9 @@ on_commit(void *arg, sqlite3 *h, const char *name, int pages)
 	return SQLITE_OK;
 }
 
+/* A PASSIVE checkpoint; *copied_to gets the WAL frames now in the file. */
 static int
-run_checkpoint(struct db *d)
+run_checkpoint(struct db *d, int *copied_to)
 {
 	struct timespec	t0, t1;
 	int		log = 0, done = 0, rc;
@@ -74,6 +89,7 @@ run_checkpoint(struct db *d)
 		    sqlite3_errmsg(d->h), NULL);
 		return -1;
 	}
+	*copied_to = done;
 	metrics_observe("walua_checkpoint_duration_seconds",
 	    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec -
 	    t0.tv_nsec) / 1e9);
@@ -88,7 +104,7 @@ run_checkpoint(struct db *d)
 void
 checkpoint_turn(struct db *writer)
 {
-	int	mine;
+	int	mine, done;
 
 	if (!started)
 		return;
@@ -98,7 +114,33 @@ checkpoint_turn(struct db *writer)
 		copied = 0;
 	pthread_mutex_unlock(&mu);
 	if (mine)
-		run_checkpoint(writer);
+		run_checkpoint(writer, &done);
+}
+
+/*
+ * The thread's part: passes until the writer's turn is short (above),
+ * then the database file's sync.
+ */
+static void
+passes(void)
+{
+	sqlite3_file	*f = NULL;
+	int		 i, done, left;
+
+	for (i = 0; i < CKPT_PASSES; i++) {
+		if (run_checkpoint(cdb, &done) == -1)
+			return;
+		pthread_mutex_lock(&mu);
+		left = wal_pages - done;
+		pthread_mutex_unlock(&mu);
+		if (left <= CKPT_REST)
+			break;
+	}
+	if (sync_db && sqlite3_file_control(cdb->h, "main",
+	    SQLITE_FCNTL_FILE_POINTER, &f) == SQLITE_OK && f != NULL &&
+	    f->pMethods != NULL && f->pMethods->xSync(f, SQLITE_SYNC_NORMAL) !=
+	    SQLITE_OK)
+		log_kv(LOG_WARN, "checkpoint: cannot sync the database", NULL);
 }
 
 static void *
@@ -129,7 +171,7 @@ checkpoint_main(void *arg)
 		wanted = 0;
 		running = 1;
 		pthread_mutex_unlock(&mu);
-		run_checkpoint(cdb);
+		passes();
 		pthread_mutex_lock(&mu);
 		running = 0;
 		copied = 1;
@@ -149,6 +191,7 @@ checkpoint_start(struct db *writer, const char *path, int durability,
 	/* replaces SQLite's automatic checkpoint on the writer's connection */
 	sqlite3_wal_hook(writer->h, on_commit, NULL);
 	stopping = wanted = running = copied = wal_pages = 0;
+	sync_db = durability != DURABILITY_OFF;
 	if ((errno = pthread_create(&thread, NULL, checkpoint_main, NULL)) !=
 	    0) {
 		snprintf(err, errlen, "inbox: cannot start the checkpointer: %s",
@@ -166,6 +209,8 @@ checkpoint_start(struct db *writer, const char *path, int durability,
 void
 checkpoint_stop(void)
 {
+	int	done;
+
 	if (!started)
 		return;
 	pthread_mutex_lock(&mu);
@@ -174,7 +219,7 @@ checkpoint_stop(void)
 	pthread_mutex_unlock(&mu);
 	pthread_join(thread, NULL);
 	started = 0;
-	run_checkpoint(cdb);
+	run_checkpoint(cdb, &done);
 	db_close(cdb);
 	cdb = NULL;
 }
