@@ -32,9 +32,9 @@
  * version 3; before, a table of its own held the claims).
  * statuses: the highest status rank handled per message (ev.stale), as
  * a walua before schema version 5 recorded it; now only read, and pruned.
- * Since, the status events that have their done mark tell it, found by
- * message through events_status (kv.c): handling a status writes nothing
- * more than its done mark.
+ * From version 5 on, the status events that have their done mark tell
+ * it, found by message through events_status (kv.c): handling a status
+ * writes nothing more than its done mark.
  * kv: walua.store.  oauth_tokens: issued tokens, by SHA-256, with their
  * client, scopes and the fingerprint of the client's secret (secret_fp,
  * schema version 2; NULL for rows written before it).
