@@ -377,6 +377,30 @@ code_label(long long code)
 }
 
 /* After a commit: queue the new events of r, in body order. */
+/*
+ * walua_events_acked_total's labels for provider and kind, formatted
+ * only when they differ from the last event's (nearly always the same).
+ * The writer thread only.
+ */
+static const char *
+acked_labels(const char *provider, const char *kind)
+{
+	static char	labels[128], last_p[48], last_k[48];
+	size_t		np = strlen(provider), nk = strlen(kind);
+
+	if (strcmp(provider, last_p) != 0 || strcmp(kind, last_k) != 0) {
+		snprintf(labels, sizeof(labels), "provider=\"%s\",kind=\"%s\"",
+		    provider, kind);
+		/* names too long to keep are formatted every time */
+		last_p[0] = last_k[0] = '\0';
+		if (np < sizeof(last_p) && nk < sizeof(last_k)) {
+			memcpy(last_p, provider, np + 1);
+			memcpy(last_k, kind, nk + 1);
+		}
+	}
+	return labels;
+}
+
 static void
 queue_new(struct inbox_ticket *r)
 {
@@ -395,9 +419,8 @@ queue_new(struct inbox_ticket *r)
 
 			if (e->body == NULL)
 				continue;
-			snprintf(labels, sizeof(labels),
-			    "provider=\"%s\",kind=\"%s\"", r->provider, e->kind);
-			metrics_inc("walua_events_acked_total", labels, 1);
+			metrics_inc("walua_events_acked_total",
+			    acked_labels(r->provider, e->kind), 1);
 		}
 		minutes_add(MINUTES_ACKED, r->nnew);
 		return;
@@ -413,9 +436,8 @@ queue_new(struct inbox_ticket *r)
 
 		if (e->body == NULL)
 			continue;
-		snprintf(labels, sizeof(labels), "provider=\"%s\",kind=\"%s\"",
-		    r->provider, e->kind);
-		metrics_inc("walua_events_acked_total", labels, 1);
+		metrics_inc("walua_events_acked_total",
+		    acked_labels(r->provider, e->kind), 1);
 		if (e->code != 0) {
 			snprintf(labels, sizeof(labels),
 			    "provider=\"%s\",code=\"%s\"", r->provider,

@@ -1012,6 +1012,53 @@ flush_worker(struct worker *w)
 	w->blocked = 0;
 }
 
+/* s and then sep into b. */
+static int
+put_field(struct buf *b, const char *s, char sep)
+{
+	return buf_puts(b, s) == -1 ? -1 : buf_append(b, &sep, 1);
+}
+
+/* n in decimal, then sep, into b. */
+static int
+put_int(struct buf *b, long long n, char sep)
+{
+	char			 tmp[24], *p = tmp + sizeof(tmp);
+	unsigned long long	 u = n < 0 ? 0 - (unsigned long long)n :
+				    (unsigned long long)n;
+
+	*--p = sep;
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u > 0);
+	if (n < 0)
+		*--p = '-';
+	return buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+/*
+ * An event frame's header into b, for the worker (worker.c reads it):
+ * slot, id, attempts, "stale" or nothing, kind, message id, status rank
+ * and conversation, tab-separated.  Put together by hand, not by
+ * buf_printf: it runs for every event, and the format's parsing was most
+ * of the supervisor's own instructions.  Its fixed part stays under
+ * IPC_EVENT_SLACK (ipc.h).
+ */
+static int
+event_header(struct buf *b, int slot, const struct qitem *it)
+{
+	buf_reset(b);
+	return put_int(b, slot, '\t') == -1 ||
+	    put_field(b, it->id, '\t') == -1 ||
+	    put_int(b, it->attempts, '\t') == -1 ||
+	    put_field(b, stale(it) ? "stale" : "", '\t') == -1 ||
+	    put_field(b, it->kind ? it->kind : "", '\t') == -1 ||
+	    put_field(b, it->message_id ? it->message_id : "", '\t') == -1 ||
+	    put_int(b, kv_rank_of(it->status), '\t') == -1 ||
+	    put_field(b, it->conv ? it->conv : "", '\n') == -1 ? -1 : 0;
+}
+
 /*
  * Hand ready events to the workers of the current generation, each up
  * to limits.handler_concurrency at once (every one is a coroutine there).
@@ -1048,13 +1095,7 @@ dispatch(void)
 			break;
 		/* the worker's own timer stops it at 1x; we step in at 1.5x */
 		slot = slot_take(w, it, now + timeout + timeout / 2);
-		/* its fixed part stays under IPC_EVENT_SLACK (ipc.h) */
-		buf_reset(&hdr);
-		buf_printf(&hdr, "%d\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n", slot,
-		    it->id, it->attempts, stale(it) ? "stale" : "", it->kind,
-		    it->message_id ? it->message_id : "",
-		    kv_rank_of(it->status), it->conv ? it->conv : "");
-		if (hdr.data == NULL || ipc_frame(&w->out, IPC_EVENT, hdr.data,
+		if (event_header(&hdr, slot, it) == -1 || ipc_frame(&w->out, IPC_EVENT, hdr.data,
 		    hdr.len, it->body, it->bodylen, NULL, 0) == -1) {
 			kill(w->pid, SIGKILL);
 			worker_lost(w);

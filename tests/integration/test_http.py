@@ -470,12 +470,18 @@ def test_healthz_and_metrics():
 
         d.deliver(text_body("count me", new_id()))
         d.wait_log(is_handled)
+        # a status between two messages: each kind counted apart
+        assert d.deliver(fixture("insider/d_status_delivered.json"))[
+            "events"] == 1
+        d.deliver(text_body("count me too", new_id()))
         ms = wait_metrics(d, lambda ms: metric(
-            ms, "walua_events_handled_total", result="ok") >= 1)
+            ms, "walua_events_handled_total", result="ok") >= 3)
         assert metric(ms, "walua_http_requests_total", endpoint=EP,
-                      code="200") >= 1, ms
+                      code="200") == 3, ms
         assert metric(ms, "walua_events_acked_total", provider="insider",
-                      kind="message") == 1, ms
+                      kind="message") == 2, ms
+        assert metric(ms, "walua_events_acked_total", provider="insider",
+                      kind="status") == 1, ms
         assert metric_sum(ms, "walua_events_handled_total",
                           result="error") == 0, ms
 
