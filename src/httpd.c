@@ -193,8 +193,7 @@ remote_addr(struct MHD_Connection *c, char *out, size_t len)
 /*
  * Count an answer in walua_http_requests_total.  Nearly every answer of
  * an HTTP thread has the labels of its last one: those are formatted
- * again only when they change (snprintf was a fifth of walua's own
- * instructions left on this thread).
+ * again only when they change, not by snprintf for every request.
  */
 static void
 count_answer(const struct req *r, unsigned int status)

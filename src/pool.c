@@ -1041,8 +1041,8 @@ put_int(struct buf *b, long long n, char sep)
  * An event frame's header into b, for the worker (worker.c reads it):
  * slot, id, attempts, "stale" or nothing, kind, message id, status rank
  * and conversation, tab-separated.  Put together by hand, not by
- * buf_printf: it runs for every event, and the format's parsing was most
- * of the supervisor's own instructions.  Its fixed part stays under
+ * buf_printf: it runs for every event, and parsing the format cost more
+ * than the copies.  Its fixed part stays under
  * IPC_EVENT_SLACK (ipc.h).
  */
 static int

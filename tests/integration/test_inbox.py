@@ -1640,6 +1640,15 @@ def json_event(mid, conv="106540352242922:905321234567"):
                        "raw": {"id": mid}})
 
 
+def db_rows(d, q, *args):
+    """The rows of query q on the daemon's SQLite database."""
+    con = sqlite3.connect(os.path.join(d.dir, "walua.db"), timeout=5)
+    try:
+        return con.execute(q, args).fetchall()
+    finally:
+        con.close()
+
+
 @sqlite_only
 def test_19_done_marks_in_a_table_of_their_own():
     """Schema version 4 keeps done marks in a table of their own (README,
@@ -1668,11 +1677,7 @@ def test_19_done_marks_in_a_table_of_their_own():
         return len(d.find(handled_for(mid)))
 
     def sql(q, *args):
-        con = sqlite3.connect(os.path.join(d.dir, "walua.db"), timeout=5)
-        try:
-            return con.execute(q, args).fetchall()
-        finally:
-            con.close()
+        return db_rows(d, q, *args)
 
     with d:
         d.wait_log(handled_for("wamid.OLD-PENDING"), timeout=10)
@@ -1786,11 +1791,7 @@ def test_21_status_ranks_come_from_the_status_events():
     d = Daemon(handlers={"h.lua": h}, workers=1)
 
     def sql(q, *args):
-        con = sqlite3.connect(os.path.join(d.dir, "walua.db"), timeout=5)
-        try:
-            return con.execute(q, args).fetchall()
-        finally:
-            con.close()
+        return db_rows(d, q, *args)
 
     def status(mid, st, count):
         assert d.deliver(status_body(mid, st))["events"] == 1
