@@ -33,8 +33,9 @@ buf_reserve(struct buf *b, size_t more)
 	return 0;
 }
 
+/* buf_append when the bytes do not fit (or nothing is allocated yet). */
 int
-buf_append(struct buf *b, const void *p, size_t n)
+buf_append_grow(struct buf *b, const void *p, size_t n)
 {
 	if (buf_reserve(b, n) == -1)
 		return -1;
