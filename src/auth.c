@@ -6,11 +6,13 @@
 #include "auth.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <ctype.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -18,23 +20,172 @@
 
 #include "hex.h"
 
-static EVP_MD		*sha256_md;
-static pthread_once_t	 sha256_once = PTHREAD_ONCE_INIT;
+/*
+ * What each thread keeps of libcrypto between calls.  SHA256() and
+ * HMAC() look their algorithms up, allocate their contexts and (HMAC)
+ * set the key up on every call: an HMAC-SHA256 of a delivery took 2.2 µs
+ * that way against 0.6 µs with a context kept keyed, and a digest 0.22
+ * against 0.16 µs with a context kept (README, Design notes).  A thread
+ * keeps MACS_KEPT keyed contexts, the secrets of the endpoints it
+ * checks, replaced in turn.  The blocks are on a list so that what a
+ * thread keeps is freed when it ends and reachable until then.
+ */
+#define MACS_KEPT	4
 
-/* SHA256() looks the algorithm up on every call; look it up once. */
+struct kept_mac {
+	unsigned char	*key;		/* a copy: the config may be reloaded */
+	size_t		 keylen;
+	EVP_MAC_CTX	*ctx;
+};
+
+struct kept {
+	EVP_MD_CTX	*md;
+	struct kept_mac	 mac[MACS_KEPT];
+	unsigned int	 next;		/* the one replaced next */
+	struct kept	*prev_k, *next_k;
+};
+
+static EVP_MD		*sha256_md;
+static EVP_MAC		*hmac_alg;
+static pthread_once_t	 crypto_once = PTHREAD_ONCE_INIT;
+static pthread_key_t	 kept_key;
+static int		 kept_ok;
+static struct kept	*all_kept;
+static pthread_mutex_t	 kept_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void
-sha256_fetch(void)
+mac_clear(struct kept_mac *m)
+{
+	EVP_MAC_CTX_free(m->ctx);
+	if (m->key != NULL)
+		OPENSSL_clear_free(m->key, m->keylen);
+	m->ctx = NULL;
+	m->key = NULL;
+	m->keylen = 0;
+}
+
+/* The thread's end: its contexts go. */
+static void
+kept_free(void *p)
+{
+	struct kept	*k = p;
+	int		 i;
+
+	pthread_mutex_lock(&kept_mu);
+	if (k->prev_k != NULL)
+		k->prev_k->next_k = k->next_k;
+	else
+		all_kept = k->next_k;
+	if (k->next_k != NULL)
+		k->next_k->prev_k = k->prev_k;
+	pthread_mutex_unlock(&kept_mu);
+	for (i = 0; i < MACS_KEPT; i++)
+		mac_clear(&k->mac[i]);
+	EVP_MD_CTX_free(k->md);
+	free(k);
+}
+
+static void
+crypto_setup(void)
 {
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	kept_ok = pthread_key_create(&kept_key, kept_free) == 0;
+}
+
+/* The calling thread's block, or NULL (no memory): callers go without. */
+static struct kept *
+kept(void)
+{
+	struct kept	*k;
+
+	pthread_once(&crypto_once, crypto_setup);
+	if (!kept_ok)
+		return NULL;
+	if ((k = pthread_getspecific(kept_key)) != NULL)
+		return k;
+	if ((k = calloc(1, sizeof(*k))) == NULL)
+		return NULL;
+	if (pthread_setspecific(kept_key, k) != 0) {
+		free(k);
+		return NULL;
+	}
+	pthread_mutex_lock(&kept_mu);
+	k->next_k = all_kept;
+	if (all_kept != NULL)
+		all_kept->prev_k = k;
+	all_kept = k;
+	pthread_mutex_unlock(&kept_mu);
+	return k;
 }
 
 static void
 sha256(const char *p, size_t len, unsigned char *md)
 {
-	pthread_once(&sha256_once, sha256_fetch);
-	if (sha256_md == NULL || EVP_Digest(p, len, md, NULL, sha256_md,
-	    NULL) != 1)
-		SHA256((const unsigned char *)p, len, md);
+	struct kept	*k = kept();
+
+	if (k != NULL && sha256_md != NULL && (k->md != NULL ||
+	    (k->md = EVP_MD_CTX_new()) != NULL) &&
+	    EVP_DigestInit_ex2(k->md, sha256_md, NULL) == 1 &&
+	    EVP_DigestUpdate(k->md, p, len) == 1 &&
+	    EVP_DigestFinal_ex(k->md, md, NULL) == 1)
+		return;
+	SHA256((const unsigned char *)p, len, md);
+}
+
+/* The thread's context keyed with key, ready for data; NULL: none. */
+static EVP_MAC_CTX *
+kept_mac(const void *key, size_t keylen)
+{
+	struct kept	*k = kept();
+	struct kept_mac	*m;
+	OSSL_PARAM	 params[2];
+	int		 i;
+
+	if (k == NULL || hmac_alg == NULL)
+		return NULL;
+	/* both are secrets of this process, neither a sender's bytes */
+	for (i = 0; i < MACS_KEPT; i++) {
+		m = &k->mac[i];
+		if (m->ctx != NULL && m->keylen == keylen &&
+		    memcmp(m->key, key, keylen) == 0)
+			return EVP_MAC_init(m->ctx, NULL, 0, NULL) == 1 ?
+			    m->ctx : NULL;
+	}
+	m = &k->mac[k->next];
+	k->next = (k->next + 1) % MACS_KEPT;
+	mac_clear(m);
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+	    (char *)"SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if ((m->key = malloc(keylen > 0 ? keylen : 1)) == NULL ||
+	    (m->ctx = EVP_MAC_CTX_new(hmac_alg)) == NULL ||
+	    EVP_MAC_init(m->ctx, key, keylen, params) != 1) {
+		mac_clear(m);
+		return NULL;
+	}
+	memcpy(m->key, key, keylen);
+	m->keylen = keylen;
+	return m->ctx;
+}
+
+/*
+ * HMAC-SHA256 of data under key into md (32 bytes).  Returns 0, or -1
+ * when libcrypto fails.
+ */
+int
+auth_hmac_sha256(const void *key, size_t keylen, const void *data,
+    size_t len, unsigned char md[32])
+{
+	EVP_MAC_CTX	*ctx = kept_mac(key, keylen);
+	unsigned int	 mdlen = 0;
+	size_t		 out = 0;
+
+	if (ctx != NULL && EVP_MAC_update(ctx, data, len) == 1 &&
+	    EVP_MAC_final(ctx, md, &out, 32) == 1 && out == 32)
+		return 0;
+	return HMAC(EVP_sha256(), key, (int)keylen, data, len, md,
+	    &mdlen) != NULL && mdlen == 32 ? 0 : -1;
 }
 
 void
@@ -74,13 +225,13 @@ auth_equal(const char *a, size_t alen, const char *b, size_t blen)
 void
 auth_hmac_hex(const char *key, const void *data, size_t len, char out[65])
 {
-	unsigned char	md[EVP_MAX_MD_SIZE];
-	unsigned int	mdlen = 0;
+	unsigned char	md[32];
 
-	if (HMAC(EVP_sha256(), key, (int)strlen(key), data, len, md,
-	    &mdlen) == NULL)
-		mdlen = 0;
-	hex_encode(md, mdlen, out);
+	if (auth_hmac_sha256(key, strlen(key), data, len, md) == -1) {
+		out[0] = '\0';		/* matches no signature */
+		return;
+	}
+	hex_encode(md, sizeof(md), out);
 }
 
 void

@@ -20,6 +20,8 @@ int	auth_bearer(const char *header, const char *token,
 const char *auth_bearer_token(const char *header, size_t *len);
 int	auth_signature(const char *header, int need_prefix, const char *secret,
 	    const char *body, size_t len, const char **reason);
+int	auth_hmac_sha256(const void *key, size_t keylen, const void *data,
+	    size_t len, unsigned char md[32]);
 void	auth_hmac_hex(const char *key, const void *data, size_t len,
 	    char out[65]);
 void	auth_sha256_hex(const void *data, size_t len, char out[65]);

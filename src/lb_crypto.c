@@ -12,8 +12,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -37,13 +35,11 @@ lb_crypto_hmac_sha256(lua_State *L)
 	size_t		 klen, dlen;
 	const char	*key = luaL_checklstring(L, 1, &klen);
 	const char	*data = luaL_checklstring(L, 2, &dlen);
-	unsigned char	 md[EVP_MAX_MD_SIZE];
-	unsigned int	 mdlen = 0;
+	unsigned char	 md[32];
 
-	if (HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)data,
-	    dlen, md, &mdlen) == NULL)
+	if (auth_hmac_sha256(key, klen, data, dlen, md) == -1)
 		return luaL_error(L, "crypto.hmac_sha256: failed");
-	push_hex(L, md, mdlen);
+	push_hex(L, md, sizeof(md));
 	return 1;
 }
 

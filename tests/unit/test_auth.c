@@ -1,7 +1,39 @@
-/* test_auth.c - bearer checks and the constant-time compare. */
+/* test_auth.c - bearer checks, the constant-time compare, HMACs. */
 #include "auth.h"
 
+#include <pthread.h>
+
+#include "hex.h"
 #include "unit.h"
+
+/* RFC 4231's test case 2, as auth_hmac_sha256 gives it, in hex. */
+static void
+jefe(char hex[65])
+{
+	unsigned char	md[32];
+
+	hex[0] = '\0';
+	if (auth_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28,
+	    md) == 0)
+		hex_encode(md, sizeof(md), hex);
+}
+
+#define JEFE	"5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+
+/* A thread's own kept contexts: right, and gone when it ends (ASan). */
+static void *
+hmac_thread(void *arg)
+{
+	char	hex[65];
+	int	i, *bad = arg;
+
+	for (i = 0; i < 100; i++) {
+		jefe(hex);
+		if (strcmp(hex, JEFE) != 0)
+			(*bad)++;
+	}
+	return NULL;
+}
 
 int
 main(void)
@@ -85,6 +117,47 @@ main(void)
 		CHECK(!auth_signature(hdr, 1, "wrong secret", body, 13,
 		    &reason));
 		CHECK_STR(reason, "signature");
+	}
+	/*
+	 * Kept keyed contexts (auth.c): the same key again, keys of the same
+	 * length, a binary key, and more keys than a thread keeps, in turns.
+	 */
+	{
+		static const char *const filler[] = { "k1", "k2", "k3", "k4",
+		    "k5" };
+		unsigned char	key20[20], md[32];
+		char		hex[65];
+		pthread_t	t[2];
+		int		round, i, bad[2] = { 0, 0 };
+
+		memset(key20, 0x0b, sizeof(key20));
+		for (round = 0; round < 3; round++) {
+			jefe(hex);
+			CHECK_STR(hex, JEFE);
+			CHECK(auth_hmac_sha256("Jeff", 4,
+			    "what do ya want for nothing?", 28, md) == 0);
+			hex_encode(md, sizeof(md), hex);
+			CHECK(strcmp(hex, JEFE) != 0);
+			/* RFC 4231's test case 1 */
+			CHECK(auth_hmac_sha256(key20, sizeof(key20), "Hi There",
+			    8, md) == 0);
+			hex_encode(md, sizeof(md), hex);
+			CHECK_STR(hex, "b0344c61d8db38535ca8afceaf0bf12b"
+			    "881dc200c9833da726e9376c2e32cff7");
+			auth_hmac_hex("It's a Secret to Everybody",
+			    "Hello, World!", 13, hex);
+			CHECK_STR(hex, "757107ea0eb2509fc211221cce984b8a"
+			    "37570b6d7586c22c46f4379c8b043e17");
+			for (i = 0; i < 5; i++)
+				CHECK(auth_hmac_sha256(filler[i], 2, "x", 1,
+				    md) == 0);
+		}
+		for (i = 0; i < 2; i++)
+			CHECK(pthread_create(&t[i], NULL, hmac_thread,
+			    &bad[i]) == 0);
+		for (i = 0; i < 2; i++)
+			CHECK(pthread_join(t[i], NULL) == 0);
+		CHECK(bad[0] == 0 && bad[1] == 0);
 	}
 	{
 		size_t n;
