@@ -24,6 +24,7 @@ int	auth_hmac_sha256(const void *key, size_t keylen, const void *data,
 	    size_t len, unsigned char md[32]);
 void	auth_hmac_hex(const char *key, const void *data, size_t len,
 	    char out[65]);
+void	auth_sha256(const void *data, size_t len, unsigned char md[32]);
 void	auth_sha256_hex(const void *data, size_t len, char out[65]);
 
 #endif

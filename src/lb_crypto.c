@@ -50,7 +50,7 @@ lb_crypto_sha256(lua_State *L)
 	const char	*data = luaL_checklstring(L, 1, &len);
 	unsigned char	 md[SHA256_DIGEST_LENGTH];
 
-	SHA256((const unsigned char *)data, len, md);
+	auth_sha256(data, len, md);
 	push_hex(L, md, sizeof(md));
 	return 1;
 }

@@ -152,6 +152,15 @@ main(void)
 				CHECK(auth_hmac_sha256(filler[i], 2, "x", 1,
 				    md) == 0);
 		}
+		/* the kept digest context, again and again */
+		for (i = 0; i < 2; i++) {
+			auth_sha256_hex("abc", 3, hex);
+			CHECK_STR(hex, "ba7816bf8f01cfea414140de5dae2223"
+			    "b00361a396177a9cb410ff61f20015ad");
+			auth_sha256_hex("", 0, hex);
+			CHECK_STR(hex, "e3b0c44298fc1c149afbf4c8996fb924"
+			    "27ae41e4649b934ca495991b7852b855");
+		}
 		for (i = 0; i < 2; i++)
 			CHECK(pthread_create(&t[i], NULL, hmac_thread,
 			    &bad[i]) == 0);
