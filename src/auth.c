@@ -42,7 +42,7 @@ struct kept {
 	EVP_MD_CTX	*md;
 	struct kept_mac	 mac[MACS_KEPT];
 	unsigned int	 next;		/* the one replaced next */
-	struct kept	*prev_k, *next_k;
+	struct kept	*link;		/* all_kept */
 };
 
 static EVP_MD		*sha256_md;
@@ -68,16 +68,15 @@ mac_clear(struct kept_mac *m)
 static void
 kept_free(void *p)
 {
-	struct kept	*k = p;
+	struct kept	*k = p, **pp;
 	int		 i;
 
-	pthread_mutex_lock(&kept_mu);
-	if (k->prev_k != NULL)
-		k->prev_k->next_k = k->next_k;
-	else
-		all_kept = k->next_k;
-	if (k->next_k != NULL)
-		k->next_k->prev_k = k->prev_k;
+	pthread_mutex_lock(&kept_mu);		/* a few threads: a walk */
+	for (pp = &all_kept; *pp != NULL; pp = &(*pp)->link)
+		if (*pp == k) {
+			*pp = k->link;
+			break;
+		}
 	pthread_mutex_unlock(&kept_mu);
 	for (i = 0; i < MACS_KEPT; i++)
 		mac_clear(&k->mac[i]);
@@ -111,9 +110,7 @@ kept(void)
 		return NULL;
 	}
 	pthread_mutex_lock(&kept_mu);
-	k->next_k = all_kept;
-	if (all_kept != NULL)
-		all_kept->prev_k = k;
+	k->link = all_kept;
 	all_kept = k;
 	pthread_mutex_unlock(&kept_mu);
 	return k;

@@ -376,7 +376,6 @@ code_label(long long code)
 	return buf;
 }
 
-/* After a commit: queue the new events of r, in body order. */
 /*
  * walua_events_acked_total's labels for provider and kind, formatted
  * only when they differ from the last event's (nearly always the same).
@@ -401,6 +400,7 @@ acked_labels(const char *provider, const char *kind)
 	return labels;
 }
 
+/* After a commit: queue the new events of r, in body order. */
 static void
 queue_new(struct inbox_ticket *r)
 {

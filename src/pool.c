@@ -1095,8 +1095,9 @@ dispatch(void)
 			break;
 		/* the worker's own timer stops it at 1x; we step in at 1.5x */
 		slot = slot_take(w, it, now + timeout + timeout / 2);
-		if (event_header(&hdr, slot, it) == -1 || ipc_frame(&w->out, IPC_EVENT, hdr.data,
-		    hdr.len, it->body, it->bodylen, NULL, 0) == -1) {
+		if (event_header(&hdr, slot, it) == -1 ||
+		    ipc_frame(&w->out, IPC_EVENT, hdr.data, hdr.len, it->body,
+		    it->bodylen, NULL, 0) == -1) {
 			kill(w->pid, SIGKILL);
 			worker_lost(w);
 			continue;
