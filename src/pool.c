@@ -59,6 +59,7 @@ enum { W_LOADING, W_READY, W_CLOSED };
 
 #define MARKS_AHEAD	8	/* events handled, mark not committed, per worker */
 #define STALL_MS	50	/* one event's Lua running this long: busy */
+#define SLICE_GUESS_US	500	/* a new worker's usual slice of Lua */
 
 /*
  * An event in flight on a worker, in the worker's slot of that number;
@@ -339,6 +340,8 @@ spawn(struct gen *g)
 		return NULL;
 	}
 	w->shm = page;
+	/* until its first slice says: events spread, none piles up here */
+	atomic_store(&w->shm->slice_us, SLICE_GUESS_US);
 	page_list(w->shm, NULL);
 	/* above the fds the child gets: dup2 onto the same fd would keep
 	 * close-on-exec, and one action must not overwrite the other's */
@@ -949,6 +952,26 @@ stale(const struct qitem *it)
 }
 
 /*
+ * Whether w's Lua has run far longer than its slices usually take: four
+ * times as long, 2 ms at least, STALL_MS at most.  Likely stuck in C,
+ * where no slice ends it, or at least slow: what w is sent waits behind
+ * it.  Judged against w's own usual slice, a stuck worker is passed over
+ * a few milliseconds after it stopped, not STALL_MS after.
+ */
+static int
+stalled(const struct worker *w, int64_t now)
+{
+	int64_t	limit = 4 * (int64_t)atomic_load(&w->shm->slice_us);
+
+	if (limit < 2000)
+		limit = 2000;
+	if (limit > STALL_MS * 1000)
+		limit = STALL_MS * 1000;
+	return atomic_load(&w->shm->running) != 0 &&
+	    (now - atomic_load(&w->shm->running_since)) * 1000 > limit;
+}
+
+/*
  * The worker of the current generation to give the next event to: the
  * least busy of those with a free slot and whose socket took what was
  * written (a worker stuck in C does not read: its events wait here).
@@ -957,7 +980,7 @@ static struct worker *
 least_busy(int64_t now)
 {
 	struct worker	*w, *best = NULL;
-	int		 busy, best_busy = 0;
+	int		 busy, best_busy = 0, take;
 	int64_t		 since, best_since = 0;
 
 	for (w = workers; w != NULL; w = w->next) {
@@ -966,18 +989,24 @@ least_busy(int64_t now)
 			continue;
 		/*
 		 * 0: waiting in its loop; 1: running an event's Lua; 2: that
-		 * for a while (a heavy handler, or one stuck in C).  What a
-		 * busy worker is sent waits behind that Lua: prefer the
-		 * idlest, then the one with fewer events, then the one whose
-		 * Lua began last (the other may be stuck, not yet past
-		 * STALL_MS).
+		 * for far longer than usual (above).  What a busy worker is
+		 * sent waits behind that Lua: prefer the idlest, then the one
+		 * with fewer events, then the one whose Lua began last.  Of
+		 * two stalled ones, the one stalled longer is the likelier to
+		 * be stuck: the one whose Lua began last comes first.
 		 */
 		since = atomic_load(&w->shm->running_since);
 		busy = atomic_load(&w->shm->running) == 0 ? 0 :
-		    now - since > STALL_MS ? 2 : 1;
-		if (best == NULL || busy < best_busy || (busy == best_busy &&
-		    (w->inflight < best->inflight || (busy == 1 &&
-		    w->inflight == best->inflight && since > best_since)))) {
+		    stalled(w, now) ? 2 : 1;
+		if (best == NULL || busy != best_busy)
+			take = best == NULL || busy < best_busy;
+		else if (busy == 2 && since != best_since)
+			take = since > best_since;
+		else if (w->inflight != best->inflight)
+			take = w->inflight < best->inflight;
+		else
+			take = busy == 1 && since > best_since;
+		if (take) {
 			best = w;
 			best_busy = busy;
 			best_since = since;

@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -346,11 +347,14 @@ finish(struct task *t, int rc, const char *err)
 	nrunning--;
 }
 
-/* The supervisor's view: slot's Lua runs from now on. */
+static int64_t	slice_ns;	/* when the Lua running now began */
+
+/* The supervisor's view: slot's Lua runs from now_ns on. */
 static void
-mark_running(int slot)
+mark_running(int slot, int64_t now_ns)
 {
-	atomic_store(&shm->running_since, evloop_now_ms());
+	slice_ns = now_ns;
+	atomic_store(&shm->running_since, now_ns / 1000000);
 	atomic_store(&shm->running, slot + 1);
 }
 
@@ -358,7 +362,17 @@ mark_running(int slot)
 static void
 settle(struct task *t, int rc, const char *err)
 {
+	static int	measured;
+	int		avg = atomic_load(&shm->slice_us);
+	int64_t		us = (lb_ctx_now_ns() - slice_ns) / 1000;
+
 	atomic_store(&shm->running, 0);
+	/* about the last 8 slices; the first replaces the supervisor's guess */
+	if (us > INT_MAX / 2)
+		us = INT_MAX / 2;
+	atomic_store(&shm->slice_us, !measured ? (int)us :
+	    avg + ((int)us - avg) / 8);
+	measured = 1;
 	if (rc != LHOST_YIELD) {
 		finish(t, rc, err);
 		return;
@@ -411,9 +425,9 @@ start_event(char *p, size_t len)
 	t->used = 1;
 	t->t0_ns = lb_ctx_now_ns();
 	nrunning++;
-	evloop_timer_start(&t->deadline, evloop_now_ms() + timeout);
+	evloop_timer_start(&t->deadline, t->t0_ns / 1000000 + timeout);
 	err[0] = '\0';
-	mark_running(slot);
+	mark_running(slot, t->t0_ns);
 	rc = lhost_start(host, &t->lt, nl + 1, len - (size_t)(nl + 1 - p),
 	    atoi(f[F_ATTEMPT]), strcmp(f[F_FLAGS], "stale") == 0, timeout, err,
 	    sizeof(err));
@@ -442,7 +456,7 @@ run_ready(void)
 		if (!t->used)
 			continue;
 		err[0] = '\0';
-		mark_running(t->slot);
+		mark_running(t->slot, lb_ctx_now_ns());
 		rc = lhost_resume(host, &t->lt, err, sizeof(err));
 		settle(t, rc, err);
 	}

@@ -12,14 +12,16 @@
  * Written by the worker, read by the supervisor without a system call:
  * which event's Lua runs now (slot + 1; 0: none) and since when
  * (CLOCK_MONOTONIC ms), so that a worker stuck where no hook reaches is
- * blamed on that event alone, and is given no more events while another
- * worker can take them; and its outbound transfers in flight, for
- * /metrics.
+ * blamed on that event alone; how long its slices of Lua usually take
+ * (about the last eight), so that a worker whose Lua runs far longer is
+ * given no more events while another worker can take them (pool.c); and
+ * its outbound transfers in flight, for /metrics.
  */
 struct worker_shm {
 	_Atomic int	 running;
 	_Atomic int	 outbound;
 	_Atomic long long running_since;
+	_Atomic int	 slice_us;	/* a slice of Lua's usual length */
 };
 
 struct config;

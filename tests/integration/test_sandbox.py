@@ -685,6 +685,46 @@ def test_stuck_worker_does_not_stop_the_other():
                      name + " next event")
 
 
+BUSY_BESIDE_STUCK = r'''
+local log = require "walua.log"
+return function(ev)
+	if ev.text == "attack" then
+		log.info("attack", {})
+		string.find(("a"):rep(200), ("a*"):rep(5) .. "b")
+	elseif ev.text == "slow" then
+		local stop = os.clock() + 0.025	-- Lua running, in 10 ms slices
+		while os.clock() < stop do end
+	end
+	log.info("handled", { text = ev.text })
+end
+'''
+
+
+def test_busy_worker_preferred_to_one_just_stuck():
+    """Two workers, one just stuck in C (milliseconds ago, far from its
+    kill).  The other is running a slow event and has a second waiting:
+    it still gets the third, which would otherwise wait out the stuck
+    one's budget behind it.  A worker is passed over once its Lua has run
+    four times its usual slice (2 ms at least), not only past 50 ms."""
+    with Daemon(handlers={"busy.lua": BUSY_BESIDE_STUCK}, extra=LIMITS,
+                workers=2) as d:
+        t0 = time.time()
+        d.deliver(text_body("attack", new_id("A"), wa_id=ATTACK_WA))
+        wait_for(d, msg_is("attack"), 5, "attack")
+        for text, wa in zip(("slow", "slow", "ok"), OTHER_WA):
+            d.deliver(text_body(text, new_id("C"), wa_id=wa))
+        handled_at = {}
+        for text, wa in zip(("slow", "slow", "ok"), OTHER_WA):
+            _, seen = wait_for(
+                d, lambda l, wa=wa: l.get("msg") == "handled" and
+                l.get("conversation", "").endswith(wa), 5,
+                "the other conversation " + wa)
+            handled_at[wa] = (seen - t0) * 1000
+        say("beside a stuck worker: slow, slow, ok handled at %s ms",
+            ", ".join("%.0f" % handled_at[wa] for wa in OTHER_WA))
+        assert max(handled_at.values()) < BUDGET_MS, handled_at
+
+
 # what handlers see of the configuration -------------------------------------
 SETTINGS_PROBE = r'''
 local log = require "walua.log"
