@@ -192,28 +192,31 @@ remote_addr(struct MHD_Connection *c, char *out, size_t len)
 
 /*
  * Count an answer in walua_http_requests_total.  Nearly every answer of
- * an HTTP thread has the labels of its last one: those are formatted
- * again only when they change, not by snprintf for every request.
+ * an HTTP thread has the labels of its last one: its series is looked up
+ * again only when they change, not formatted and found for every request.
  */
 static void
 count_answer(const struct req *r, unsigned int status)
 {
-	static __thread char		labels[512], path[256];
-	static __thread unsigned int	last_status;
+	static __thread struct metric	*m;
+	static __thread char		 path[256];
+	static __thread unsigned int	 last_status;
 	const char			*label = label_of(r);
+	char				 labels[512];
 	size_t				 n;
 
-	if (status != last_status || strcmp(label, path) != 0) {
+	if (m == NULL || status != last_status || strcmp(label, path) != 0) {
 		snprintf(labels, sizeof(labels), "endpoint=\"%s\",code=\"%u\"",
 		    label, status);
-		/* a path too long to keep is formatted every time */
+		m = metrics_series("walua_http_requests_total", labels);
+		/* a path too long to keep is looked up every time */
 		if ((n = strlen(label)) < sizeof(path))
 			memcpy(path, label, n + 1);
 		else
 			path[0] = '\0';
 		last_status = status;
 	}
-	metrics_inc("walua_http_requests_total", labels, 1);
+	metrics_add(m, 1);
 }
 
 /*

@@ -377,27 +377,31 @@ code_label(long long code)
 }
 
 /*
- * walua_events_acked_total's labels for provider and kind, formatted
+ * walua_events_acked_total's series for provider and kind, looked up
  * only when they differ from the last event's (nearly always the same).
  * The writer thread only.
  */
-static const char *
-acked_labels(const char *provider, const char *kind)
+static struct metric *
+acked_series(const char *provider, const char *kind)
 {
-	static char	labels[128], last_p[48], last_k[48];
-	size_t		np = strlen(provider), nk = strlen(kind);
+	static struct metric	*m;
+	static char		 last_p[48], last_k[48];
+	char			 labels[128];
+	size_t			 np = strlen(provider), nk = strlen(kind);
 
-	if (strcmp(provider, last_p) != 0 || strcmp(kind, last_k) != 0) {
+	if (m == NULL || strcmp(provider, last_p) != 0 ||
+	    strcmp(kind, last_k) != 0) {
 		snprintf(labels, sizeof(labels), "provider=\"%s\",kind=\"%s\"",
 		    provider, kind);
-		/* names too long to keep are formatted every time */
+		m = metrics_series("walua_events_acked_total", labels);
+		/* names too long to keep are looked up every time */
 		last_p[0] = last_k[0] = '\0';
 		if (np < sizeof(last_p) && nk < sizeof(last_k)) {
 			memcpy(last_p, provider, np + 1);
 			memcpy(last_k, kind, nk + 1);
 		}
 	}
-	return labels;
+	return m;
 }
 
 /* After a commit: queue the new events of r, in body order. */
@@ -419,8 +423,7 @@ queue_new(struct inbox_ticket *r)
 
 			if (e->body == NULL)
 				continue;
-			metrics_inc("walua_events_acked_total",
-			    acked_labels(r->provider, e->kind), 1);
+			metrics_add(acked_series(r->provider, e->kind), 1);
 		}
 		minutes_add(MINUTES_ACKED, r->nnew);
 		return;
@@ -436,8 +439,7 @@ queue_new(struct inbox_ticket *r)
 
 		if (e->body == NULL)
 			continue;
-		metrics_inc("walua_events_acked_total",
-		    acked_labels(r->provider, e->kind), 1);
+		metrics_add(acked_series(r->provider, e->kind), 1);
 		if (e->code != 0) {
 			snprintf(labels, sizeof(labels),
 			    "provider=\"%s\",code=\"%s\"", r->provider,

@@ -5,14 +5,17 @@
  * A series is a family name plus its preformatted labels
  * (`endpoint="/x",code="200"`); callers only pass label values walua
  * controls (config paths, codes, kinds), never request data, so the
- * number of series stays small: a list under one mutex, in first-use
- * order (the order they render in), with a hash of its names beside it,
- * since several series are counted for every event.  Gauges that describe live state are refreshed by a callback
- * just before rendering.
+ * number of series stays small: a list in first-use order (the order
+ * they render in), with a hash of its names beside it.  Several series
+ * are counted for every event, on several threads: those threads keep
+ * their series (metrics_series) and count with atomics, without a lookup
+ * or a lock.  Gauges that describe live state are refreshed by a
+ * callback just before rendering.
  */
 #include "metrics.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,22 +98,29 @@ static const double buckets[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
-struct series {
+/*
+ * Counted without the mutex: values are atomics, and a series, once in
+ * its hash chain, never changes or goes until metrics_free, so a lookup
+ * walks the chains without it (only a new series takes it).  Histogram
+ * buckets count the samples of their own range; the render adds them up.
+ */
+struct metric {
 	const struct family	*f;
 	char			*labels;
-	double			 value;
-	double			*counts;	/* histograms: NBUCKETS + 1 */
-	double			 sum;
+	_Atomic double		 value;
+	_Atomic unsigned long long counts[NBUCKETS + 1];	/* histograms */
+	_Atomic double		 sum;
 	unsigned int		 hash;
-	struct series		*next;		/* in first-use order */
-	struct series		*hnext;		/* in its hash bucket */
+	struct metric		*next;		/* in first-use order */
+	struct metric * _Atomic	 hnext;		/* in its hash bucket */
 };
 
 #define NHASH	64
 
-static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
-static struct series	*all, *hashed[NHASH];
-static void		(*refresh)(void);
+static pthread_mutex_t		 mu = PTHREAD_MUTEX_INITIALIZER;
+static struct metric		*all;
+static struct metric * _Atomic	 hashed[NHASH];
+static void			(*refresh)(void);
 
 static const struct family *
 family(const char *name)
@@ -137,77 +147,110 @@ hash(const char *name, const char *labels)
 	return h;
 }
 
-/* The series, created if new; NULL for an unknown family or no memory. */
-static struct series *
-lookup(const char *name, const char *labels)
+static struct metric *
+find(unsigned int h, const char *name, const char *labels)
 {
-	struct series	*s, **pp;
+	struct metric	*m;
+
+	for (m = atomic_load_explicit(&hashed[h % NHASH],
+	    memory_order_acquire); m != NULL; m = atomic_load_explicit(
+	    &m->hnext, memory_order_acquire))
+		if (m->hash == h && strcmp(m->f->name, name) == 0 &&
+		    strcmp(m->labels, labels) == 0)
+			return m;
+	return NULL;
+}
+
+/*
+ * The series of family name with labels, created if new; NULL for an
+ * unknown family or no memory.  Callers that count often keep it.
+ */
+struct metric *
+metrics_series(const char *name, const char *labels)
+{
+	struct metric	*m, **pp;
 	unsigned int	 h;
 
 	if (labels == NULL)
 		labels = "";
 	h = hash(name, labels);
-	for (s = hashed[h % NHASH]; s != NULL; s = s->hnext)
-		if (s->hash == h && strcmp(s->f->name, name) == 0 &&
-		    strcmp(s->labels, labels) == 0)
-			return s;
-	if ((s = calloc(1, sizeof(*s))) == NULL)
-		return NULL;
-	if ((s->f = family(name)) == NULL ||
-	    (s->labels = strdup(labels)) == NULL) {
-		free(s);
-		return NULL;
+	if ((m = find(h, name, labels)) != NULL)
+		return m;
+	pthread_mutex_lock(&mu);
+	if ((m = find(h, name, labels)) != NULL)	/* another was first */
+		goto out;
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		goto out;
+	if ((m->f = family(name)) == NULL ||
+	    (m->labels = strdup(labels)) == NULL) {
+		free(m);
+		m = NULL;
+		goto out;
 	}
-	s->hash = h;
-	s->hnext = hashed[h % NHASH];
-	hashed[h % NHASH] = s;
+	m->hash = h;
 	for (pp = &all; *pp != NULL; pp = &(*pp)->next)
 		;
-	*pp = s;		/* append: families render in first-use order */
-	return s;
+	*pp = m;		/* append: families render in first-use order */
+	atomic_store_explicit(&m->hnext, atomic_load_explicit(
+	    &hashed[h % NHASH], memory_order_relaxed), memory_order_relaxed);
+	/* last: a lookup that sees it sees it whole */
+	atomic_store_explicit(&hashed[h % NHASH], m, memory_order_release);
+out:
+	pthread_mutex_unlock(&mu);
+	return m;
+}
+
+static void
+add_double(_Atomic double *p, double by)
+{
+	double	old = atomic_load_explicit(p, memory_order_relaxed);
+
+	while (!atomic_compare_exchange_weak_explicit(p, &old, old + by,
+	    memory_order_relaxed, memory_order_relaxed))
+		;
+}
+
+/* Add by to m (a counter, or a gauge); m NULL: nothing. */
+void
+metrics_add(struct metric *m, double by)
+{
+	if (m != NULL)
+		add_double(&m->value, by);
+}
+
+/* A sample of histogram m, in seconds; m NULL: nothing. */
+void
+metrics_sample(struct metric *m, double v)
+{
+	size_t	i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < NBUCKETS && !(v <= buckets[i]); i++)
+		;			/* NaN: +Inf's */
+	atomic_fetch_add_explicit(&m->counts[i], 1, memory_order_relaxed);
+	add_double(&m->sum, v);
 }
 
 void
 metrics_inc(const char *name, const char *labels, double by)
 {
-	struct series *s;
-
-	pthread_mutex_lock(&mu);
-	if ((s = lookup(name, labels)) != NULL)
-		s->value += by;
-	pthread_mutex_unlock(&mu);
+	metrics_add(metrics_series(name, labels), by);
 }
 
 void
 metrics_set(const char *name, const char *labels, double v)
 {
-	struct series *s;
+	struct metric *m;
 
-	pthread_mutex_lock(&mu);
-	if ((s = lookup(name, labels)) != NULL)
-		s->value = v;
-	pthread_mutex_unlock(&mu);
+	if ((m = metrics_series(name, labels)) != NULL)
+		atomic_store_explicit(&m->value, v, memory_order_relaxed);
 }
 
 void
 metrics_observe(const char *name, double v)
 {
-	struct series	*s;
-	size_t		 i;
-
-	pthread_mutex_lock(&mu);
-	if ((s = lookup(name, NULL)) != NULL) {
-		if (s->counts == NULL)
-			s->counts = calloc(NBUCKETS + 1, sizeof(double));
-		if (s->counts != NULL) {
-			for (i = 0; i < NBUCKETS; i++)
-				if (v <= buckets[i])
-					s->counts[i]++;
-			s->counts[NBUCKETS]++;
-			s->sum += v;
-		}
-	}
-	pthread_mutex_unlock(&mu);
+	metrics_sample(metrics_series(name, NULL), v);
 }
 
 /* A sample from a worker: observed if name is a histogram, else added. */
@@ -231,25 +274,29 @@ metrics_on_render(void (*fn)(void))
 }
 
 static void
-render_series(struct buf *b, const struct series *s)
+render_series(struct buf *b, const struct metric *m)
 {
-	size_t	i;
+	unsigned long long	n = 0;
+	size_t			i;
 
-	if (s->counts == NULL) {
-		if (*s->labels)
-			buf_printf(b, "%s{%s} %.17g\n", s->f->name, s->labels,
-			    s->value);
+	if (strcmp(m->f->type, "histogram") != 0) {
+		if (*m->labels)
+			buf_printf(b, "%s{%s} %.17g\n", m->f->name, m->labels,
+			    atomic_load(&m->value));
 		else
-			buf_printf(b, "%s %.17g\n", s->f->name, s->value);
+			buf_printf(b, "%s %.17g\n", m->f->name,
+			    atomic_load(&m->value));
 		return;
 	}
-	for (i = 0; i < NBUCKETS; i++)
-		buf_printf(b, "%s_bucket{le=\"%g\"} %.17g\n", s->f->name,
-		    buckets[i], s->counts[i]);
-	buf_printf(b, "%s_bucket{le=\"+Inf\"} %.17g\n", s->f->name,
-	    s->counts[NBUCKETS]);
-	buf_printf(b, "%s_sum %.17g\n%s_count %.17g\n", s->f->name, s->sum,
-	    s->f->name, s->counts[NBUCKETS]);
+	for (i = 0; i < NBUCKETS; i++) {
+		n += atomic_load(&m->counts[i]);
+		buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", m->f->name,
+		    buckets[i], n);
+	}
+	n += atomic_load(&m->counts[NBUCKETS]);
+	buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", m->f->name, n);
+	buf_printf(b, "%s_sum %.17g\n%s_count %llu\n", m->f->name,
+	    atomic_load(&m->sum), m->f->name, n);
 }
 
 /* Append the whole exposition to b.  Returns 0 or -1 (out of memory). */
@@ -257,7 +304,7 @@ int
 metrics_render(struct buf *b)
 {
 	const struct family	*f;
-	const struct series	*s;
+	const struct metric	*m;
 	int			 seen;
 
 	if (refresh != NULL)
@@ -265,14 +312,14 @@ metrics_render(struct buf *b)
 	pthread_mutex_lock(&mu);
 	for (f = families; f->name != NULL; f++) {
 		seen = 0;
-		for (s = all; s != NULL; s = s->next) {
-			if (s->f != f)
+		for (m = all; m != NULL; m = m->next) {
+			if (m->f != f)
 				continue;
 			if (!seen)
 				buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n",
 				    f->name, f->help, f->name, f->type);
 			seen = 1;
-			render_series(b, s);
+			render_series(b, m);
 		}
 	}
 	pthread_mutex_unlock(&mu);
@@ -282,16 +329,17 @@ metrics_render(struct buf *b)
 void
 metrics_free(void)
 {
-	struct series *s, *next;
+	struct metric	*m, *next;
+	size_t		 i;
 
 	pthread_mutex_lock(&mu);
-	for (s = all; s != NULL; s = next) {
-		next = s->next;
-		free(s->labels);
-		free(s->counts);
-		free(s);
+	for (m = all; m != NULL; m = next) {
+		next = m->next;
+		free(m->labels);
+		free(m);
 	}
 	all = NULL;
-	memset(hashed, 0, sizeof(hashed));
+	for (i = 0; i < NHASH; i++)
+		atomic_store(&hashed[i], NULL);
 	pthread_mutex_unlock(&mu);
 }

@@ -4,6 +4,11 @@
 
 #include "buf.h"
 
+struct metric;
+
+struct metric	*metrics_series(const char *family, const char *labels);
+void	metrics_add(struct metric *, double by);
+void	metrics_sample(struct metric *, double seconds);
 void	metrics_inc(const char *family, const char *labels, double by);
 void	metrics_set(const char *family, const char *labels, double value);
 void	metrics_observe(const char *family, double seconds);

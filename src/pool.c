@@ -794,6 +794,7 @@ reload(void)
 static void
 on_frame(struct worker *w, char type, const char *p, size_t len)
 {
+	static struct metric *handled_ok, *duration;
 	struct gen	*g = w->gen;
 	struct qitem	*it;
 	char		 result[16], *end;
@@ -869,9 +870,15 @@ on_frame(struct worker *w, char type, const char *p, size_t len)
 	retire = nl != NULL && (size_t)(nl - p) > 7 &&
 	    memcmp(nl - 7, "\tretire", 7) == 0;
 	it = slot_give(w, (int)slot);
-	metrics_observe("walua_handler_duration_seconds", (double)us / 1e6);
+	if (handled_ok == NULL) {	/* kept: counted for every event */
+		duration = metrics_series("walua_handler_duration_seconds",
+		    NULL);
+		handled_ok = metrics_series("walua_events_handled_total",
+		    "result=\"ok\"");
+	}
+	metrics_sample(duration, (double)us / 1e6);
 	if (strcmp(result, "ok") == 0) {
-		metrics_inc("walua_events_handled_total", "result=\"ok\"", 1);
+		metrics_add(handled_ok, 1);
 		inbox_note_rank(it->message_id, kv_rank_of(it->status));
 		inbox_done(it, us);
 		queue_done(it);
