@@ -14,46 +14,45 @@
 #define THREADS	4
 #define ROUNDS	100000
 
-/* The rendered value of the line that starts with prefix, or -1. */
-static double
-value_of(const char *prefix)
-{
-	struct buf	 b = { 0 };
-	const char	*p;
-	double		 v = -1;
-	size_t		 n = strlen(prefix);
-
-	if (metrics_render(&b) == -1)
-		return -1;
-	buf_append(&b, "", 1);
-	for (p = b.data; p != NULL && *p != '\0'; p = strchr(p, '\n'),
-	    p = p ? p + 1 : NULL)
-		if (strncmp(p, prefix, n) == 0 && p[n] == ' ') {
-			v = strtod(p + n + 1, NULL);
-			break;
-		}
-	buf_free(&b);
-	return v;
-}
-
-/* How many lines start with prefix followed by a space. */
+/*
+ * The lines of the exposition that start with prefix and a space: how
+ * many, and the value of the first in *v (-1: none).
+ */
 static int
-lines_of(const char *prefix)
+scan(const char *prefix, double *v)
 {
 	struct buf	 b = { 0 };
 	const char	*p;
 	int		 found = 0;
 	size_t		 n = strlen(prefix);
 
+	*v = -1;
 	if (metrics_render(&b) == -1)
 		return -1;
 	buf_append(&b, "", 1);
 	for (p = b.data; p != NULL && *p != '\0'; p = strchr(p, '\n'),
 	    p = p ? p + 1 : NULL)
-		if (strncmp(p, prefix, n) == 0 && p[n] == ' ')
-			found++;
+		if (strncmp(p, prefix, n) == 0 && p[n] == ' ' && found++ == 0)
+			*v = strtod(p + n + 1, NULL);
 	buf_free(&b);
 	return found;
+}
+
+static double
+value_of(const char *prefix)
+{
+	double	v;
+
+	scan(prefix, &v);
+	return v;
+}
+
+static int
+lines_of(const char *prefix)
+{
+	double	v;
+
+	return scan(prefix, &v);
 }
 
 /* Each thread: a kept series, lookups by name, and a new series each. */
