@@ -272,8 +272,8 @@ unpack_at(lua_State *L, struct reader *r, int depth)
 	uint64_t	u, narr, nrec, i;
 	lua_Number	n;
 
-	if (depth > PACK_MAX_DEPTH || r->p >= r->end ||
-	    !lua_checkstack(L, 3))
+	/* room for a value: the caller's (a table's, below, or unpack_value) */
+	if (depth > PACK_MAX_DEPTH || r->p >= r->end)
 		return -1;
 	switch (*r->p++) {
 	case 'n':
@@ -305,8 +305,9 @@ unpack_at(lua_State *L, struct reader *r, int depth)
 		/* each value takes a byte at least: no count beyond what is left */
 		if (get_varint(r, &narr) == -1 || get_varint(r, &nrec) == -1 ||
 		    narr > (uint64_t)(r->end - r->p) ||
-		    nrec > (uint64_t)(r->end - r->p))
+		    nrec > (uint64_t)(r->end - r->p) || !lua_checkstack(L, 3))
 			return -1;
+		/* the table, then a key and its value at a time */
 		lua_createtable(L, (int)narr, (int)nrec);
 		for (i = 1; i <= narr; i++) {
 			if (unpack_at(L, r, depth + 1) == -1)
@@ -339,7 +340,8 @@ unpack_value(lua_State *L, const char *p, size_t len)
 		return -1;
 	r.p = (const unsigned char *)p + 1;
 	r.end = (const unsigned char *)p + len;
-	if (unpack_at(L, &r, 0) == -1 || r.p != r.end) {
+	if (!lua_checkstack(L, 1) || unpack_at(L, &r, 0) == -1 ||
+	    r.p != r.end) {
 		lua_settop(L, top);
 		return -1;
 	}
