@@ -15,17 +15,8 @@
  * written (a frame a transaction overwrites, the checksums SQLite then
  * rewrites after the commit frame) go to the file at once.  Anything that
  * looks at the file (a read, a sync, its size, a truncation, a file
- * control, a lock, the close) writes the buffer first, so SQLite never
- * sees the file other than as its writes left it.
- *
- * The database file gets the same for its one writer in WAL mode, the
- * checkpoint: it copies the log's pages one pwrite(2) each, and the pages
- * of new rows have consecutive numbers, so most of those writes continue
- * the one before; they are gathered while they do.  A checkpoint lets
- * other connections read what it copied only by recording so in the
- * shared index after its copy loop, and between the two it calls
- * SQLITE_FCNTL_CKPT_DONE on the database file: a file control, which
- * writes the buffer first.
+ * control, the close) writes the buffer first, so SQLite never sees the
+ * file other than as its writes left it.
  */
 #include "walvfs.h"
 
@@ -169,26 +160,6 @@ w_write(sqlite3_file *p, const void *data, int amt, sqlite3_int64 off)
 	return SQLITE_OK;
 }
 
-/* The database file: writes that continue the last one are gathered. */
-static int
-d_write(sqlite3_file *p, const void *data, int amt, sqlite3_int64 off)
-{
-	struct walfile	*f = (struct walfile *)p;
-	int		 rc;
-
-	if (f->len > 0 && (off != f->off + (sqlite3_int64)f->len ||
-	    f->len + (size_t)amt > WAL_BUF) && (rc = flush(f)) != SQLITE_OK)
-		return rc;
-	if ((size_t)amt > WAL_BUF || (f->buf == NULL &&
-	    (f->buf = sqlite3_malloc(WAL_BUF)) == NULL))
-		return pass(f, data, amt, off);
-	if (f->len == 0)
-		f->off = off;
-	memcpy(f->buf + f->len, data, (size_t)amt);
-	f->len += (size_t)amt;
-	return SQLITE_OK;
-}
-
 static int
 w_truncate(sqlite3_file *p, sqlite3_int64 size)
 {
@@ -224,19 +195,16 @@ static int
 w_lock(sqlite3_file *p, int level)
 {
 	struct walfile	*f = (struct walfile *)p;
-	int		 rc = flush(f);
 
-	return rc != SQLITE_OK ? rc : f->real->pMethods->xLock(f->real, level);
+	return f->real->pMethods->xLock(f->real, level);
 }
 
 static int
 w_unlock(sqlite3_file *p, int level)
 {
 	struct walfile	*f = (struct walfile *)p;
-	int		 rc = flush(f);
 
-	return rc != SQLITE_OK ? rc : f->real->pMethods->xUnlock(f->real,
-	    level);
+	return f->real->pMethods->xUnlock(f->real, level);
 }
 
 static int
@@ -273,77 +241,14 @@ w_device(sqlite3_file *p)
 	return f->real->pMethods->xDeviceCharacteristics(f->real);
 }
 
-/* The database file's shared memory (the WAL's index) and its mapping. */
-static int
-d_shm_map(sqlite3_file *p, int pg, int pgsz, int extend, void volatile **pp)
-{
-	struct walfile	*f = (struct walfile *)p;
-
-	return f->real->pMethods->xShmMap(f->real, pg, pgsz, extend, pp);
-}
-
-static int
-d_shm_lock(sqlite3_file *p, int offset, int n, int flags)
-{
-	struct walfile	*f = (struct walfile *)p;
-	int		 rc = flush(f);
-
-	return rc != SQLITE_OK ? rc : f->real->pMethods->xShmLock(f->real,
-	    offset, n, flags);
-}
-
-static void
-d_shm_barrier(sqlite3_file *p)
-{
-	struct walfile	*f = (struct walfile *)p;
-
-	(void)flush(f);		/* a failed write shows at the next call */
-	f->real->pMethods->xShmBarrier(f->real);
-}
-
-static int
-d_shm_unmap(sqlite3_file *p, int delete)
-{
-	struct walfile	*f = (struct walfile *)p;
-
-	return f->real->pMethods->xShmUnmap(f->real, delete);
-}
-
-static int
-d_fetch(sqlite3_file *p, sqlite3_int64 off, int amt, void **pp)
-{
-	struct walfile	*f = (struct walfile *)p;
-	int		 rc = flush(f);
-
-	if (rc != SQLITE_OK) {
-		*pp = NULL;
-		return rc;
-	}
-	return f->real->pMethods->xFetch(f->real, off, amt, pp);
-}
-
-static int
-d_unfetch(sqlite3_file *p, sqlite3_int64 off, void *page)
-{
-	struct walfile	*f = (struct walfile *)p;
-
-	return f->real->pMethods->xUnfetch(f->real, off, page);
-}
-
 /*
- * Version 1 methods for a WAL file: SQLite maps no shared memory and no
- * pages through it, only through the database file.
+ * Version 1 methods: SQLite maps no shared memory and no pages through a
+ * WAL file, only through the database file, which stays unix's own.
  */
 static const sqlite3_io_methods walfile_methods = {
 	1, w_close, w_read, w_write, w_truncate, w_sync, w_size, w_lock,
 	w_unlock, w_reserved, w_control, w_sector, w_device,
 	NULL, NULL, NULL, NULL, NULL, NULL
-};
-
-static const sqlite3_io_methods dbfile_methods = {
-	3, w_close, w_read, d_write, w_truncate, w_sync, w_size, w_lock,
-	w_unlock, w_reserved, w_control, w_sector, w_device,
-	d_shm_map, d_shm_lock, d_shm_barrier, d_shm_unmap, d_fetch, d_unfetch
 };
 
 static int
@@ -354,14 +259,13 @@ v_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *p, int flags,
 	int		 rc;
 
 	(void)vfs;
-	if (!(flags & (SQLITE_OPEN_WAL | SQLITE_OPEN_MAIN_DB)))
+	if (!(flags & SQLITE_OPEN_WAL))
 		return unixvfs->xOpen(unixvfs, name, p, flags, out_flags);
 	memset(f, 0, sizeof(*f));
 	f->real = (sqlite3_file *)(f + 1);
 	rc = unixvfs->xOpen(unixvfs, name, f->real, flags, out_flags);
 	if (rc == SQLITE_OK && f->real->pMethods != NULL)
-		f->base.pMethods = (flags & SQLITE_OPEN_WAL) ?
-		    &walfile_methods : &dbfile_methods;
+		f->base.pMethods = &walfile_methods;
 	else if (f->real->pMethods != NULL) {
 		f->real->pMethods->xClose(f->real);
 		f->real->pMethods = NULL;

@@ -1,7 +1,4 @@
-/*
- * walvfs.h - SQLite's unix VFS, with a commit's WAL appends and a
- * checkpoint's page copies gathered into few writes.
- */
+/* walvfs.h - SQLite's unix VFS, each commit's WAL appends in one write. */
 #ifndef WALVFS_H
 #define WALVFS_H
 

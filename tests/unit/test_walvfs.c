@@ -4,8 +4,7 @@
  * another connection as soon as it returns, and a copy of the files
  * taken then (a kill -9) recovers every commit, including transactions
  * that spilled frames and rewrote them (SQLite rewrites their checksums
- * after the commit frame).  A checkpoint's copies to the database file
- * go in few writes too, and what it copied is there once it is over.
+ * after the commit frame).
  */
 #include "walvfs.h"
 
@@ -242,43 +241,6 @@ main(void)
 	CHECK(insert(w, 5, 700) == SQLITE_OK);
 	CHECK(count(r, "SELECT count(*) FROM t") == 665);
 	CHECK(rows_after_crash("w.db") == 665);
-
-	/*
-	 * A checkpoint copies page by page; the pages of new rows follow one
-	 * another in the file and go in few writes.  Once it is over, the
-	 * log starts again and what it copied is read from the database
-	 * file alone, by a connection of the unix VFS's own.
-	 */
-	for (i = 0; i < 20; i++) {
-		CHECK(insert(w, 12, 600) == SQLITE_OK);
-		CHECK(insert(u, 12, 600) == SQLITE_OK);
-	}
-	before = write_calls();
-	CHECK(sqlite3_exec(w, "PRAGMA wal_checkpoint(PASSIVE)", NULL, NULL,
-	    NULL) == SQLITE_OK);
-	ours = write_calls() - before;
-	before = write_calls();
-	CHECK(sqlite3_exec(u, "PRAGMA wal_checkpoint(PASSIVE)", NULL, NULL,
-	    NULL) == SQLITE_OK);
-	theirs = write_calls() - before;
-	if (before != -1) {
-		printf("write calls for a checkpoint: %lld, unix VFS %lld\n",
-		    ours, theirs);
-		/* t's index on random blobs has its pages anywhere */
-		CHECK(ours * 2 < theirs);
-	}
-	CHECK(insert(w, 5, 700) == SQLITE_OK);	/* the log starts again */
-	CHECK(count(r, "SELECT count(*) FROM t") == 910);
-	CHECK(count(r, "SELECT count(*) FROM pragma_integrity_check"
-	    " WHERE integrity_check = 'ok'") == 1);
-	CHECK(rows_after_crash("w.db") == 910);
-	CHECK(sqlite3_exec(w, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL,
-	    NULL) == SQLITE_OK);
-	sqlite3_close(r);
-	CHECK((r = open_db("w.db", "unix")) != NULL);
-	CHECK(count(r, "SELECT count(*) FROM t") == 910);
-	CHECK(count(r, "SELECT sum(length(v)) FROM t") ==
-	    count(w, "SELECT sum(length(v)) FROM t"));
 
 	sqlite3_close(r);
 	sqlite3_close(w);
