@@ -959,29 +959,36 @@ stale(const struct qitem *it)
 }
 
 /*
- * Whether w's Lua has run far longer than its slices usually take: four
- * times as long, 2 ms at least, STALL_MS at most.  Likely stuck in C,
- * where no slice ends it, or at least slow: what w is sent waits behind
- * it.  Judged against w's own usual slice, a stuck worker is passed over
- * a few milliseconds after it stopped, not STALL_MS after.
+ * How busy w is: 0, waiting in its loop; 1, running an event's Lua
+ * (since *since, ms); 2, that for far longer than its slices usually
+ * take: four times as long, 2 ms at least, STALL_MS at most.  Likely
+ * stuck in C, where no slice ends it, or at least slow: what w is sent
+ * waits behind it.  Judged against w's own usual slice, a stuck worker
+ * is passed over a few milliseconds after it stopped, not STALL_MS after.
  */
 static int
-stalled(const struct worker *w, int64_t now)
+busyness(const struct worker *w, int64_t now, int64_t *since)
 {
 	int64_t	limit = 4 * (int64_t)atomic_load(&w->shm->slice_us);
 
+	*since = atomic_load(&w->shm->running_since);
+	if (atomic_load(&w->shm->running) == 0)
+		return 0;
 	if (limit < 2000)
 		limit = 2000;
 	if (limit > STALL_MS * 1000)
 		limit = STALL_MS * 1000;
-	return atomic_load(&w->shm->running) != 0 &&
-	    (now - atomic_load(&w->shm->running_since)) * 1000 > limit;
+	return (now - *since) * 1000 > limit ? 2 : 1;
 }
 
 /*
  * The worker of the current generation to give the next event to: the
  * least busy of those with a free slot and whose socket took what was
  * written (a worker stuck in C does not read: its events wait here).
+ * What a busy worker is sent waits behind its Lua: prefer the idlest,
+ * then the one with fewer events, then the one whose Lua began last.
+ * Of two stalled ones, the one stalled longer is the likelier to be
+ * stuck: the one whose Lua began last comes first.
  */
 static struct worker *
 least_busy(int64_t now)
@@ -994,17 +1001,7 @@ least_busy(int64_t now)
 		if (w->gen != current || w->state != W_READY || w->retiring ||
 		    w->inflight >= w->nslots || w->blocked)
 			continue;
-		/*
-		 * 0: waiting in its loop; 1: running an event's Lua; 2: that
-		 * for far longer than usual (above).  What a busy worker is
-		 * sent waits behind that Lua: prefer the idlest, then the one
-		 * with fewer events, then the one whose Lua began last.  Of
-		 * two stalled ones, the one stalled longer is the likelier to
-		 * be stuck: the one whose Lua began last comes first.
-		 */
-		since = atomic_load(&w->shm->running_since);
-		busy = atomic_load(&w->shm->running) == 0 ? 0 :
-		    stalled(w, now) ? 2 : 1;
+		busy = busyness(w, now, &since);
 		if (best == NULL || busy != best_busy)
 			take = best == NULL || busy < best_busy;
 		else if (busy == 2 && since != best_since)
